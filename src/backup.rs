@@ -1,0 +1,296 @@
+//! One backup of one database, end to end:
+//!
+//! 1. open a REPEATABLE READ snapshot and export it;
+//! 2. run `pg_dump -Fc -Z0 --snapshot=…` and stream its stdout through zstd, age and sha256
+//!    into the repository, while the same snapshot yields the dump-time facts;
+//! 3. commit the dump object only if pg_dump exited 0 and every stage finished;
+//! 4. store the facts and `pg_dumpall --globals-only`, both encrypted;
+//! 5. write the manifest, last. Until then the backup does not exist.
+//!
+//! Any failure leaves no manifest; objects already stored are deleted on a best-effort basis
+//! (whatever remains is an orphan that pruning removes).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+
+use crate::cancel::Cancel;
+use crate::catalog::{
+    self, BackupId, CompressionInfo, DumpObject, EncryptionInfo, MANIFEST_FORMAT, Manifest,
+    StoredObject,
+};
+use crate::error::{Error, Result};
+use crate::keys::Recipients;
+use crate::pipeline::{self, ChunkSender, Compression, Digest, StreamSummary};
+use crate::postgres::{ChildProcess, ConnInfo, DumpFacts, PgTools, SnapshotSession};
+use crate::progress::Progress;
+use crate::storage::ObjectStore;
+
+/// Everything a backup needs, shared by every database it backs up.
+pub struct BackupJob {
+    pub store: Arc<dyn ObjectStore>,
+    pub source: ConnInfo,
+    pub pg_bin_dir: Option<PathBuf>,
+    pub recipients: Arc<Recipients>,
+    pub compression: Compression,
+    pub progress: Arc<dyn Progress>,
+}
+
+/// What pg_dump and the pipeline produced, before the small objects and the manifest.
+struct DumpOutcome {
+    summary: StreamSummary,
+    facts: DumpFacts,
+    pg_dump_warnings: String,
+}
+
+impl BackupJob {
+    /// Backs up `database`; returns the manifest once it is stored.
+    pub async fn run(&self, database: &str, label: Option<String>, cancel: Cancel) -> Result<Manifest> {
+        let started_at = Utc::now();
+        let id = BackupId::new(started_at);
+        let shown = self.source.url_for(database);
+        let progress = &self.progress;
+        progress.phase(&format!("connecting to {shown}"));
+
+        let session = SnapshotSession::open(&self.source.client_config(database)?, &shown).await?;
+        let tools = PgTools::locate(self.pg_bin_dir.as_deref(), Some(session.server_major));
+        let (pg_dump_version, pg_dump_major) = tools.version("pg_dump").await?;
+        if pg_dump_major < session.server_major {
+            return Err(Error::Source(format!(
+                "pg_dump {pg_dump_version} cannot dump server version {} at {shown}: install \
+                 the PostgreSQL {} client tools (e.g. postgresql-client-{}) or point \
+                 source.pg_bin_dir at them",
+                session.server_version, session.server_major, session.server_major
+            )));
+        }
+
+        let data_prefix = catalog::data_prefix(database, &id);
+        let dump_key = format!("{data_prefix}dump.pgdump.zst.age");
+        let facts_key = format!("{data_prefix}facts.json.age");
+        let globals_key = format!("{data_prefix}globals.sql.age");
+        let mut warnings = Vec::new();
+
+        progress.phase(&format!("dumping {database}"));
+        let dumped = self
+            .dump(&tools, &session, database, &shown, &dump_key, cancel.clone())
+            .await;
+        let server_version = session.server_version.clone();
+        let can_read_role_passwords = session.can_read_role_passwords;
+        session.close().await;
+        let dumped = dumped?;
+        if !dumped.pg_dump_warnings.is_empty() {
+            warnings.push(format!("pg_dump: {}", dumped.pg_dump_warnings));
+        }
+
+        let rest = async {
+            progress.phase(&format!("saving roles and facts of {database}"));
+            let globals = self
+                .dump_globals(&tools, &shown, can_read_role_passwords, &mut warnings)
+                .await?;
+            let globals = self.put_encrypted(&globals_key, &globals).await?;
+            let facts_json = serde_json::to_vec(&dumped.facts).expect("facts serialize");
+            let facts = self.put_encrypted(&facts_key, &facts_json).await?;
+            for warning in &warnings {
+                progress.warn(warning);
+            }
+            let manifest = Manifest {
+                format_version: MANIFEST_FORMAT,
+                tool: "vault".into(),
+                tool_version: env!("CARGO_PKG_VERSION").into(),
+                id: id.clone(),
+                database: database.to_string(),
+                label,
+                pinned: false,
+                started_at,
+                finished_at: Utc::now(),
+                server_version,
+                pg_dump_version,
+                compression: CompressionInfo {
+                    algorithm: "zstd".into(),
+                    level: self.compression.level,
+                    threads: self.compression.threads,
+                },
+                encryption: EncryptionInfo {
+                    algorithm: "age-x25519".into(),
+                    recipients: self.recipients.public_keys(),
+                },
+                dump: DumpObject {
+                    stored: stored_object(&dump_key, &dumped.summary.stored),
+                    raw_bytes: dumped.summary.raw.bytes,
+                    raw_sha256: dumped.summary.raw.sha256_hex(),
+                    format: "custom".into(),
+                },
+                facts,
+                globals,
+                warnings,
+            };
+            progress.phase(&format!("writing manifest of {database}"));
+            self.store
+                .put(&catalog::manifest_key(database, &id), Bytes::from(manifest.to_json()))
+                .await?;
+            Ok(manifest)
+        };
+        let mut cancel = cancel;
+        let result = tokio::select! {
+            result = rest => result,
+            _ = cancel.cancelled() => Err(Error::Interrupted(format!("backup of {database} cancelled; no manifest was written"))),
+        };
+        if result.is_err() {
+            for key in [&dump_key, &facts_key, &globals_key] {
+                let _ = self.store.delete(key).await;
+            }
+        }
+        result
+    }
+
+    /// Streams pg_dump into the store; the object is committed only if everything succeeded.
+    async fn dump(
+        &self,
+        tools: &PgTools,
+        session: &SnapshotSession,
+        database: &str,
+        shown: &str,
+        key: &str,
+        mut cancel: Cancel,
+    ) -> Result<DumpOutcome> {
+        let mut command = tools.command("pg_dump");
+        command
+            .args(["--format=custom", "--compress=0", "--no-password"])
+            .arg(format!("--snapshot={}", session.snapshot_id))
+            .arg(format!("--dbname={shown}"));
+        if let Some(password) = self.source.explicit_password() {
+            command.env("PGPASSWORD", password);
+        }
+        let mut pg_dump = ChildProcess::spawn("pg_dump", command)?;
+        let stdout = pg_dump.take_stdout().expect("stdout is piped");
+        let stdout = std::fs::File::from(
+            stdout
+                .into_owned_fd()
+                .map_err(|e| Error::io("cannot read pg_dump's output", e))?,
+        );
+
+        let (sender, receiver) = ChunkSender::channel();
+        let upload = self.store.upload(key, receiver);
+
+        let recipients = Arc::clone(&self.recipients);
+        let progress = Arc::clone(&self.progress);
+        let compression = self.compression;
+        let stages = tokio::task::spawn_blocking(move || {
+            let (mut sender, summary) = pipeline::compress_encrypt(
+                stdout,
+                sender,
+                &recipients,
+                compression,
+                progress.as_ref(),
+            )?;
+            sender.flush_buffered()?;
+            Ok::<_, std::io::Error>((sender, summary))
+        });
+
+        let control = async {
+            let work = async {
+                let (stages, facts) = tokio::join!(stages, session.capture_facts(database));
+                let stages = stages.map_err(|e| {
+                    StageFailure::Failed(Error::Source(format!("pipeline thread failed: {e}")))
+                })?;
+                let pg_dump = pg_dump.wait().await;
+                // The first failure in the stream's order is the cause: a stage that broke
+                // (a closed upload, a zstd error) also kills pg_dump with EPIPE.
+                let (sender, summary) = match stages {
+                    Ok(done) => done,
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                        return Err(StageFailure::Upload);
+                    }
+                    Err(e) => {
+                        return Err(StageFailure::Failed(Error::io(
+                            format!("compressing and encrypting the dump of {database} failed"),
+                            e,
+                        )));
+                    }
+                };
+                let finished = pg_dump.map_err(StageFailure::Failed)?;
+                let facts = facts.map_err(StageFailure::Failed)?;
+                Ok((sender, summary, facts, finished.stderr))
+            };
+            tokio::select! {
+                result = work => result,
+                _ = cancel.cancelled() => Err(StageFailure::Failed(Error::Interrupted(format!(
+                    "backup of {database} cancelled during the dump; the upload was aborted"
+                )))),
+            }
+        };
+        let committed = async {
+            // Dropping the sender without committing aborts the upload.
+            let (sender, summary, facts, warnings) = control.await?;
+            sender.commit().await.map_err(|()| StageFailure::Upload)?;
+            Ok::<_, StageFailure>((summary, facts, warnings))
+        };
+        let (uploaded, committed) = tokio::join!(upload, committed);
+        match (committed, uploaded) {
+            (Ok((summary, facts, pg_dump_warnings)), Ok(stored_bytes)) => {
+                debug_assert_eq!(stored_bytes, summary.stored.bytes);
+                Ok(DumpOutcome {
+                    summary,
+                    facts,
+                    pg_dump_warnings,
+                })
+            }
+            (Err(StageFailure::Failed(e)), _) => Err(e),
+            (_, Err(upload_error)) => Err(upload_error),
+            (Err(StageFailure::Upload), Ok(_)) => Err(Error::Repository(format!(
+                "the upload of {key} stopped without an error"
+            ))),
+        }
+    }
+
+    async fn dump_globals(
+        &self,
+        tools: &PgTools,
+        shown: &str,
+        can_read_role_passwords: bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<Vec<u8>> {
+        let mut command = tools.command("pg_dumpall");
+        command
+            .args(["--globals-only", "--no-password"])
+            .arg(format!("--dbname={shown}"));
+        if !can_read_role_passwords {
+            command.arg("--no-role-passwords");
+            warnings.push(
+                "the backup role cannot read pg_authid, so roles were saved without their \
+                 passwords (pg_dumpall --no-role-passwords); restored roles need new passwords"
+                    .into(),
+            );
+        }
+        if let Some(password) = self.source.explicit_password() {
+            command.env("PGPASSWORD", password);
+        }
+        let (globals, _) = ChildProcess::spawn("pg_dumpall", command)?.output().await?;
+        Ok(globals)
+    }
+
+    async fn put_encrypted(&self, key: &str, plain: &[u8]) -> Result<StoredObject> {
+        let sealed = pipeline::encrypt_small(plain, &self.recipients)
+            .map_err(|e| Error::io(format!("encrypting {key} failed"), e))?;
+        let digest = Digest::of(&sealed);
+        self.store.put(key, Bytes::from(sealed)).await?;
+        Ok(stored_object(key, &digest))
+    }
+}
+
+/// Why the dump's control side did not commit.
+enum StageFailure {
+    /// The upload went away; its own error is the cause.
+    Upload,
+    Failed(Error),
+}
+
+fn stored_object(key: &str, digest: &Digest) -> StoredObject {
+    StoredObject {
+        key: key.to_string(),
+        size_bytes: digest.bytes,
+        sha256: digest.sha256_hex(),
+    }
+}

@@ -1,0 +1,201 @@
+//! The catalog: what a complete backup is (its [`Manifest`]), where its objects live, and how
+//! to list backups. A backup exists only when its manifest exists; the manifest is the last
+//! object a backup writes.
+//!
+//! Repository layout (keys relative to the repository root / S3 prefix):
+//! ```text
+//! manifests/<database>/<backup-id>.json            plain JSON, public metadata only
+//! data/<database>/<backup-id>/dump.pgdump.zst.age  pg_dump -Fc, zstd, age
+//! data/<database>/<backup-id>/facts.json.age       dump-time facts, age
+//! data/<database>/<backup-id>/globals.sql.age      pg_dumpall --globals-only, age
+//! ```
+//! `<database>` is percent-encoded where it is not `[A-Za-z0-9_.-]`.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use futures_util::{StreamExt, TryStreamExt};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::storage::ObjectStore;
+
+/// The manifest format this version writes; it reads this and every earlier one.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// Sortable by time: `20261127T030000Z-1a2b3c`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BackupId(String);
+
+impl BackupId {
+    pub fn new(started_at: DateTime<Utc>) -> BackupId {
+        BackupId(format!(
+            "{}-{:06x}",
+            started_at.format("%Y%m%dT%H%M%SZ"),
+            rand::random::<u32>() & 0xff_ffff
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BackupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredObject {
+    pub key: String,
+    /// Bytes stored (compressed and encrypted).
+    pub size_bytes: u64,
+    /// sha256 of the stored bytes, lower-case hex as `sha256sum` prints it.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DumpObject {
+    #[serde(flatten)]
+    pub stored: StoredObject,
+    /// Bytes pg_dump produced, before compression.
+    pub raw_bytes: u64,
+    pub raw_sha256: String,
+    /// Always "custom": `pg_dump -Fc -Z0`.
+    pub format: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub tool: String,
+    pub tool_version: String,
+    pub id: BackupId,
+    pub database: String,
+    pub label: Option<String>,
+    #[serde(default)]
+    pub pinned: bool,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub server_version: String,
+    pub pg_dump_version: String,
+    pub compression: CompressionInfo,
+    pub encryption: EncryptionInfo,
+    pub dump: DumpObject,
+    pub facts: StoredObject,
+    pub globals: StoredObject,
+    /// Things the operator was warned about while this backup ran.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CompressionInfo {
+    pub algorithm: String,
+    pub level: i32,
+    pub threads: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EncryptionInfo {
+    pub algorithm: String,
+    /// Public keys of every recipient: any one matching identity decrypts.
+    pub recipients: Vec<String>,
+}
+
+const DATABASE_IN_KEY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'_').remove(b'.').remove(b'-');
+
+fn database_segment(database: &str) -> String {
+    utf8_percent_encode(database, DATABASE_IN_KEY).to_string()
+}
+
+pub fn manifest_key(database: &str, id: &BackupId) -> String {
+    format!("manifests/{}/{id}.json", database_segment(database))
+}
+
+pub fn data_prefix(database: &str, id: &BackupId) -> String {
+    format!("data/{}/{id}/", database_segment(database))
+}
+
+pub const MANIFESTS_PREFIX: &str = "manifests/";
+
+impl Manifest {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("a manifest always serializes")
+    }
+
+    pub fn from_json(bytes: &[u8], key: &str) -> Result<Manifest> {
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let version: Version = serde_json::from_slice(bytes).map_err(|e| {
+            Error::Integrity(format!("manifest `{key}` is not a vault manifest: {e}"))
+        })?;
+        if version.format_version > MANIFEST_FORMAT {
+            return Err(Error::Integrity(format!(
+                "manifest `{key}` has format {} but this vault reads up to {MANIFEST_FORMAT}: \
+                 upgrade vault to read it",
+                version.format_version
+            )));
+        }
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::Integrity(format!("manifest `{key}` is damaged: {e}")))
+    }
+}
+
+/// Every complete backup in the repository (optionally of one database), newest first.
+pub async fn list_backups(store: &dyn ObjectStore, database: Option<&str>) -> Result<Vec<Manifest>> {
+    let prefix = match database {
+        Some(db) => format!("{MANIFESTS_PREFIX}{}/", database_segment(db)),
+        None => MANIFESTS_PREFIX.to_string(),
+    };
+    let keys: Vec<String> = store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.ends_with(".json"))
+        .collect();
+    // Manifests are small; fetch a bounded number at once, keeping their order.
+    let mut manifests: Vec<Manifest> = futures_util::stream::iter(keys.iter())
+        .map(|key| async move {
+            let bytes = store.get(key).await?;
+            Manifest::from_json(&bytes, key)
+        })
+        .buffered(16)
+        .try_collect()
+        .await?;
+    manifests.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
+    Ok(manifests)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_become_safe_key_segments() {
+        let id = BackupId("20261127T030000Z-abcdef".into());
+        assert_eq!(manifest_key("app", &id), "manifests/app/20261127T030000Z-abcdef.json");
+        assert_eq!(data_prefix("données/x", &id), "data/donn%C3%A9es%2Fx/20261127T030000Z-abcdef/");
+    }
+
+    #[test]
+    fn ids_sort_by_time() {
+        let early = BackupId::new("2026-01-01T00:00:00Z".parse().unwrap());
+        let late = BackupId::new("2026-01-02T00:00:00Z".parse().unwrap());
+        assert!(early < late);
+        assert!(early.as_str().starts_with("20260101T000000Z-"));
+    }
+
+    #[test]
+    fn a_newer_manifest_format_is_refused_with_advice() {
+        let err = Manifest::from_json(br#"{"format_version": 99}"#, "k").unwrap_err();
+        assert!(err.to_string().contains("upgrade vault"), "{err}");
+    }
+}

@@ -1,0 +1,120 @@
+//! `vault check`: is the configuration usable? Each probe yields one line a person can act
+//! on: recipients parse, the identity file (if configured) is private and loads, every
+//! database answers and pg_dump is new enough for it, and the repository is reachable and
+//! writable (a probe object is written, read back and deleted).
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::keys::{Identities, Recipients};
+use crate::postgres::{ConnInfo, PgTools, snapshot};
+use crate::storage;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl Probe {
+    fn from_result(name: String, result: Result<String>) -> Probe {
+        match result {
+            Ok(detail) => Probe { name, ok: true, detail },
+            Err(e) => Probe {
+                name,
+                ok: false,
+                detail: e.to_string(),
+            },
+        }
+    }
+}
+
+/// The databases a configuration backs up, in order.
+pub fn databases(config: &Config) -> Result<Vec<String>> {
+    if !config.source.databases.is_empty() {
+        return Ok(config.source.databases.clone());
+    }
+    let info = ConnInfo::parse(&config.source.url)?;
+    match info.database() {
+        Some(db) => Ok(vec![db.to_string()]),
+        None => Err(Error::Config(format!(
+            "source.url `{}` names no database: add /DBNAME to it or list source.databases",
+            info.redacted()
+        ))),
+    }
+}
+
+pub async fn run(config: &Config) -> Vec<Probe> {
+    let mut probes = vec![Probe::from_result(
+        "recipients".into(),
+        Recipients::from_config(&config.encryption)
+            .map(|r| format!("{} age recipient(s): {}", r.public_keys().len(), r.public_keys().join(", "))),
+    )];
+    if let Some(path) = config.identity_file() {
+        probes.push(Probe::from_result(
+            "identity".into(),
+            Identities::load(&path).map(|ids| {
+                format!("`{}` holds {}", path.display(), ids.public_keys().join(", "))
+            }),
+        ));
+    }
+    match databases(config) {
+        Ok(dbs) => {
+            for db in dbs {
+                let result = check_database(config, &db).await;
+                probes.push(Probe::from_result(format!("database {db}"), result));
+            }
+        }
+        Err(e) => probes.push(Probe::from_result("databases".into(), Err(e))),
+    }
+    probes.push(Probe::from_result("repository".into(), check_repository(config).await));
+    probes
+}
+
+async fn check_database(config: &Config, database: &str) -> Result<String> {
+    let info = ConnInfo::parse(&config.source.url)?;
+    let shown = info.url_for(database);
+    let (client, connection) = snapshot::connect(&info.client_config(database)?, &shown).await?;
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::int",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::Source(format!("querying {shown} failed: {e}")))?;
+    drop(client);
+    let _ = connection.await;
+    let server_version: String = row.get(0);
+    let server_major = (row.get::<_, i32>(1) / 10000) as u32;
+    let tools = PgTools::locate(config.source.pg_bin_dir.as_deref(), Some(server_major));
+    let (dump_version, dump_major) = tools.version("pg_dump").await?;
+    if dump_major < server_major {
+        return Err(Error::Source(format!(
+            "pg_dump {dump_version} is older than the server ({server_version}) at {shown}: \
+             install the PostgreSQL {server_major} client tools or set source.pg_bin_dir"
+        )));
+    }
+    Ok(format!(
+        "{shown} answers (PostgreSQL {server_version}); pg_dump {dump_version} at `{}`",
+        tools.program("pg_dump").display()
+    ))
+}
+
+async fn check_repository(config: &Config) -> Result<String> {
+    let store = storage::open(&config.repository).await?;
+    let key = format!(".vault-check/{:016x}", rand::random::<u64>());
+    let body = Bytes::from_static(b"vault check probe");
+    store.put(&key, body.clone()).await?;
+    let read = store.get(&key).await;
+    store.delete(&key).await?;
+    if read? != body {
+        return Err(Error::Repository(format!(
+            "{} returned different bytes than were written to `{key}`",
+            store.location()
+        )));
+    }
+    Ok(format!("{} is reachable and writable", store.location()))
+}

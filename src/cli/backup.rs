@@ -1,0 +1,99 @@
+//! `vault backup`: one backup per configured database; prints each backup id on stdout.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use vault::backup::BackupJob;
+use vault::cancel::Cancel;
+use vault::keys::Recipients;
+use vault::pipeline::Compression;
+use vault::postgres::ConnInfo;
+
+use super::exit::{self, Exit};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Back up only this database (one of the configured ones).
+    #[arg(long)]
+    pub database: Option<String>,
+    /// A label stored in the manifest and shown by `list`.
+    #[arg(long)]
+    pub label: Option<String>,
+}
+
+pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
+    let config = super::load_config(config_path)?;
+    let configured = vault::check::databases(&config)?;
+    let databases = match &args.database {
+        Some(db) if configured.contains(db) => vec![db.clone()],
+        Some(db) => {
+            return Err(vault::Error::Config(format!(
+                "database `{db}` is not configured; configured: {}",
+                configured.join(", ")
+            ))
+            .into());
+        }
+        None => configured,
+    };
+    // Everything that can be checked without touching the database is checked first.
+    let recipients = Arc::new(Recipients::from_config(&config.encryption)?);
+    let source = ConnInfo::parse(&config.source.url)?;
+    let store = vault::storage::open(&config.repository).await?;
+    let progress = super::progress::for_stderr();
+    let job = BackupJob {
+        store: Arc::from(store),
+        source,
+        pg_bin_dir: config.source.pg_bin_dir.clone(),
+        recipients,
+        compression: Compression {
+            level: config.compression.level,
+            threads: config.compression_threads(),
+        },
+        progress: Arc::clone(&progress),
+    };
+
+    let (trigger, cancel) = Cancel::new();
+    tokio::spawn(async move {
+        super::super::shutdown_signal().await;
+        trigger.cancel();
+    });
+
+    let mut failures = Vec::new();
+    for database in &databases {
+        let result = job.run(database, args.label.clone(), cancel.clone()).await;
+        progress.finish();
+        match result {
+            Ok(manifest) => {
+                tracing::info!(
+                    database = %database,
+                    id = %manifest.id,
+                    raw_bytes = manifest.dump.raw_bytes,
+                    stored_bytes = manifest.dump.stored.size_bytes,
+                    "backup complete"
+                );
+                println!("{}", manifest.id);
+            }
+            Err(e) => {
+                let interrupted = matches!(e, vault::Error::Interrupted(_));
+                failures.push((database.clone(), exit::code_of(&e), e));
+                if interrupted {
+                    break;
+                }
+            }
+        }
+    }
+    match failures.len() {
+        0 => Ok(()),
+        1 if databases.len() == 1 => Err(failures.pop().expect("one").2.into()),
+        _ => {
+            for (database, _, error) in &failures {
+                eprintln!("error: backup of {database} failed: {error}");
+            }
+            Err(Exit {
+                code: failures[0].1,
+                message: format!("{} of {} backups failed", failures.len(), databases.len()),
+            }
+            .into())
+        }
+    }
+}

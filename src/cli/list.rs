@@ -1,0 +1,86 @@
+//! `vault list`: complete backups, newest first, as a table or `--json`.
+
+use std::path::Path;
+
+use serde::Serialize;
+use vault::catalog::{self, Manifest};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only backups of this database.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One `--json` entry. Field names are a stable contract.
+#[derive(Serialize)]
+struct Entry<'a> {
+    id: &'a str,
+    database: &'a str,
+    started_at: String,
+    finished_at: String,
+    size_bytes: u64,
+    raw_bytes: u64,
+    sha256: &'a str,
+    label: Option<&'a str>,
+    pinned: bool,
+    key: &'a str,
+    recipients: &'a [String],
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl<'a> From<&'a Manifest> for Entry<'a> {
+    fn from(m: &'a Manifest) -> Self {
+        Entry {
+            id: m.id.as_str(),
+            database: &m.database,
+            started_at: rfc3339(m.started_at),
+            finished_at: rfc3339(m.finished_at),
+            size_bytes: m.dump.stored.size_bytes,
+            raw_bytes: m.dump.raw_bytes,
+            sha256: &m.dump.stored.sha256,
+            label: m.label.as_deref(),
+            pinned: m.pinned,
+            key: &m.dump.stored.key,
+            recipients: &m.encryption.recipients,
+        }
+    }
+}
+
+pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
+    let config = super::load_config(config_path)?;
+    let store = vault::storage::open(&config.repository).await?;
+    let backups = catalog::list_backups(store.as_ref(), args.database.as_deref()).await?;
+    if args.json {
+        let entries: Vec<Entry> = backups.iter().map(Entry::from).collect();
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(());
+    }
+    if backups.is_empty() {
+        eprintln!("no backups in {}", store.location());
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<16} {:<20} {:>10} {:>10}  LABEL",
+        "ID", "DATABASE", "STARTED (UTC)", "STORED", "DUMP"
+    );
+    for m in &backups {
+        println!(
+            "{:<24} {:<16} {:<20} {:>10} {:>10}  {}{}",
+            m.id,
+            m.database,
+            m.started_at.format("%Y-%m-%d %H:%M:%S"),
+            indicatif::HumanBytes(m.dump.stored.size_bytes).to_string(),
+            indicatif::HumanBytes(m.dump.raw_bytes).to_string(),
+            m.label.as_deref().unwrap_or(""),
+            if m.pinned { " (pinned)" } else { "" }
+        );
+    }
+    Ok(())
+}

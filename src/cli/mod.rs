@@ -1,0 +1,59 @@
+//! The command-line shell over the library: argument parsing, one file per command, the
+//! progress display, and the mapping from errors to exit codes (`exit.rs`).
+
+pub mod backup;
+pub mod check;
+pub mod exit;
+pub mod keygen;
+pub mod list;
+pub mod progress;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use vault::config::Config;
+
+#[derive(Parser)]
+#[command(name = "vault", version, about = "Backups of PostgreSQL that provably restore")]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "VAULT_CONFIG", default_value = "vault.toml")]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create a new age identity (private key file, mode 0600) and print its recipient.
+    Keygen(keygen::Args),
+    /// Back up every configured database (or one) into the repository.
+    Backup(backup::Args),
+    /// List complete backups, newest first.
+    List(list::Args),
+    /// Check the configuration, the database and the repository.
+    Check(check::Args),
+}
+
+pub fn load_config(path: &Path) -> Result<Config, vault::Error> {
+    Config::load(path)
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Keygen(args) => keygen::run(args),
+        Command::Backup(args) => backup::run(&cli.config, args).await,
+        Command::List(args) => list::run(&cli.config, args).await,
+        Command::Check(args) => check::run(&cli.config, args).await,
+    }
+}

@@ -1,0 +1,20 @@
+//! vault: backup and disaster recovery for PostgreSQL.
+//!
+//! This library is the whole domain: configuration, the streaming backup pipeline
+//! (pg_dump → zstd → age → sha256 → object store), the catalog of manifests, and the
+//! Postgres plumbing. It never prints: progress goes through [`progress::Progress`], and
+//! failures come back as [`error::Error`], which the binary maps to exit codes.
+
+pub mod backup;
+pub mod cancel;
+pub mod catalog;
+pub mod check;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod pipeline;
+pub mod postgres;
+pub mod progress;
+pub mod storage;
+
+pub use error::{Error, Result};

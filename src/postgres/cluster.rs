@@ -1,0 +1,219 @@
+//! Throwaway PostgreSQL clusters: initdb into a private temporary directory, pg_ctl start on
+//! a free loopback port, and stop + remove on drop, also when the owner panics. Used by the
+//! quick start (a demo database when none is running) and by the test harness; the weekly
+//! restore check will use it for its scratch server. PostgreSQL refuses to run as root, so
+//! as root the cluster runs as an unprivileged user (default `postgres`).
+
+use std::ffi::CString;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::process::run_to_completion;
+use super::tools::PgTools;
+use crate::error::{Error, Result};
+
+pub struct ScratchCluster {
+    /// `None` once [`Self::keep`] released it.
+    dir: Option<tempfile::TempDir>,
+    port: u16,
+    tools: PgTools,
+    run_as: Option<(u32, u32)>,
+    stopped: bool,
+}
+
+/// The superuser every scratch cluster is created with.
+pub const SUPERUSER: &str = "postgres";
+
+impl ScratchCluster {
+    /// Creates and starts a cluster with server programs from `bin_dir` (or found as
+    /// [`PgTools::locate`] does). `run_as` names the OS user to run it as when vault is root.
+    pub fn start(bin_dir: Option<&Path>, run_as: &str) -> Result<ScratchCluster> {
+        let tools = PgTools::locate(bin_dir, None);
+        // SAFETY: geteuid has no preconditions.
+        let run_as = if unsafe { libc::geteuid() } == 0 {
+            Some(lookup_user(run_as)?)
+        } else {
+            None
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("vault-scratch-")
+            .tempdir()
+            .map_err(|e| Error::io("cannot create a temporary directory for a scratch cluster", e))?;
+        if let Some((uid, gid)) = run_as {
+            chown(dir.path(), uid, gid)?;
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("cannot restrict the scratch cluster directory", e))?;
+        let mut cluster = ScratchCluster {
+            dir: Some(dir),
+            port: 0,
+            tools,
+            run_as,
+            stopped: true,
+        };
+        cluster.init()?;
+        // A port found free can be taken before the server binds it: try a few.
+        let mut last_error = None;
+        for _ in 0..5 {
+            cluster.port = free_port()?;
+            match cluster.start_server() {
+                Ok(()) => {
+                    cluster.stopped = false;
+                    return Ok(cluster);
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.expect("at least one attempt"))
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("the directory is kept until drop").path()
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir().join("data")
+    }
+
+    fn program(&self, name: &str) -> Command {
+        let mut command = Command::new(self.tools.program(name));
+        if let Some((uid, gid)) = self.run_as {
+            command.uid(uid).gid(gid);
+        }
+        command.env("LC_ALL", "C.UTF-8").env_remove("PGDATA");
+        command
+    }
+
+    fn init(&self) -> Result<()> {
+        run_to_completion(
+            "initdb",
+            self.program("initdb")
+                .arg("-D")
+                .arg(self.data_dir())
+                .args(["-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"]),
+        )
+        .map(drop)
+    }
+
+    fn start_server(&self) -> Result<()> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
+             -c synchronous_commit=off",
+            self.port,
+            self.dir().display()
+        );
+        run_to_completion(
+            "pg_ctl start",
+            self.program("pg_ctl")
+                .arg("-D")
+                .arg(self.data_dir())
+                .arg("-l")
+                .arg(self.dir().join("server.log"))
+                .args(["-w", "-t", "60", "-o", &options, "start"]),
+        )
+        .map(drop)
+        .map_err(|e| {
+            let log = std::fs::read_to_string(self.dir().join("server.log")).unwrap_or_default();
+            Error::Source(format!("{e}\nserver log:\n{}", tail(&log, 2000)))
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A URL for `database` as the superuser over TCP.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgresql://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Runs SQL with psql (stopping at the first error) and returns its unaligned output.
+    pub fn psql(&self, database: &str, sql: &str) -> Result<String> {
+        run_to_completion(
+            "psql",
+            Command::new(self.tools.program("psql"))
+                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+                .arg(self.url(database))
+                .args(["-c", sql]),
+        )
+    }
+
+    /// Runs a SQL file with psql, stopping at the first error.
+    pub fn psql_file(&self, database: &str, file: &Path) -> Result<String> {
+        run_to_completion(
+            "psql",
+            Command::new(self.tools.program("psql"))
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+                .arg(self.url(database))
+                .arg("-f")
+                .arg(file),
+        )
+    }
+
+    /// Stops the server now (immediate shutdown: the data is throwaway).
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let _ = run_to_completion(
+            "pg_ctl stop",
+            self.program("pg_ctl")
+                .arg("-D")
+                .arg(self.data_dir())
+                .args(["-m", "immediate", "-w", "stop"]),
+        );
+    }
+
+    /// Leaves the cluster running and its directory in place (the quick start's demo
+    /// database outlives the command); returns the directory.
+    pub fn keep(mut self) -> PathBuf {
+        self.stopped = true;
+        self.dir.take().expect("kept until drop").keep()
+    }
+}
+
+impl Drop for ScratchCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+fn free_port() -> Result<u16> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::io("cannot find a free loopback port", e))
+}
+
+fn lookup_user(name: &str) -> Result<(u32, u32)> {
+    let c_name = CString::new(name).map_err(|_| Error::Config(format!("bad user name `{name}`")))?;
+    // SAFETY: getpwnam takes a NUL-terminated string; the result is read before any other
+    // call that could overwrite its static buffer.
+    let entry = unsafe { libc::getpwnam(c_name.as_ptr()) };
+    if entry.is_null() {
+        return Err(Error::Config(format!(
+            "PostgreSQL refuses to run as root and the OS user `{name}` to run a scratch \
+             cluster as does not exist: create it (e.g. `useradd --system {name}`) or \
+             install the postgresql package, which creates `postgres`"
+        )));
+    }
+    // SAFETY: entry is non-null and points at a valid passwd record.
+    Ok(unsafe { ((*entry).pw_uid, (*entry).pw_gid) })
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .map_err(|e| Error::io(format!("cannot chown `{}`", path.display()), e))
+}

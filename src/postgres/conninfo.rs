@@ -1,0 +1,262 @@
+//! A parsed `postgresql://` URL. The password is split off at parse time: child processes
+//! get it through `PGPASSWORD` in their environment (never their arguments), and every
+//! string this type renders for people has it removed.
+
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+
+use crate::error::{Error, Result};
+
+/// Characters escaped in a database name placed in a URL path.
+const PATH_SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'?')
+    .add(b'@')
+    .add(b':')
+    .add(b'&')
+    .add(b'=');
+
+#[derive(Clone)]
+pub struct ConnInfo {
+    scheme: String,
+    /// Percent-encoded, as written.
+    user: Option<String>,
+    password: Option<String>,
+    /// `host:port`, `[::1]:5432`, or `%2Fvar%2Frun%2Fpostgresql`; empty for libpq defaults.
+    host_port: String,
+    database: Option<String>,
+    /// Query parameters other than `password`, as written.
+    params: Vec<String>,
+}
+
+impl std::fmt::Debug for ConnInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl ConnInfo {
+    pub fn parse(url: &str) -> Result<ConnInfo> {
+        let url = url.trim();
+        let (scheme, rest) = url
+            .split_once("://")
+            .filter(|(s, _)| *s == "postgresql" || *s == "postgres")
+            .ok_or_else(|| {
+                Error::Config(
+                    "source.url must be a postgresql:// URL, e.g. \
+                     postgresql://backup@db.example.com:5432/app"
+                        .into(),
+                )
+            })?;
+        let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = before_query.split_once('/').unwrap_or((before_query, ""));
+        let (userinfo, host_port) = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => (Some(userinfo), host),
+            None => (None, authority),
+        };
+        let (user, mut password) = match userinfo {
+            Some(info) => match info.split_once(':') {
+                Some((user, pass)) => (Some(user.to_string()), Some(decode(pass))),
+                None => (Some(info.to_string()), None),
+            },
+            None => (None, None),
+        };
+        let mut params = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("password", value)) => password = Some(decode(value)),
+                _ => params.push(pair.to_string()),
+            }
+        }
+        Ok(ConnInfo {
+            scheme: scheme.to_string(),
+            user: user.filter(|u| !u.is_empty()),
+            password,
+            host_port: host_port.to_string(),
+            database: Some(decode(path)).filter(|d| !d.is_empty()),
+            params,
+        })
+    }
+
+    /// The database named in the URL, if any.
+    pub fn database(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
+
+    pub fn user(&self) -> Option<String> {
+        self.user.as_deref().map(decode)
+    }
+
+    /// The URL for `database`, without the password: safe for arguments and messages.
+    pub fn url_for(&self, database: &str) -> String {
+        let mut url = format!("{}://", self.scheme);
+        if let Some(user) = &self.user {
+            url.push_str(user);
+            url.push('@');
+        }
+        url.push_str(&self.host_port);
+        url.push('/');
+        url.extend(utf8_percent_encode(database, PATH_SEGMENT));
+        if !self.params.is_empty() {
+            url.push('?');
+            url.push_str(&self.params.join("&"));
+        }
+        url
+    }
+
+    /// The URL as configured, password removed, for messages.
+    pub fn redacted(&self) -> String {
+        self.url_for(self.database.as_deref().unwrap_or(""))
+    }
+
+    /// The password for child processes' `PGPASSWORD`: the URL's, else `PGPASSWORD`.
+    /// (pg_dump reads `~/.pgpass` itself; [`Self::client_config`] reads it for our own
+    /// connection.)
+    pub fn explicit_password(&self) -> Option<String> {
+        self.password
+            .clone()
+            .or_else(|| std::env::var("PGPASSWORD").ok())
+    }
+
+    /// A tokio-postgres configuration for `database`, with the password resolved from the
+    /// URL, `PGPASSWORD` or the pgpass file, and the host defaulting to the local socket.
+    pub fn client_config(&self, database: &str) -> Result<tokio_postgres::Config> {
+        let mut config: tokio_postgres::Config =
+            self.url_for(database).parse().map_err(|e| {
+                Error::Config(format!("source.url `{}` is invalid: {e}", self.redacted()))
+            })?;
+        if config.get_hosts().is_empty() {
+            let socket_dir = std::env::var("PGHOST").unwrap_or_else(|_| default_socket_dir());
+            if socket_dir.starts_with('/') {
+                config.host_path(socket_dir);
+            } else {
+                config.host(&socket_dir);
+            }
+        }
+        if config.get_user().is_none() {
+            let user = std::env::var("PGUSER")
+                .or_else(|_| std::env::var("USER"))
+                .unwrap_or_else(|_| "postgres".into());
+            config.user(&user);
+        }
+        let password = self.explicit_password().or_else(|| {
+            let host = match config.get_hosts().first() {
+                Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+                _ => "localhost".into(),
+            };
+            let port = config.get_ports().first().copied().unwrap_or(5432);
+            pgpass_lookup(&host, port, database, config.get_user().unwrap_or(""))
+        });
+        if let Some(password) = password {
+            config.password(password);
+        }
+        Ok(config)
+    }
+}
+
+fn decode(text: &str) -> String {
+    percent_decode_str(text).decode_utf8_lossy().into_owned()
+}
+
+fn default_socket_dir() -> String {
+    for dir in ["/var/run/postgresql", "/tmp"] {
+        if std::path::Path::new(dir).join(".s.PGSQL.5432").exists() {
+            return dir.into();
+        }
+    }
+    "localhost".into()
+}
+
+/// Finds a password in the pgpass file (`PGPASSFILE`, else `~/.pgpass`), as libpq does:
+/// the first line whose host, port, database and user match, `*` matching anything.
+fn pgpass_lookup(host: &str, port: u16, database: &str, user: &str) -> Option<String> {
+    let path = std::env::var_os("PGPASSFILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pgpass")))?;
+    let content = std::fs::read_to_string(path).ok()?;
+    pgpass_match(&content, host, port, database, user)
+}
+
+fn pgpass_match(content: &str, host: &str, port: u16, database: &str, user: &str) -> Option<String> {
+    let port = port.to_string();
+    let wanted = [host, port.as_str(), database, user];
+    content
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .find_map(|line| {
+            let fields = split_pgpass(line);
+            if fields.len() != 5 {
+                return None;
+            }
+            let matches = fields[..4]
+                .iter()
+                .zip(wanted)
+                .all(|(field, want)| field == "*" || field == want);
+            matches.then(|| fields[4].clone())
+        })
+}
+
+/// Splits a pgpass line on unescaped `:`, undoing `\:` and `\\`.
+fn split_pgpass(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    fields.last_mut().unwrap().push(next);
+                }
+            }
+            ':' => fields.push(String::new()),
+            c => fields.last_mut().unwrap().push(c),
+        }
+    }
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_never_appears_in_rendered_urls() {
+        let info = ConnInfo::parse("postgresql://backup:s3cr%40t@db:5433/app?sslmode=prefer").unwrap();
+        assert_eq!(info.explicit_password().as_deref(), Some("s3cr@t"));
+        assert_eq!(info.redacted(), "postgresql://backup@db:5433/app?sslmode=prefer");
+        assert_eq!(info.url_for("billing"), "postgresql://backup@db:5433/billing?sslmode=prefer");
+        assert!(!format!("{info:?}").contains("s3cr"));
+    }
+
+    #[test]
+    fn password_in_query_is_removed_too() {
+        let info = ConnInfo::parse("postgres://u@h/d?password=hunter2&application_name=x").unwrap();
+        assert_eq!(info.explicit_password().as_deref(), Some("hunter2"));
+        assert!(!info.redacted().contains("hunter2"));
+    }
+
+    #[test]
+    fn non_ascii_database_names_are_encoded() {
+        let info = ConnInfo::parse("postgresql://u@h/").unwrap();
+        assert_eq!(info.database(), None);
+        let url = info.url_for("données app");
+        assert_eq!(url, "postgresql://u@h/donn%C3%A9es%20app");
+        let parsed = ConnInfo::parse(&url).unwrap();
+        assert_eq!(parsed.database(), Some("données app"));
+    }
+
+    #[test]
+    fn other_schemes_are_refused() {
+        assert!(ConnInfo::parse("mysql://u@h/d").is_err());
+    }
+
+    #[test]
+    fn pgpass_matches_like_libpq() {
+        let file = "# comment\nother:5432:*:*:nope\ndb:*:app:backup:pa\\:ss\n*:*:*:*:fallback\n";
+        assert_eq!(pgpass_match(file, "db", 5432, "app", "backup").as_deref(), Some("pa:ss"));
+        assert_eq!(pgpass_match(file, "db", 5432, "x", "backup").as_deref(), Some("fallback"));
+        assert_eq!(pgpass_match("", "db", 5432, "x", "y"), None);
+    }
+}

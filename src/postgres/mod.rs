@@ -1,0 +1,16 @@
+//! Everything that talks to PostgreSQL: connection strings (with the password kept out of
+//! process arguments and messages), the child-process wrapper for its tools, the
+//! snapshot-holding session that captures dump-time facts, and throwaway clusters.
+
+pub mod cluster;
+pub mod conninfo;
+pub mod facts;
+pub mod process;
+pub mod snapshot;
+pub mod tools;
+
+pub use conninfo::ConnInfo;
+pub use facts::DumpFacts;
+pub use process::ChildProcess;
+pub use snapshot::SnapshotSession;
+pub use tools::PgTools;

@@ -1,0 +1,161 @@
+//! The one wrapper for every child process vault runs (pg_dump, pg_dumpall, psql, initdb,
+//! pg_ctl, ...). It runs the child in its own process group, drains stderr on the side
+//! keeping the tail for error messages, checks the exit status, and kills the whole group
+//! if the wrapper is dropped before the child was waited for (cancellation, errors).
+
+use std::process::{ExitStatus, Stdio};
+
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+
+/// How much of stderr is kept for messages.
+const STDERR_TAIL: usize = 16 * 1024;
+
+pub struct ChildProcess {
+    name: String,
+    child: Child,
+    stderr: Option<JoinHandle<String>>,
+    waited: bool,
+}
+
+/// A finished child: its status and the tail of what it wrote to stderr.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stderr: String,
+}
+
+impl ChildProcess {
+    /// Starts `command` with stdin closed and stdout/stderr piped. `name` is what messages
+    /// call it ("pg_dump").
+    pub fn spawn(name: &str, mut command: Command) -> Result<ChildProcess> {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = command.spawn().map_err(|e| {
+            Error::Source(format!(
+                "cannot start {name}: {e}; install the PostgreSQL client tools or set \
+                 source.pg_bin_dir"
+            ))
+        })?;
+        let stderr = child.stderr.take().map(|mut pipe| {
+            tokio::spawn(async move {
+                let mut tail: Vec<u8> = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail.len() > 2 * STDERR_TAIL {
+                        tail.drain(..tail.len() - STDERR_TAIL);
+                    }
+                }
+                let start = tail.len().saturating_sub(STDERR_TAIL);
+                String::from_utf8_lossy(&tail[start..]).trim().to_string()
+            })
+        });
+        Ok(ChildProcess {
+            name: name.to_string(),
+            child,
+            stderr,
+            waited: false,
+        })
+    }
+
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.child.stdout.take()
+    }
+
+    /// Waits for the child; a non-zero exit is an error carrying its stderr.
+    pub async fn wait(mut self) -> Result<Finished> {
+        let status = self
+            .child
+            .wait()
+            .await
+            .map_err(|e| Error::Source(format!("waiting for {} failed: {e}", self.name)))?;
+        self.waited = true;
+        let stderr = match self.stderr.take() {
+            Some(task) => task.await.unwrap_or_default(),
+            None => String::new(),
+        };
+        if status.success() {
+            Ok(Finished { status, stderr })
+        } else {
+            let detail = if stderr.is_empty() {
+                "it printed nothing on stderr".to_string()
+            } else {
+                stderr
+            };
+            Err(Error::Source(format!(
+                "{} failed ({}): {detail}",
+                self.name,
+                describe_status(status)
+            )))
+        }
+    }
+
+    /// Reads all of stdout (for small outputs such as pg_dumpall --globals-only), then waits.
+    pub async fn output(mut self) -> Result<(Vec<u8>, Finished)> {
+        let mut out = Vec::new();
+        if let Some(mut stdout) = self.take_stdout() {
+            stdout
+                .read_to_end(&mut out)
+                .await
+                .map_err(|e| Error::Source(format!("reading {}'s output failed: {e}", self.name)))?;
+        }
+        let finished = self.wait().await?;
+        Ok((out, finished))
+    }
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        if self.waited {
+            return;
+        }
+        if let Some(pid) = self.child.id() {
+            // The child leads its own process group: take down anything it started too.
+            // SAFETY: killpg has no memory-safety preconditions.
+            unsafe {
+                libc::killpg(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Runs a short-lived program to completion (initdb, pg_ctl, psql), returning its stdout;
+/// a non-zero exit is an error carrying the tail of its stderr. Blocking: for setup code.
+pub fn run_to_completion(name: &str, command: &mut std::process::Command) -> Result<String> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Source(format!("cannot start {name}: {e}")))?;
+    if output.status.success() {
+        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let start = stderr.len().saturating_sub(STDERR_TAIL);
+    let start = (start..stderr.len())
+        .find(|i| stderr.is_char_boundary(*i))
+        .unwrap_or(stderr.len());
+    Err(Error::Source(format!(
+        "{name} failed ({}): {}",
+        describe_status(output.status),
+        stderr[start..].trim()
+    )))
+}

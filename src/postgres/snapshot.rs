@@ -1,0 +1,92 @@
+//! The session that holds a backup's snapshot. It opens a REPEATABLE READ READ ONLY
+//! transaction, exports its snapshot for `pg_dump --snapshot`, and captures the dump-time
+//! facts inside the same snapshot; the transaction stays open until the dump has finished.
+
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls};
+
+use super::facts::{self, DumpFacts, describe_pg_error};
+use crate::error::{Error, Result};
+
+pub struct SnapshotSession {
+    client: Client,
+    connection: JoinHandle<()>,
+    pub snapshot_id: String,
+    /// e.g. "15.18 (Debian 15.18-0+deb12u1)"
+    pub server_version: String,
+    pub server_major: u32,
+    /// Whether this role may read `pg_authid` (role password hashes): superusers only.
+    pub can_read_role_passwords: bool,
+}
+
+/// Connects to the database and returns the client with its connection driven on a task.
+pub async fn connect(
+    config: &tokio_postgres::Config,
+    shown_as: &str,
+) -> Result<(Client, JoinHandle<()>)> {
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+        Error::Source(format!(
+            "cannot connect to PostgreSQL at {shown_as}: {}; check source.url, that the \
+             server is running, and the password (PGPASSWORD or ~/.pgpass)",
+            describe_pg_error(&e)
+        ))
+    })?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres connection ended");
+        }
+    });
+    Ok((client, task))
+}
+
+impl SnapshotSession {
+    pub async fn open(config: &tokio_postgres::Config, shown_as: &str) -> Result<SnapshotSession> {
+        let (client, connection) = connect(config, shown_as).await?;
+        let fail = |what: &str, e: tokio_postgres::Error| {
+            Error::Source(format!("{what} on {shown_as} failed: {}", describe_pg_error(&e)))
+        };
+        let version_row = client
+            .query_one(
+                "SELECT current_setting('server_version'), \
+                        current_setting('server_version_num')::int, \
+                        has_table_privilege('pg_catalog.pg_authid', 'SELECT')",
+                &[],
+            )
+            .await
+            .map_err(|e| fail("reading the server version", e))?;
+        let server_version: String = version_row.get(0);
+        let version_num: i32 = version_row.get(1);
+        // Counting rows must fail, as pg_dump does, rather than silently count only the rows
+        // a row-level-security policy lets this role see.
+        client
+            .batch_execute(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL row_security = off",
+            )
+            .await
+            .map_err(|e| fail("starting the snapshot transaction", e))?;
+        let snapshot_id: String = client
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(|e| fail("exporting the snapshot", e))?
+            .get(0);
+        Ok(SnapshotSession {
+            client,
+            connection,
+            snapshot_id,
+            server_version,
+            server_major: (version_num / 10000) as u32,
+            can_read_role_passwords: version_row.get(2),
+        })
+    }
+
+    pub async fn capture_facts(&self, database: &str) -> Result<DumpFacts> {
+        facts::capture(&self.client, database).await
+    }
+
+    /// Ends the transaction (releasing the snapshot) and closes the connection.
+    pub async fn close(self) {
+        let _ = self.client.batch_execute("COMMIT").await;
+        drop(self.client);
+        let _ = self.connection.await;
+    }
+}

@@ -1,0 +1,207 @@
+//! A repository in a local directory: the embedded default for a first run, and what
+//! `file:///path` or a plain path means. Objects are written to a hidden temporary name,
+//! fsynced, then renamed into place, so a crash never leaves a half-written object under a
+//! real key.
+
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::{ObjectInfo, ObjectStore, UploadChunk};
+use crate::error::{Error, Result};
+
+/// Temporary files carry this marker and are never listed as objects.
+const PARTIAL_MARKER: &str = ".partial-";
+
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: PathBuf) -> LocalStore {
+        LocalStore { root }
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf> {
+        let relative = Path::new(key);
+        if key.is_empty()
+            || relative
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            return Err(Error::Repository(format!("invalid object key `{key}`")));
+        }
+        Ok(self.root.join(relative))
+    }
+
+    fn io_error(&self, action: &str, path: &Path, e: std::io::Error) -> Error {
+        Error::Repository(format!(
+            "cannot {action} `{}` in repository directory `{}`: {e}",
+            path.display(),
+            self.root.display()
+        ))
+    }
+
+    /// Creates the temp file beside `path` that an upload writes into.
+    fn create_partial(&self, path: &Path) -> Result<(PathBuf, std::fs::File)> {
+        let parent = path.parent().expect("object paths have a parent");
+        std::fs::create_dir_all(parent).map_err(|e| self.io_error("create directory", parent, e))?;
+        let name = path.file_name().expect("object paths have a name").to_string_lossy();
+        let temp = parent.join(format!(".{name}{PARTIAL_MARKER}{:016x}", rand::random::<u64>()));
+        let file = std::fs::File::create(&temp).map_err(|e| self.io_error("create", &temp, e))?;
+        Ok((temp, file))
+    }
+
+    fn commit_partial(&self, temp: &Path, file: std::fs::File, path: &Path) -> Result<()> {
+        file.sync_all().map_err(|e| self.io_error("sync", temp, e))?;
+        std::fs::rename(temp, path).map_err(|e| self.io_error("rename into", path, e))?;
+        // Make the rename itself durable.
+        if let Ok(dir) = std::fs::File::open(path.parent().expect("has parent")) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for LocalStore {
+    fn location(&self) -> String {
+        format!("directory `{}`", self.root.display())
+    }
+
+    async fn put(&self, key: &str, body: Bytes) -> Result<()> {
+        let path = self.path_of(key)?;
+        let (temp, mut file) = self.create_partial(&path)?;
+        let written = file.write_all(&body).map_err(|e| self.io_error("write", &temp, e));
+        match written.and_then(|()| self.commit_partial(&temp, file, &path)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                Err(e)
+            }
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let path = self.path_of(key)?;
+        tokio::fs::read(&path)
+            .await
+            .map(Bytes::from)
+            .map_err(|e| self.io_error("read", &path, e))
+    }
+
+    async fn upload(&self, key: &str, mut chunks: mpsc::Receiver<UploadChunk>) -> Result<u64> {
+        let path = self.path_of(key)?;
+        let (temp, file) = self.create_partial(&path)?;
+        let mut file = tokio::fs::File::from_std(file);
+        let mut written = 0u64;
+        let outcome: Result<bool> = async {
+            use tokio::io::AsyncWriteExt;
+            while let Some(chunk) = chunks.recv().await {
+                match chunk {
+                    UploadChunk::Data(data) => {
+                        file.write_all(&data)
+                            .await
+                            .map_err(|e| self.io_error("write", &temp, e))?;
+                        written += data.len() as u64;
+                    }
+                    UploadChunk::Finish => return Ok(true),
+                }
+            }
+            Ok(false)
+        }
+        .await;
+        match outcome {
+            Ok(true) => {
+                let file = file.into_std().await;
+                if let Err(e) = self.commit_partial(&temp, file, &path) {
+                    let _ = std::fs::remove_file(&temp);
+                    return Err(e);
+                }
+                Ok(written)
+            }
+            Ok(false) => {
+                let _ = std::fs::remove_file(&temp);
+                Err(Error::Repository(format!(
+                    "upload of `{key}` aborted before it finished; nothing was kept"
+                )))
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                Err(e)
+            }
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io_error("list", &dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| self.io_error("list", &dir, e))?;
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| self.io_error("stat", &entry.path(), e))?;
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                    continue;
+                }
+                let relative = entry.path();
+                let relative = relative.strip_prefix(&self.root).expect("below root");
+                let key = relative.to_string_lossy().into_owned();
+                if key.contains(PARTIAL_MARKER) || !key.starts_with(prefix) {
+                    continue;
+                }
+                out.push(ObjectInfo {
+                    key,
+                    size: meta.len(),
+                    last_modified: meta.modified().ok().map(Into::into),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path_of(key)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io_error("delete", &path, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_store_meets_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().to_path_buf());
+        super::super::contract::upload_commits_only_on_finish(&store).await;
+        // No temporary files are left behind by the aborted upload.
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("a"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(leftovers, vec!["three".to_string()]);
+    }
+
+    #[test]
+    fn keys_cannot_escape_the_root() {
+        let store = LocalStore::new("/tmp/root".into());
+        assert!(store.path_of("../etc/passwd").is_err());
+        assert!(store.path_of("/etc/passwd").is_err());
+        assert!(store.path_of("manifests/app/x.json").is_ok());
+    }
+}

@@ -1,0 +1,79 @@
+//! An in-memory object store for unit tests.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+use super::{ObjectInfo, ObjectStore, UploadChunk};
+use crate::error::{Error, Result};
+
+#[derive(Default)]
+pub struct MemoryStore {
+    objects: Mutex<BTreeMap<String, Bytes>>,
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for MemoryStore {
+    fn location(&self) -> String {
+        "memory".into()
+    }
+
+    async fn put(&self, key: &str, body: Bytes) -> Result<()> {
+        self.objects.lock().unwrap().insert(key.to_string(), body);
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        self.objects
+            .lock()
+            .unwrap()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Error::Repository(format!("object `{key}` not found in memory store")))
+    }
+
+    async fn upload(&self, key: &str, mut chunks: mpsc::Receiver<UploadChunk>) -> Result<u64> {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = chunks.recv().await {
+            match chunk {
+                UploadChunk::Data(data) => body.extend_from_slice(&data),
+                UploadChunk::Finish => {
+                    let len = body.len() as u64;
+                    self.put(key, body.freeze()).await?;
+                    return Ok(len);
+                }
+            }
+        }
+        Err(Error::Repository(format!("upload of `{key}` aborted before it finished")))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        Ok(self
+            .objects
+            .lock()
+            .unwrap()
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| ObjectInfo {
+                key: k.clone(),
+                size: v.len() as u64,
+                last_modified: None,
+            })
+            .collect())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.objects.lock().unwrap().remove(key);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn memory_store_meets_the_contract() {
+        super::super::contract::upload_commits_only_on_finish(&super::MemoryStore::default()).await;
+    }
+}

@@ -1,0 +1,115 @@
+//! The object store behind a repository: a small trait with S3, local-directory and
+//! in-memory implementations. Keys are `/`-separated and relative to the repository root
+//! (the S3 prefix or the directory). Large objects arrive as a stream of chunks over a
+//! bounded channel and become visible only when the producer sends [`UploadChunk::Finish`];
+//! a stream that ends without it is aborted (no partial object, no open multipart upload).
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use crate::config::RepositoryConfig;
+use crate::error::{Error, Result};
+
+pub mod local;
+pub mod memory;
+pub mod s3;
+
+/// One message of a streamed upload.
+#[derive(Debug)]
+pub enum UploadChunk {
+    Data(Bytes),
+    /// Every byte has been sent and every producing stage succeeded: make the object durable.
+    Finish,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+#[async_trait::async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Where this store points, for messages (`s3://bucket/prefix at http://...`).
+    fn location(&self) -> String;
+
+    /// Stores a small object whole.
+    async fn put(&self, key: &str, body: Bytes) -> Result<()>;
+
+    /// Reads a small object whole.
+    async fn get(&self, key: &str) -> Result<Bytes>;
+
+    /// Stores a streamed object. Returns the number of bytes stored once the object is
+    /// durable; if the channel closes before `Finish`, removes every trace and errors.
+    async fn upload(&self, key: &str, chunks: mpsc::Receiver<UploadChunk>) -> Result<u64>;
+
+    /// Every object under `prefix`, in key order, across as many pages as it takes.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+
+    /// Removes an object; removing a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// Opens the store named by `[repository]`.
+pub async fn open(config: &RepositoryConfig) -> Result<Box<dyn ObjectStore>> {
+    let url = config.url.trim();
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::Config(format!(
+                "repository.url `{url}` names no bucket: use s3://BUCKET/PREFIX"
+            )));
+        }
+        Ok(Box::new(s3::S3Store::connect(config, bucket, prefix).await?))
+    } else if let Some(path) = url.strip_prefix("file://") {
+        Ok(Box::new(local::LocalStore::new(path.into())))
+    } else if url.contains("://") {
+        Err(Error::Config(format!(
+            "repository.url `{url}` has an unknown scheme: use s3://bucket/prefix, \
+             file:///path or a plain path"
+        )))
+    } else {
+        Ok(Box::new(local::LocalStore::new(url.into())))
+    }
+}
+
+/// Joins a store prefix and a key with exactly one `/` between them.
+pub(crate) fn join_key(prefix: &str, key: &str) -> String {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}/{key}")
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod contract {
+    //! The behaviour every store must share, run against each implementation.
+    use super::*;
+
+    pub async fn upload_commits_only_on_finish(store: &dyn ObjectStore) {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(UploadChunk::Data(Bytes::from_static(b"hello "))).await.unwrap();
+        tx.send(UploadChunk::Data(Bytes::from_static(b"world"))).await.unwrap();
+        tx.send(UploadChunk::Finish).await.unwrap();
+        assert_eq!(store.upload("a/one", rx).await.unwrap(), 11);
+        assert_eq!(&store.get("a/one").await.unwrap()[..], b"hello world");
+
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(UploadChunk::Data(Bytes::from_static(b"partial"))).await.unwrap();
+        drop(tx);
+        assert!(store.upload("a/two", rx).await.is_err());
+        let keys: Vec<String> = store.list("a/").await.unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(keys, vec!["a/one".to_string()], "an aborted upload leaves nothing");
+
+        store.put("a/three", Bytes::from_static(b"3")).await.unwrap();
+        store.delete("a/one").await.unwrap();
+        store.delete("a/one").await.unwrap();
+        let keys: Vec<String> = store.list("a/").await.unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(keys, vec!["a/three".to_string()]);
+        assert!(store.get("a/one").await.is_err());
+    }
+}

@@ -1,0 +1,418 @@
+//! The S3 (and S3-compatible) object store. Streamed objects go up as a multipart upload that
+//! starts only once the first part is full (smaller objects are one PUT); at most
+//! `parts_in_flight` parts upload at once, and the part size doubles every 1,000 parts so an
+//! object never needs more than S3's 10,000. Any failure, or a stream that ends without
+//! `Finish`, aborts the multipart upload.
+//!
+//! Memory budget: one part being filled plus `parts_in_flight` parts uploading, i.e.
+//! (1 + parts_in_flight) × part size: 24 MiB at the defaults (8 MiB, 2 in flight).
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::{ObjectInfo, ObjectStore, UploadChunk, join_key};
+use crate::config::{ChecksumMode, RepositoryConfig};
+use crate::error::{Error, Result};
+
+const MIB: usize = 1024 * 1024;
+/// Parts per size step: part n (1-based) is `base × 2^((n-1)/1000)`.
+const PARTS_PER_STEP: u32 = 1000;
+const MAX_PARTS: u32 = 10_000;
+
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    endpoint: String,
+    base_part_size: usize,
+    parts_in_flight: usize,
+}
+
+/// The size of part `number` (1-based) for a given first-part size.
+pub fn part_size(base: usize, number: u32) -> usize {
+    base << ((number - 1) / PARTS_PER_STEP).min(20)
+}
+
+impl S3Store {
+    pub async fn connect(config: &RepositoryConfig, bucket: &str, prefix: &str) -> Result<S3Store> {
+        if let Some(endpoint) = &config.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(Error::Config(format!(
+                "repository.endpoint `{endpoint}` must start with http:// or https://"
+            )));
+        }
+        let region = aws_config::meta::region::RegionProviderChain::first_try(
+            config.region.clone().map(aws_config::Region::new),
+        )
+        .or_default_provider()
+        .or_else(aws_config::Region::from_static("us-east-1"));
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(region)
+            .load()
+            .await;
+        let custom_endpoint = config.endpoint.is_some();
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(config.force_path_style.unwrap_or(custom_endpoint));
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        let checksums = config.checksums.unwrap_or(if custom_endpoint {
+            ChecksumMode::WhenRequired
+        } else {
+            ChecksumMode::WhenSupported
+        });
+        if checksums == ChecksumMode::WhenRequired {
+            builder = builder
+                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        }
+        Ok(S3Store {
+            client: Client::from_conf(builder.build()),
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            endpoint: config
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| "AWS S3".to_string()),
+            base_part_size: config.part_size_mib as usize * MIB,
+            parts_in_flight: config.parts_in_flight,
+        })
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        join_key(&self.prefix, key)
+    }
+
+    /// Turns an SDK error into a sentence that says what is wrong and what to do.
+    fn explain<E, R>(&self, action: &str, key: &str, err: SdkError<E, R>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let bucket = &self.bucket;
+        let endpoint = &self.endpoint;
+        match &err {
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+                return Error::Repository(format!(
+                    "cannot reach the S3 endpoint {endpoint} to {action} `{key}`: {}; check \
+                     repository.endpoint and that the server is running and reachable",
+                    DisplayErrorContext(&err)
+                ));
+            }
+            _ => {}
+        }
+        match err.code() {
+            Some("NoSuchBucket") => Error::Repository(format!(
+                "bucket `{bucket}` does not exist at {endpoint}: create it, or fix repository.url"
+            )),
+            Some(
+                code @ ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch"
+                | "Forbidden"),
+            ) => Error::Repository(format!(
+                "{endpoint} refused to {action} `{key}` in bucket `{bucket}` ({code}): check \
+                 the S3 credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE) \
+                 and that the key may read and write this bucket"
+            )),
+            Some("NoSuchKey") => Error::Repository(format!(
+                "object `{key}` does not exist in bucket `{bucket}` at {endpoint}"
+            )),
+            _ => Error::Repository(format!(
+                "S3 request to {action} `{key}` in bucket `{bucket}` at {endpoint} failed: {}",
+                DisplayErrorContext(&err)
+            )),
+        }
+    }
+
+    async fn abort(&self, key: &str, upload_id: &str) {
+        let result = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await;
+        if let Err(e) = result {
+            // The upload stays open; `vault prune` removes stale multipart uploads.
+            tracing::warn!(key, error = %DisplayErrorContext(&e), "could not abort multipart upload");
+        }
+    }
+
+    /// Runs the streamed upload; on error the caller aborts the multipart upload it opened.
+    async fn stream_parts(
+        &self,
+        key: &str,
+        chunks: &mut mpsc::Receiver<UploadChunk>,
+        upload_id: &mut Option<String>,
+    ) -> Result<u64> {
+        let mut part = BytesMut::with_capacity(self.base_part_size);
+        let mut number: u32 = 1;
+        let mut total = 0u64;
+        let mut in_flight: JoinSet<Result<CompletedPart>> = JoinSet::new();
+        let mut completed = Vec::new();
+        loop {
+            let Some(chunk) = chunks.recv().await else {
+                return Err(Error::Repository(format!(
+                    "upload of `{key}` aborted before it finished; nothing was kept"
+                )));
+            };
+            let mut data = match chunk {
+                UploadChunk::Data(data) => data,
+                UploadChunk::Finish => break,
+            };
+            total += data.len() as u64;
+            while !data.is_empty() {
+                let target = part_size(self.base_part_size, number);
+                let take = (target - part.len()).min(data.len());
+                part.extend_from_slice(&data.split_to(take));
+                if part.len() < target {
+                    continue;
+                }
+                if number > MAX_PARTS {
+                    return Err(Error::Repository(format!(
+                        "object `{key}` would need more than {MAX_PARTS} parts: raise \
+                         repository.part_size_mib"
+                    )));
+                }
+                let id = match upload_id {
+                    Some(id) => id.clone(),
+                    None => {
+                        let id = self.create_multipart(key).await?;
+                        *upload_id = Some(id.clone());
+                        id
+                    }
+                };
+                while in_flight.len() >= self.parts_in_flight {
+                    completed.push(join_part(&mut in_flight).await?);
+                }
+                let body = std::mem::replace(&mut part, BytesMut::with_capacity(target)).freeze();
+                in_flight.spawn(self.upload_part(key, &id, number, body));
+                number += 1;
+            }
+        }
+
+        let Some(id) = upload_id.clone() else {
+            // Smaller than one part: a single PUT.
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .body(ByteStream::from(part.freeze()))
+                .send()
+                .await
+                .map_err(|e| self.explain("upload", key, e))?;
+            return Ok(total);
+        };
+        if !part.is_empty() {
+            in_flight.spawn(self.upload_part(key, &id, number, part.freeze()));
+        }
+        while !in_flight.is_empty() {
+            completed.push(join_part(&mut in_flight).await?);
+        }
+        completed.sort_by_key(|p| p.part_number());
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.explain("complete the upload of", key, e))?;
+        Ok(total)
+    }
+
+    async fn create_multipart(&self, key: &str) -> Result<String> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.explain("start a multipart upload of", key, e))?;
+        created.upload_id().map(str::to_string).ok_or_else(|| {
+            Error::Repository(format!(
+                "{} returned no upload id for `{key}`",
+                self.endpoint
+            ))
+        })
+    }
+
+    /// A future uploading one part; owns everything it needs so it can be spawned.
+    fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+    ) -> impl Future<Output = Result<CompletedPart>> + Send + 'static {
+        let request = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number as i32)
+            .body(ByteStream::from(body));
+        let explain = PartErrorContext {
+            endpoint: self.endpoint.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+        };
+        async move {
+            let output = request.send().await.map_err(|e| {
+                Error::Repository(format!(
+                    "uploading part {number} of `{}` to bucket `{}` at {} failed: {}",
+                    explain.key,
+                    explain.bucket,
+                    explain.endpoint,
+                    DisplayErrorContext(&e)
+                ))
+            })?;
+            Ok(CompletedPart::builder()
+                .set_e_tag(output.e_tag().map(str::to_string))
+                .part_number(number as i32)
+                .build())
+        }
+    }
+}
+
+struct PartErrorContext {
+    endpoint: String,
+    bucket: String,
+    key: String,
+}
+
+async fn join_part(set: &mut JoinSet<Result<CompletedPart>>) -> Result<CompletedPart> {
+    match set.join_next().await {
+        Some(Ok(result)) => result,
+        Some(Err(join)) => Err(Error::Repository(format!("part upload task failed: {join}"))),
+        None => unreachable!("join_part is only called on a non-empty set"),
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for S3Store {
+    fn location(&self) -> String {
+        let mut url = format!("s3://{}", self.bucket);
+        if !self.prefix.is_empty() {
+            url = format!("{url}/{}", self.prefix);
+        }
+        format!("{url} at {}", self.endpoint)
+    }
+
+    async fn put(&self, key: &str, body: Bytes) -> Result<()> {
+        let full = self.full_key(key);
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.explain("write", &full, e))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let full = self.full_key(key);
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| self.explain("read", &full, e))?;
+        let body = output.body.collect().await.map_err(|e| {
+            Error::Repository(format!(
+                "reading `{full}` from {} broke off: {e}",
+                self.endpoint
+            ))
+        })?;
+        Ok(body.into_bytes())
+    }
+
+    async fn upload(&self, key: &str, mut chunks: mpsc::Receiver<UploadChunk>) -> Result<u64> {
+        let full = self.full_key(key);
+        let mut upload_id = None;
+        let result = self.stream_parts(&full, &mut chunks, &mut upload_id).await;
+        if result.is_err()
+            && let Some(id) = &upload_id
+        {
+            self.abort(&full, id).await;
+        }
+        result
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let full_prefix = self.full_key(prefix);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full_prefix)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.explain("list", &full_prefix, e))?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                out.push(ObjectInfo {
+                    key: key[strip.min(key.len())..].to_string(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    last_modified: object.last_modified().and_then(|t| {
+                        chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+                    }),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let full = self.full_key(key);
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| self.explain("delete", &full, e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_size_grows_so_ten_thousand_parts_hold_terabytes() {
+        let base = 8 * MIB;
+        assert_eq!(part_size(base, 1), base);
+        assert_eq!(part_size(base, 1000), base);
+        assert_eq!(part_size(base, 1001), 2 * base);
+        assert_eq!(part_size(base, 10_000), 512 * base);
+        let capacity: u64 = (1..=MAX_PARTS).map(|n| part_size(base, n) as u64).sum();
+        assert!(capacity > 5 * (1u64 << 40), "10,000 parts hold more than S3's 5 TiB maximum");
+    }
+}

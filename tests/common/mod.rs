@@ -1,0 +1,259 @@
+//! Shared test harness: ephemeral PostgreSQL clusters (initdb/pg_ctl on a free port, as the
+//! `postgres` OS user when tests run as root), the S3 server the suite was started with
+//! (any S3-compatible server: endpoint + credentials in the environment, see
+//! scripts/s3-test-server), workspaces with keys and config files, and helpers that compare
+//! databases by content. Everything is torn down on drop, also when a test panics.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use vault::postgres::cluster::ScratchCluster;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh cluster for one test.
+pub fn cluster() -> ScratchCluster {
+    ScratchCluster::start(None, "postgres").expect("start an ephemeral PostgreSQL cluster")
+}
+
+/// Creates `db` and loads the tricky fixture schema into it.
+pub fn seed_fixture(cluster: &ScratchCluster, db: &str) {
+    cluster
+        .psql("postgres", &format!("CREATE DATABASE \"{db}\""))
+        .expect("create database");
+    cluster
+        .psql_file(db, &repo_root().join("fixtures/tricky.sql"))
+        .expect("load fixtures/tricky.sql");
+}
+
+/// The S3 server the suite runs against.
+#[derive(Clone)]
+pub struct S3Env {
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+impl S3Env {
+    pub fn from_env() -> S3Env {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!(
+                    "{name} is not set: run the suite with scripts/test, which starts an S3 \
+                     server and exports VAULT_TEST_S3_ENDPOINT, VAULT_TEST_S3_BUCKET and AWS \
+                     credentials"
+                )
+            })
+        };
+        var("AWS_ACCESS_KEY_ID");
+        var("AWS_SECRET_ACCESS_KEY");
+        S3Env {
+            endpoint: var("VAULT_TEST_S3_ENDPOINT"),
+            bucket: var("VAULT_TEST_S3_BUCKET"),
+        }
+    }
+
+    /// A raw client, for checking what vault stored with plain S3 calls.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                std::env::var("AWS_ACCESS_KEY_ID").unwrap(),
+                std::env::var("AWS_SECRET_ACCESS_KEY").unwrap(),
+                None,
+                None,
+                "test",
+            ))
+            .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    pub fn get_object(&self, key: &str) -> Vec<u8> {
+        block_on(async {
+            let out = self.client().get_object().bucket(&self.bucket).key(key).send().await.expect("get object");
+            out.body.collect().await.expect("read body").into_bytes().to_vec()
+        })
+    }
+
+    /// Every key under `prefix`.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        block_on(async {
+            let mut keys = Vec::new();
+            let mut pages = self.client().list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+            while let Some(page) = pages.next().await {
+                for o in page.expect("list objects").contents() {
+                    keys.push(o.key().unwrap().to_string());
+                }
+            }
+            keys
+        })
+    }
+
+    /// Keys of multipart uploads still open under `prefix`.
+    pub fn open_uploads(&self, prefix: &str) -> Vec<String> {
+        block_on(async {
+            let out = self
+                .client()
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .send()
+                .await
+                .expect("list multipart uploads");
+            out.uploads().iter().filter_map(|u| u.key().map(str::to_string)).collect()
+        })
+    }
+}
+
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// A unique S3 prefix per test, so tests share one bucket without seeing each other.
+pub fn unique_prefix(test: &str) -> String {
+    format!("t/{test}-{:08x}", rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    nanos ^ std::process::id().rotate_left(16)
+}
+
+/// A directory with an identity and a config file.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub identity: PathBuf,
+    pub recipient: String,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = dir.path().join("identity.txt");
+        let out = vault_cmd(None).args(["keygen", "--output"]).arg(&identity).output().unwrap();
+        assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
+        let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        Workspace { dir, identity, recipient }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `vault.toml` with the given sections and returns its path.
+    pub fn config(&self, text: &str) -> PathBuf {
+        let path = self.path("vault.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A config backing up `db` of `cluster` into `repository` (a TOML `[repository]` body).
+    pub fn config_for(&self, cluster: &ScratchCluster, db: &str, repository: &str, extra: &str) -> PathBuf {
+        self.config(&format!(
+            "[source]\nurl = \"{}\"\n\n[repository]\n{repository}\n\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n{extra}\n",
+            cluster.url(db),
+            self.recipient,
+            self.identity.display()
+        ))
+    }
+}
+
+/// `[repository]` body for the suite's S3 server under `prefix`.
+pub fn s3_repository(s3: &S3Env, prefix: &str) -> String {
+    format!(
+        "url = \"s3://{}/{prefix}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\nforce_path_style = true\npart_size_mib = 5",
+        s3.bucket, s3.endpoint
+    )
+}
+
+pub fn vault_cmd(config: Option<&Path>) -> Command {
+    let mut cmd = Command::cargo_bin("vault").unwrap();
+    cmd.env_remove("VAULT_CONFIG").env("VAULT_LOG", "vault=info");
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    cmd
+}
+
+/// Runs `vault backup` and returns the backup id, failing the test with vault's stderr.
+pub fn backup(config: &Path) -> String {
+    let out = vault_cmd(Some(config)).arg("backup").output().unwrap();
+    assert!(
+        out.status.success(),
+        "vault backup failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+pub fn list_json(config: &Path) -> Vec<serde_json::Value> {
+    let out = vault_cmd(Some(config)).args(["list", "--json"]).output().unwrap();
+    assert!(out.status.success(), "vault list: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("list --json prints JSON")
+}
+
+/// Everything a user would call "the data" of a database: every table's full contents
+/// (as a digest of its sorted rows), large objects, and sequence values.
+pub fn content_fingerprint(cluster: &ScratchCluster, db: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let tables = cluster
+        .psql(
+            db,
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+             AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1",
+        )
+        .unwrap();
+    for table in tables.lines().filter(|l| !l.is_empty()) {
+        let digest = cluster
+            .psql(
+                db,
+                &format!(
+                    "SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {table} t"
+                ),
+            )
+            .unwrap();
+        out.insert(format!("table {table}"), digest.trim().to_string());
+    }
+    let los = cluster
+        .psql(
+            db,
+            "SELECT count(*) || ':' || coalesce(md5(string_agg(oid::text || '=' || md5(lo_get(oid)), ',' ORDER BY oid)), '') FROM pg_largeobject_metadata",
+        )
+        .unwrap();
+    out.insert("large objects".into(), los.trim().to_string());
+    let seqs = cluster
+        .psql(db, "SELECT string_agg(format('%s.%s=%s', schemaname, sequencename, last_value), ',' ORDER BY 1) FROM pg_sequences")
+        .unwrap();
+    out.insert("sequences".into(), seqs.trim().to_string());
+    out
+}
+
+/// Runs a stock tool, failing the test with its stderr.
+pub fn run_tool(program: &str, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(out.status.success(), "{program} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
