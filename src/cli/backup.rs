@@ -39,6 +39,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let recipients = Arc::new(Recipients::from_config(&config.encryption)?);
     let source = ConnInfo::parse(&config.source.url)?;
     let store = vault::storage::open(&config.repository).await?;
+    store.probe().await?;
     let progress = super::progress::for_stderr();
     let job = BackupJob {
         store: Arc::from(store),

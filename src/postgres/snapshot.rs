@@ -79,8 +79,26 @@ impl SnapshotSession {
         })
     }
 
+    /// Captures the facts inside a savepoint: a failing query (say, a table the role may
+    /// not read) must not abort the transaction, whose end would invalidate the exported
+    /// snapshot while pg_dump may still be importing it.
     pub async fn capture_facts(&self, database: &str) -> Result<DumpFacts> {
-        facts::capture(&self.client, database).await
+        let savepoint = |sql: &'static str| async move {
+            self.client.batch_execute(sql).await.map_err(|e| {
+                Error::Source(format!("`{sql}` failed: {}", describe_pg_error(&e)))
+            })
+        };
+        savepoint("SAVEPOINT vault_facts").await?;
+        match facts::capture(&self.client, database).await {
+            Ok(facts) => {
+                savepoint("RELEASE SAVEPOINT vault_facts").await?;
+                Ok(facts)
+            }
+            Err(e) => {
+                savepoint("ROLLBACK TO SAVEPOINT vault_facts").await?;
+                Err(e)
+            }
+        }
     }
 
     /// Ends the transaction (releasing the snapshot) and closes the connection.

@@ -178,6 +178,16 @@ impl ObjectStore for LocalStore {
             Err(e) => Err(self.io_error("delete", &path, e)),
         }
     }
+
+    async fn probe(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.root).map_err(|e| {
+            Error::Repository(format!(
+                "cannot create repository directory `{}`: {e}; fix repository.url or the \
+                 directory's permissions",
+                self.root.display()
+            ))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -68,6 +68,10 @@ impl ObjectStore for MemoryStore {
         self.objects.lock().unwrap().remove(key);
         Ok(())
     }
+
+    async fn probe(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,10 @@ pub trait ObjectStore: Send + Sync {
 
     /// Removes an object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
+
+    /// A cheap check that the store exists and answers, run before a backup starts so a
+    /// missing bucket or a dead endpoint fails before pg_dump does any work.
+    async fn probe(&self) -> Result<()>;
 }
 
 /// Opens the store named by `[repository]`.

@@ -185,6 +185,7 @@ impl S3Store {
                     Some(id) => id.clone(),
                     None => {
                         let id = self.create_multipart(key).await?;
+                        tracing::debug!(key, "multipart upload started");
                         *upload_id = Some(id.clone());
                         id
                     }
@@ -386,6 +387,28 @@ impl ObjectStore for S3Store {
             }
         }
         Ok(out)
+    }
+
+    async fn probe(&self) -> Result<()> {
+        let result = self.client.head_bucket().bucket(&self.bucket).send().await;
+        match result {
+            Ok(_) => Ok(()),
+            // HEAD responses carry no error code: read the status instead.
+            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 404 => {
+                Err(Error::Repository(format!(
+                    "bucket `{}` does not exist at {}: create it, or fix repository.url",
+                    self.bucket, self.endpoint
+                )))
+            }
+            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 403 => {
+                Err(Error::Repository(format!(
+                    "{} refused access to bucket `{}` (403): check the S3 credentials \
+                     (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and the bucket policy",
+                    self.endpoint, self.bucket
+                )))
+            }
+            Err(e) => Err(self.explain("open bucket", &self.bucket, e)),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

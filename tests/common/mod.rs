@@ -240,7 +240,7 @@ pub fn content_fingerprint(cluster: &ScratchCluster, db: &str) -> BTreeMap<Strin
         .unwrap();
     out.insert("large objects".into(), los.trim().to_string());
     let seqs = cluster
-        .psql(db, "SELECT string_agg(format('%s.%s=%s', schemaname, sequencename, last_value), ',' ORDER BY 1) FROM pg_sequences")
+        .psql(db, "SELECT string_agg(format('%s.%s=%s', schemaname, sequencename, last_value), ',' ORDER BY schemaname, sequencename) FROM pg_sequences")
         .unwrap();
     out.insert("sequences".into(), seqs.trim().to_string());
     out
