@@ -47,7 +47,12 @@ struct DumpOutcome {
 
 impl BackupJob {
     /// Backs up `database`; returns the manifest once it is stored.
-    pub async fn run(&self, database: &str, label: Option<String>, cancel: Cancel) -> Result<Manifest> {
+    pub async fn run(
+        &self,
+        database: &str,
+        label: Option<String>,
+        cancel: Cancel,
+    ) -> Result<Manifest> {
         let started_at = Utc::now();
         let id = BackupId::new(started_at);
         let shown = self.source.url_for(database);
@@ -74,7 +79,14 @@ impl BackupJob {
 
         progress.phase(&format!("dumping {database}"));
         let dumped = self
-            .dump(&tools, &session, database, &shown, &dump_key, cancel.clone())
+            .dump(
+                &tools,
+                &session,
+                database,
+                &shown,
+                &dump_key,
+                cancel.clone(),
+            )
             .await;
         let server_version = session.server_version.clone();
         let can_read_role_passwords = session.can_read_role_passwords;
@@ -128,7 +140,10 @@ impl BackupJob {
             };
             progress.phase(&format!("writing manifest of {database}"));
             self.store
-                .put(&catalog::manifest_key(database, &id), Bytes::from(manifest.to_json()))
+                .put(
+                    &catalog::manifest_key(database, &id),
+                    Bytes::from(manifest.to_json()),
+                )
                 .await?;
             Ok(manifest)
         };

@@ -149,7 +149,10 @@ impl Manifest {
 }
 
 /// Every complete backup in the repository (optionally of one database), newest first.
-pub async fn list_backups(store: &dyn ObjectStore, database: Option<&str>) -> Result<Vec<Manifest>> {
+pub async fn list_backups(
+    store: &dyn ObjectStore,
+    database: Option<&str>,
+) -> Result<Vec<Manifest>> {
     let prefix = match database {
         Some(db) => format!("{MANIFESTS_PREFIX}{}/", database_segment(db)),
         None => MANIFESTS_PREFIX.to_string(),
@@ -181,8 +184,14 @@ mod tests {
     #[test]
     fn database_names_become_safe_key_segments() {
         let id = BackupId("20261127T030000Z-abcdef".into());
-        assert_eq!(manifest_key("app", &id), "manifests/app/20261127T030000Z-abcdef.json");
-        assert_eq!(data_prefix("données/x", &id), "data/donn%C3%A9es%2Fx/20261127T030000Z-abcdef/");
+        assert_eq!(
+            manifest_key("app", &id),
+            "manifests/app/20261127T030000Z-abcdef.json"
+        );
+        assert_eq!(
+            data_prefix("données/x", &id),
+            "data/donn%C3%A9es%2Fx/20261127T030000Z-abcdef/"
+        );
     }
 
     #[test]

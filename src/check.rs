@@ -22,7 +22,11 @@ pub struct Probe {
 impl Probe {
     fn from_result(name: String, result: Result<String>) -> Probe {
         match result {
-            Ok(detail) => Probe { name, ok: true, detail },
+            Ok(detail) => Probe {
+                name,
+                ok: true,
+                detail,
+            },
             Err(e) => Probe {
                 name,
                 ok: false,
@@ -50,14 +54,23 @@ pub fn databases(config: &Config) -> Result<Vec<String>> {
 pub async fn run(config: &Config) -> Vec<Probe> {
     let mut probes = vec![Probe::from_result(
         "recipients".into(),
-        Recipients::from_config(&config.encryption)
-            .map(|r| format!("{} age recipient(s): {}", r.public_keys().len(), r.public_keys().join(", "))),
+        Recipients::from_config(&config.encryption).map(|r| {
+            format!(
+                "{} age recipient(s): {}",
+                r.public_keys().len(),
+                r.public_keys().join(", ")
+            )
+        }),
     )];
     if let Some(path) = config.identity_file() {
         probes.push(Probe::from_result(
             "identity".into(),
             Identities::load(&path).map(|ids| {
-                format!("`{}` holds {}", path.display(), ids.public_keys().join(", "))
+                format!(
+                    "`{}` holds {}",
+                    path.display(),
+                    ids.public_keys().join(", ")
+                )
             }),
         ));
     }
@@ -70,7 +83,10 @@ pub async fn run(config: &Config) -> Vec<Probe> {
         }
         Err(e) => probes.push(Probe::from_result("databases".into(), Err(e))),
     }
-    probes.push(Probe::from_result("repository".into(), check_repository(config).await));
+    probes.push(Probe::from_result(
+        "repository".into(),
+        check_repository(config).await,
+    ));
     probes
 }
 

@@ -125,7 +125,10 @@ impl Config {
 
     pub fn parse(text: &str, origin: &Path) -> Result<Config> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            Error::Config(format!("config file `{}` is invalid: {e}", origin.display()))
+            Error::Config(format!(
+                "config file `{}` is invalid: {e}",
+                origin.display()
+            ))
         })?;
         config.validate()?;
         Ok(config)

@@ -130,7 +130,10 @@ impl Identities {
 
     /// The public keys of these identities, for "your identity is ..." messages.
     pub fn public_keys(&self) -> Vec<String> {
-        self.keys.iter().map(|k| k.to_public().to_string()).collect()
+        self.keys
+            .iter()
+            .map(|k| k.to_public().to_string())
+            .collect()
     }
 
     pub fn as_dyn(&self) -> impl Iterator<Item = &dyn age::Identity> {

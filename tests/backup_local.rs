@@ -26,7 +26,10 @@ fn local_backup_is_listed_with_its_sizes_and_checksum() {
     let stored = std::fs::read(repo.join(entry["key"].as_str().unwrap())).unwrap();
     assert_eq!(entry["size_bytes"], stored.len() as u64);
     assert_eq!(entry["sha256"], sha256_hex(&stored));
-    assert!(entry["raw_bytes"].as_u64().unwrap() > stored.len() as u64, "the dump was compressed");
+    assert!(
+        entry["raw_bytes"].as_u64().unwrap() > stored.len() as u64,
+        "the dump was compressed"
+    );
     assert!(entry["label"].is_null());
 
     // Nothing in the repository is readable without the key.

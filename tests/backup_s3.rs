@@ -50,7 +50,11 @@ fn either_of_two_recipients_decrypts() {
     let s3 = S3Env::from_env();
     let pg = cluster();
     pg.psql("postgres", "CREATE DATABASE small").unwrap();
-    pg.psql("small", "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g").unwrap();
+    pg.psql(
+        "small",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g",
+    )
+    .unwrap();
     let ops = Workspace::new();
     let break_glass = Workspace::new();
     let prefix = unique_prefix("two-recipients");
@@ -63,11 +67,23 @@ fn either_of_two_recipients_decrypts() {
     ));
     backup(&config);
     let entry = &list_json(&config)[0];
-    let recipients: Vec<&str> = entry["recipients"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
-    assert_eq!(recipients, vec![ops.recipient.as_str(), break_glass.recipient.as_str()]);
+    let recipients: Vec<&str> = entry["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        recipients,
+        vec![ops.recipient.as_str(), break_glass.recipient.as_str()]
+    );
 
     let file = ops.path("dump.age");
-    std::fs::write(&file, s3.get_object(&format!("{prefix}/{}", entry["key"].as_str().unwrap()))).unwrap();
+    std::fs::write(
+        &file,
+        s3.get_object(&format!("{prefix}/{}", entry["key"].as_str().unwrap())),
+    )
+    .unwrap();
     for identity in [&ops.identity, &break_glass.identity] {
         let script = format!(
             "set -o pipefail; age -d -i '{}' '{}' | zstd -dc",
@@ -116,17 +132,39 @@ fn pg_dump_failing_mid_stream_fails_closed() {
         ws.recipient
     ));
 
-    let out = vault_cmd(Some(&config)).env("VAULT_LOG", "vault=debug").arg("backup").output().unwrap();
+    let out = vault_cmd(Some(&config))
+        .env("VAULT_LOG", "vault=debug")
+        .arg("backup")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("multipart upload started"), "the dump outgrew one part: {stderr}");
-    assert_eq!(out.status.code(), Some(3), "source failures exit 3: {stderr}");
+    assert!(
+        stderr.contains("multipart upload started"),
+        "the dump outgrew one part: {stderr}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "source failures exit 3: {stderr}"
+    );
     assert!(stderr.contains("pg_dump failed"), "{stderr}");
-    assert!(stderr.contains("row-level security"), "pg_dump's own message: {stderr}");
+    assert!(
+        stderr.contains("row-level security"),
+        "pg_dump's own message: {stderr}"
+    );
     assert!(out.stdout.is_empty(), "no backup id printed");
 
     assert!(list_json(&config).is_empty());
-    assert_eq!(s3.open_uploads(&prefix), Vec::<String>::new(), "multipart upload aborted");
-    assert_eq!(s3.keys(&prefix), Vec::<String>::new(), "no object left behind");
+    assert_eq!(
+        s3.open_uploads(&prefix),
+        Vec::<String>::new(),
+        "multipart upload aborted"
+    );
+    assert_eq!(
+        s3.keys(&prefix),
+        Vec::<String>::new(),
+        "no object left behind"
+    );
 }
 
 #[test]
@@ -149,11 +187,25 @@ fn non_superuser_backup_saves_roles_without_passwords_and_says_so() {
     let out = vault_cmd(Some(&config)).arg("backup").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("--no-role-passwords"), "the fallback is announced: {stderr}");
+    assert!(
+        stderr.contains("--no-role-passwords"),
+        "the fallback is announced: {stderr}"
+    );
     let manifest_dir = ws.path("repo/manifests/app");
-    let manifest = std::fs::read_dir(&manifest_dir).unwrap().next().unwrap().unwrap().path();
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
-    assert!(manifest["warnings"][0].as_str().unwrap().contains("without their passwords"));
+    let manifest = std::fs::read_dir(&manifest_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    assert!(
+        manifest["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("without their passwords")
+    );
 }
 
 #[test]
@@ -176,7 +228,10 @@ fn unreachable_endpoint_is_named_and_fails_before_dumping() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains(&dead), "names the endpoint: {stderr}");
-    assert!(!stderr.contains("not-a-real-secret-value"), "no secret in messages");
+    assert!(
+        !stderr.contains("not-a-real-secret-value"),
+        "no secret in messages"
+    );
     assert!(!stderr.contains("dumping"), "no dump was started: {stderr}");
 }
 
@@ -186,12 +241,18 @@ fn missing_bucket_is_named_with_the_fix() {
     let pg = cluster();
     pg.psql("postgres", "CREATE DATABASE app").unwrap();
     let ws = Workspace::new();
-    let repository = s3_repository(&s3, "p").replace(&format!("s3://{}/", s3.bucket), "s3://no-such-bucket-vault/");
+    let repository = s3_repository(&s3, "p").replace(
+        &format!("s3://{}/", s3.bucket),
+        "s3://no-such-bucket-vault/",
+    );
     let config = ws.config_for(&pg, "app", &repository, "");
     let out = vault_cmd(Some(&config)).arg("backup").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
-    assert!(stderr.contains("bucket `no-such-bucket-vault` does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("bucket `no-such-bucket-vault` does not exist"),
+        "{stderr}"
+    );
     assert!(stderr.contains("create it"), "{stderr}");
 }
 
@@ -224,7 +285,11 @@ fn check_reports_each_problem_in_one_sentence() {
     let good = ws.config_for(&pg, "app", &s3_repository(&s3, &unique_prefix("check")), "");
     let out = vault_cmd(Some(&good)).arg("check").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("ok   repository"), "{stdout}");
     assert!(stdout.contains("ok   database app"), "{stdout}");
 
@@ -237,9 +302,18 @@ fn check_reports_each_problem_in_one_sentence() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2));
     assert!(stdout.contains("FAIL recipients"), "{stdout}");
-    assert!(stdout.contains("FAIL database app: cannot connect"), "{stdout}");
-    assert!(stdout.contains("FAIL repository: bucket `no-such-bucket-vault` does not exist"), "{stdout}");
-    assert!(!stdout.contains("hunter2secret"), "the password never shows: {stdout}");
+    assert!(
+        stdout.contains("FAIL database app: cannot connect"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAIL repository: bucket `no-such-bucket-vault` does not exist"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("hunter2secret"),
+        "the password never shows: {stdout}"
+    );
 }
 
 fn closed_port() -> u16 {

@@ -15,10 +15,19 @@ use clap::{Parser, Subcommand, ValueEnum};
 use vault::config::Config;
 
 #[derive(Parser)]
-#[command(name = "vault", version, about = "Backups of PostgreSQL that provably restore")]
+#[command(
+    name = "vault",
+    version,
+    about = "Backups of PostgreSQL that provably restore"
+)]
 pub struct Cli {
     /// Configuration file.
-    #[arg(long, global = true, env = "VAULT_CONFIG", default_value = "vault.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "VAULT_CONFIG",
+        default_value = "vault.toml"
+    )]
     pub config: PathBuf,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]

@@ -23,8 +23,10 @@ impl TerminalProgress {
     fn new() -> Self {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} {bytes} read ({binary_bytes_per_sec}, {elapsed})")
-                .expect("a valid template"),
+            ProgressStyle::with_template(
+                "{spinner} {msg} {bytes} read ({binary_bytes_per_sec}, {elapsed})",
+            )
+            .expect("a valid template"),
         );
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         TerminalProgress { bar }

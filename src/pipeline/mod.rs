@@ -98,7 +98,6 @@ mod tests {
     use super::*;
     use crate::config::EncryptionConfig;
     use crate::progress::Silent;
-    use std::str::FromStr;
 
     #[test]
     fn round_trip_through_the_stages_keeps_every_byte_and_hashes_both_sides() {
@@ -109,30 +108,37 @@ mod tests {
             identity_file: None,
         })
         .unwrap();
-        let plain: Vec<u8> = (0..3_000_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let plain: Vec<u8> = (0..3_000_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let (stored, summary) = compress_encrypt(
             &plain[..],
             Vec::new(),
             &recipients,
-            Compression { level: 3, threads: 2 },
+            Compression {
+                level: 3,
+                threads: 2,
+            },
             &Silent,
         )
         .unwrap();
         assert_eq!(summary.raw.bytes, plain.len() as u64);
         assert_eq!(summary.stored.bytes, stored.len() as u64);
-        assert_eq!(summary.stored.sha256_hex(), hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&stored)));
+        assert_eq!(
+            summary.stored.sha256_hex(),
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&stored))
+        );
         assert!(stored.len() < plain.len() / 4, "compressible input shrinks");
 
         let decryptor = age::Decryptor::new(&stored[..]).unwrap();
-        let identity = age::x25519::Identity::from_str(
-            &age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).to_string(),
-        )
-        .unwrap();
         let reader = decryptor
             .decrypt(std::iter::once(&identity as &dyn age::Identity))
             .unwrap();
         let mut round = Vec::new();
-        zstd::stream::read::Decoder::new(reader).unwrap().read_to_end(&mut round).unwrap();
+        zstd::stream::read::Decoder::new(reader)
+            .unwrap()
+            .read_to_end(&mut round)
+            .unwrap();
         assert_eq!(round, plain);
     }
 }

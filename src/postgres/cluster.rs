@@ -41,7 +41,12 @@ impl ScratchCluster {
         let dir = tempfile::Builder::new()
             .prefix("vault-scratch-")
             .tempdir()
-            .map_err(|e| Error::io("cannot create a temporary directory for a scratch cluster", e))?;
+            .map_err(|e| {
+                Error::io(
+                    "cannot create a temporary directory for a scratch cluster",
+                    e,
+                )
+            })?;
         if let Some((uid, gid)) = run_as {
             chown(dir.path(), uid, gid)?;
         }
@@ -71,7 +76,10 @@ impl ScratchCluster {
     }
 
     fn dir(&self) -> &Path {
-        self.dir.as_ref().expect("the directory is kept until drop").path()
+        self.dir
+            .as_ref()
+            .expect("the directory is kept until drop")
+            .path()
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -90,10 +98,15 @@ impl ScratchCluster {
     fn init(&self) -> Result<()> {
         run_to_completion(
             "initdb",
-            self.program("initdb")
-                .arg("-D")
-                .arg(self.data_dir())
-                .args(["-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"]),
+            self.program("initdb").arg("-D").arg(self.data_dir()).args([
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]),
         )
         .map(drop)
     }
@@ -127,7 +140,10 @@ impl ScratchCluster {
 
     /// A URL for `database` as the superuser over TCP.
     pub fn url(&self, database: &str) -> String {
-        format!("postgresql://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgresql://{SUPERUSER}@127.0.0.1:{}/{database}",
+            self.port
+        )
     }
 
     /// Runs SQL with psql (stopping at the first error) and returns its unaligned output.
@@ -161,10 +177,12 @@ impl ScratchCluster {
         self.stopped = true;
         let _ = run_to_completion(
             "pg_ctl stop",
-            self.program("pg_ctl")
-                .arg("-D")
-                .arg(self.data_dir())
-                .args(["-m", "immediate", "-w", "stop"]),
+            self.program("pg_ctl").arg("-D").arg(self.data_dir()).args([
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ]),
         );
     }
 
@@ -198,7 +216,8 @@ fn free_port() -> Result<u16> {
 }
 
 fn lookup_user(name: &str) -> Result<(u32, u32)> {
-    let c_name = CString::new(name).map_err(|_| Error::Config(format!("bad user name `{name}`")))?;
+    let c_name =
+        CString::new(name).map_err(|_| Error::Config(format!("bad user name `{name}`")))?;
     // SAFETY: getpwnam takes a NUL-terminated string; the result is read before any other
     // call that could overwrite its static buffer.
     let entry = unsafe { libc::getpwnam(c_name.as_ptr()) };

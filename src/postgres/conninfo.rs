@@ -124,10 +124,9 @@ impl ConnInfo {
     /// A tokio-postgres configuration for `database`, with the password resolved from the
     /// URL, `PGPASSWORD` or the pgpass file, and the host defaulting to the local socket.
     pub fn client_config(&self, database: &str) -> Result<tokio_postgres::Config> {
-        let mut config: tokio_postgres::Config =
-            self.url_for(database).parse().map_err(|e| {
-                Error::Config(format!("source.url `{}` is invalid: {e}", self.redacted()))
-            })?;
+        let mut config: tokio_postgres::Config = self.url_for(database).parse().map_err(|e| {
+            Error::Config(format!("source.url `{}` is invalid: {e}", self.redacted()))
+        })?;
         if config.get_hosts().is_empty() {
             let socket_dir = std::env::var("PGHOST").unwrap_or_else(|_| default_socket_dir());
             if socket_dir.starts_with('/') {
@@ -180,7 +179,13 @@ fn pgpass_lookup(host: &str, port: u16, database: &str, user: &str) -> Option<St
     pgpass_match(&content, host, port, database, user)
 }
 
-fn pgpass_match(content: &str, host: &str, port: u16, database: &str, user: &str) -> Option<String> {
+fn pgpass_match(
+    content: &str,
+    host: &str,
+    port: u16,
+    database: &str,
+    user: &str,
+) -> Option<String> {
     let port = port.to_string();
     let wanted = [host, port.as_str(), database, user];
     content
@@ -223,10 +228,17 @@ mod tests {
 
     #[test]
     fn password_never_appears_in_rendered_urls() {
-        let info = ConnInfo::parse("postgresql://backup:s3cr%40t@db:5433/app?sslmode=prefer").unwrap();
+        let info =
+            ConnInfo::parse("postgresql://backup:s3cr%40t@db:5433/app?sslmode=prefer").unwrap();
         assert_eq!(info.explicit_password().as_deref(), Some("s3cr@t"));
-        assert_eq!(info.redacted(), "postgresql://backup@db:5433/app?sslmode=prefer");
-        assert_eq!(info.url_for("billing"), "postgresql://backup@db:5433/billing?sslmode=prefer");
+        assert_eq!(
+            info.redacted(),
+            "postgresql://backup@db:5433/app?sslmode=prefer"
+        );
+        assert_eq!(
+            info.url_for("billing"),
+            "postgresql://backup@db:5433/billing?sslmode=prefer"
+        );
         assert!(!format!("{info:?}").contains("s3cr"));
     }
 
@@ -255,8 +267,14 @@ mod tests {
     #[test]
     fn pgpass_matches_like_libpq() {
         let file = "# comment\nother:5432:*:*:nope\ndb:*:app:backup:pa\\:ss\n*:*:*:*:fallback\n";
-        assert_eq!(pgpass_match(file, "db", 5432, "app", "backup").as_deref(), Some("pa:ss"));
-        assert_eq!(pgpass_match(file, "db", 5432, "x", "backup").as_deref(), Some("fallback"));
+        assert_eq!(
+            pgpass_match(file, "db", 5432, "app", "backup").as_deref(),
+            Some("pa:ss")
+        );
+        assert_eq!(
+            pgpass_match(file, "db", 5432, "x", "backup").as_deref(),
+            Some("fallback")
+        );
         assert_eq!(pgpass_match("", "db", 5432, "x", "y"), None);
     }
 }

@@ -97,7 +97,10 @@ pub fn quote_ident(name: &str) -> String {
 }
 
 fn db_error(what: &str, e: tokio_postgres::Error) -> Error {
-    Error::Source(format!("capturing {what} failed: {}", describe_pg_error(&e)))
+    Error::Source(format!(
+        "capturing {what} failed: {}",
+        describe_pg_error(&e)
+    ))
 }
 
 /// The server's own message when there is one (tokio-postgres's Display says only "db error").

@@ -104,10 +104,9 @@ impl ChildProcess {
     pub async fn output(mut self) -> Result<(Vec<u8>, Finished)> {
         let mut out = Vec::new();
         if let Some(mut stdout) = self.take_stdout() {
-            stdout
-                .read_to_end(&mut out)
-                .await
-                .map_err(|e| Error::Source(format!("reading {}'s output failed: {e}", self.name)))?;
+            stdout.read_to_end(&mut out).await.map_err(|e| {
+                Error::Source(format!("reading {}'s output failed: {e}", self.name))
+            })?;
         }
         let finished = self.wait().await?;
         Ok((out, finished))

@@ -43,7 +43,10 @@ impl SnapshotSession {
     pub async fn open(config: &tokio_postgres::Config, shown_as: &str) -> Result<SnapshotSession> {
         let (client, connection) = connect(config, shown_as).await?;
         let fail = |what: &str, e: tokio_postgres::Error| {
-            Error::Source(format!("{what} on {shown_as} failed: {}", describe_pg_error(&e)))
+            Error::Source(format!(
+                "{what} on {shown_as} failed: {}",
+                describe_pg_error(&e)
+            ))
         };
         let version_row = client
             .query_one(
@@ -84,9 +87,10 @@ impl SnapshotSession {
     /// snapshot while pg_dump may still be importing it.
     pub async fn capture_facts(&self, database: &str) -> Result<DumpFacts> {
         let savepoint = |sql: &'static str| async move {
-            self.client.batch_execute(sql).await.map_err(|e| {
-                Error::Source(format!("`{sql}` failed: {}", describe_pg_error(&e)))
-            })
+            self.client
+                .batch_execute(sql)
+                .await
+                .map_err(|e| Error::Source(format!("`{sql}` failed: {}", describe_pg_error(&e))))
         };
         savepoint("SAVEPOINT vault_facts").await?;
         match facts::capture(&self.client, database).await {

@@ -51,13 +51,17 @@ impl PgTools {
     /// `pg_dump --version` → ("15.18", 15).
     pub async fn version(&self, name: &str) -> Result<(String, u32)> {
         let program = self.program(name);
-        let output = Command::new(&program).arg("--version").output().await.map_err(|e| {
-            Error::Source(format!(
-                "cannot run `{}`: {e}; install the PostgreSQL client tools (e.g. apt install \
+        let output = Command::new(&program)
+            .arg("--version")
+            .output()
+            .await
+            .map_err(|e| {
+                Error::Source(format!(
+                    "cannot run `{}`: {e}; install the PostgreSQL client tools (e.g. apt install \
                  postgresql-client) or set source.pg_bin_dir",
-                program.display()
-            ))
-        })?;
+                    program.display()
+                ))
+            })?;
         let text = String::from_utf8_lossy(&output.stdout);
         parse_version(&text).ok_or_else(|| {
             Error::Source(format!(

@@ -47,15 +47,23 @@ impl LocalStore {
     /// Creates the temp file beside `path` that an upload writes into.
     fn create_partial(&self, path: &Path) -> Result<(PathBuf, std::fs::File)> {
         let parent = path.parent().expect("object paths have a parent");
-        std::fs::create_dir_all(parent).map_err(|e| self.io_error("create directory", parent, e))?;
-        let name = path.file_name().expect("object paths have a name").to_string_lossy();
-        let temp = parent.join(format!(".{name}{PARTIAL_MARKER}{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(parent)
+            .map_err(|e| self.io_error("create directory", parent, e))?;
+        let name = path
+            .file_name()
+            .expect("object paths have a name")
+            .to_string_lossy();
+        let temp = parent.join(format!(
+            ".{name}{PARTIAL_MARKER}{:016x}",
+            rand::random::<u64>()
+        ));
         let file = std::fs::File::create(&temp).map_err(|e| self.io_error("create", &temp, e))?;
         Ok((temp, file))
     }
 
     fn commit_partial(&self, temp: &Path, file: std::fs::File, path: &Path) -> Result<()> {
-        file.sync_all().map_err(|e| self.io_error("sync", temp, e))?;
+        file.sync_all()
+            .map_err(|e| self.io_error("sync", temp, e))?;
         std::fs::rename(temp, path).map_err(|e| self.io_error("rename into", path, e))?;
         // Make the rename itself durable.
         if let Ok(dir) = std::fs::File::open(path.parent().expect("has parent")) {
@@ -74,7 +82,9 @@ impl ObjectStore for LocalStore {
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
         let path = self.path_of(key)?;
         let (temp, mut file) = self.create_partial(&path)?;
-        let written = file.write_all(&body).map_err(|e| self.io_error("write", &temp, e));
+        let written = file
+            .write_all(&body)
+            .map_err(|e| self.io_error("write", &temp, e));
         match written.and_then(|()| self.commit_partial(&temp, file, &path)) {
             Ok(()) => Ok(()),
             Err(e) => {

@@ -46,7 +46,9 @@ impl ObjectStore for MemoryStore {
                 }
             }
         }
-        Err(Error::Repository(format!("upload of `{key}` aborted before it finished")))
+        Err(Error::Repository(format!(
+            "upload of `{key}` aborted before it finished"
+        )))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {

@@ -66,7 +66,9 @@ pub async fn open(config: &RepositoryConfig) -> Result<Box<dyn ObjectStore>> {
                 "repository.url `{url}` names no bucket: use s3://BUCKET/PREFIX"
             )));
         }
-        Ok(Box::new(s3::S3Store::connect(config, bucket, prefix).await?))
+        Ok(Box::new(
+            s3::S3Store::connect(config, bucket, prefix).await?,
+        ))
     } else if let Some(path) = url.strip_prefix("file://") {
         Ok(Box::new(local::LocalStore::new(path.into())))
     } else if url.contains("://") {
@@ -96,23 +98,48 @@ pub(crate) mod contract {
 
     pub async fn upload_commits_only_on_finish(store: &dyn ObjectStore) {
         let (tx, rx) = mpsc::channel(4);
-        tx.send(UploadChunk::Data(Bytes::from_static(b"hello "))).await.unwrap();
-        tx.send(UploadChunk::Data(Bytes::from_static(b"world"))).await.unwrap();
+        tx.send(UploadChunk::Data(Bytes::from_static(b"hello ")))
+            .await
+            .unwrap();
+        tx.send(UploadChunk::Data(Bytes::from_static(b"world")))
+            .await
+            .unwrap();
         tx.send(UploadChunk::Finish).await.unwrap();
         assert_eq!(store.upload("a/one", rx).await.unwrap(), 11);
         assert_eq!(&store.get("a/one").await.unwrap()[..], b"hello world");
 
         let (tx, rx) = mpsc::channel(4);
-        tx.send(UploadChunk::Data(Bytes::from_static(b"partial"))).await.unwrap();
+        tx.send(UploadChunk::Data(Bytes::from_static(b"partial")))
+            .await
+            .unwrap();
         drop(tx);
         assert!(store.upload("a/two", rx).await.is_err());
-        let keys: Vec<String> = store.list("a/").await.unwrap().into_iter().map(|o| o.key).collect();
-        assert_eq!(keys, vec!["a/one".to_string()], "an aborted upload leaves nothing");
+        let keys: Vec<String> = store
+            .list("a/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(
+            keys,
+            vec!["a/one".to_string()],
+            "an aborted upload leaves nothing"
+        );
 
-        store.put("a/three", Bytes::from_static(b"3")).await.unwrap();
+        store
+            .put("a/three", Bytes::from_static(b"3"))
+            .await
+            .unwrap();
         store.delete("a/one").await.unwrap();
         store.delete("a/one").await.unwrap();
-        let keys: Vec<String> = store.list("a/").await.unwrap().into_iter().map(|o| o.key).collect();
+        let keys: Vec<String> = store
+            .list("a/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         assert_eq!(keys, vec!["a/three".to_string()]);
         assert!(store.get("a/one").await.is_err());
     }

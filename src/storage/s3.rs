@@ -113,7 +113,9 @@ impl S3Store {
                 "bucket `{bucket}` does not exist at {endpoint}: create it, or fix repository.url"
             )),
             Some(
-                code @ ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch"
+                code @ ("AccessDenied"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
                 | "Forbidden"),
             ) => Error::Repository(format!(
                 "{endpoint} refused to {action} `{key}` in bucket `{bucket}` ({code}): check \
@@ -299,7 +301,9 @@ struct PartErrorContext {
 async fn join_part(set: &mut JoinSet<Result<CompletedPart>>) -> Result<CompletedPart> {
     match set.join_next().await {
         Some(Ok(result)) => result,
-        Some(Err(join)) => Err(Error::Repository(format!("part upload task failed: {join}"))),
+        Some(Err(join)) => Err(Error::Repository(format!(
+            "part upload task failed: {join}"
+        ))),
         None => unreachable!("join_part is only called on a non-empty set"),
     }
 }
@@ -380,9 +384,9 @@ impl ObjectStore for S3Store {
                 out.push(ObjectInfo {
                     key: key[strip.min(key.len())..].to_string(),
                     size: object.size().unwrap_or(0).max(0) as u64,
-                    last_modified: object.last_modified().and_then(|t| {
-                        chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
-                    }),
+                    last_modified: object
+                        .last_modified()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
                 });
             }
         }
@@ -436,6 +440,9 @@ mod tests {
         assert_eq!(part_size(base, 1001), 2 * base);
         assert_eq!(part_size(base, 10_000), 512 * base);
         let capacity: u64 = (1..=MAX_PARTS).map(|n| part_size(base, n) as u64).sum();
-        assert!(capacity > 5 * (1u64 << 40), "10,000 parts hold more than S3's 5 TiB maximum");
+        assert!(
+            capacity > 5 * (1u64 << 40),
+            "10,000 parts hold more than S3's 5 TiB maximum"
+        );
     }
 }

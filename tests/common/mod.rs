@@ -70,16 +70,32 @@ impl S3Env {
                 None,
                 "test",
             ))
-            .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
             .build();
         aws_sdk_s3::Client::from_conf(config)
     }
 
     pub fn get_object(&self, key: &str) -> Vec<u8> {
         block_on(async {
-            let out = self.client().get_object().bucket(&self.bucket).key(key).send().await.expect("get object");
-            out.body.collect().await.expect("read body").into_bytes().to_vec()
+            let out = self
+                .client()
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .expect("get object");
+            out.body
+                .collect()
+                .await
+                .expect("read body")
+                .into_bytes()
+                .to_vec()
         })
     }
 
@@ -87,7 +103,13 @@ impl S3Env {
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         block_on(async {
             let mut keys = Vec::new();
-            let mut pages = self.client().list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+            let mut pages = self
+                .client()
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .into_paginator()
+                .send();
             while let Some(page) = pages.next().await {
                 for o in page.expect("list objects").contents() {
                     keys.push(o.key().unwrap().to_string());
@@ -108,7 +130,10 @@ impl S3Env {
                 .send()
                 .await
                 .expect("list multipart uploads");
-            out.uploads().iter().filter_map(|u| u.key().map(str::to_string)).collect()
+            out.uploads()
+                .iter()
+                .filter_map(|u| u.key().map(str::to_string))
+                .collect()
         })
     }
 }
@@ -145,10 +170,22 @@ impl Workspace {
     pub fn new() -> Workspace {
         let dir = tempfile::tempdir().unwrap();
         let identity = dir.path().join("identity.txt");
-        let out = vault_cmd(None).args(["keygen", "--output"]).arg(&identity).output().unwrap();
-        assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
+        let out = vault_cmd(None)
+            .args(["keygen", "--output"])
+            .arg(&identity)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "keygen: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        Workspace { dir, identity, recipient }
+        Workspace {
+            dir,
+            identity,
+            recipient,
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -163,7 +200,13 @@ impl Workspace {
     }
 
     /// A config backing up `db` of `cluster` into `repository` (a TOML `[repository]` body).
-    pub fn config_for(&self, cluster: &ScratchCluster, db: &str, repository: &str, extra: &str) -> PathBuf {
+    pub fn config_for(
+        &self,
+        cluster: &ScratchCluster,
+        db: &str,
+        repository: &str,
+        extra: &str,
+    ) -> PathBuf {
         self.config(&format!(
             "[source]\nurl = \"{}\"\n\n[repository]\n{repository}\n\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n{extra}\n",
             cluster.url(db),
@@ -183,7 +226,8 @@ pub fn s3_repository(s3: &S3Env, prefix: &str) -> String {
 
 pub fn vault_cmd(config: Option<&Path>) -> Command {
     let mut cmd = Command::cargo_bin("vault").unwrap();
-    cmd.env_remove("VAULT_CONFIG").env("VAULT_LOG", "vault=info");
+    cmd.env_remove("VAULT_CONFIG")
+        .env("VAULT_LOG", "vault=info");
     if let Some(config) = config {
         cmd.arg("--config").arg(config);
     }
@@ -203,8 +247,15 @@ pub fn backup(config: &Path) -> String {
 }
 
 pub fn list_json(config: &Path) -> Vec<serde_json::Value> {
-    let out = vault_cmd(Some(config)).args(["list", "--json"]).output().unwrap();
-    assert!(out.status.success(), "vault list: {}", String::from_utf8_lossy(&out.stderr));
+    let out = vault_cmd(Some(config))
+        .args(["list", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "vault list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("list --json prints JSON")
 }
 
@@ -248,8 +299,15 @@ pub fn content_fingerprint(cluster: &ScratchCluster, db: &str) -> BTreeMap<Strin
 
 /// Runs a stock tool, failing the test with its stderr.
 pub fn run_tool(program: &str, args: &[&str]) -> Vec<u8> {
-    let out = std::process::Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(out.status.success(), "{program} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
