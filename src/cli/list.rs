@@ -67,12 +67,12 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<24} {:<16} {:<20} {:>10} {:>10}  LABEL",
+        "{:<23} {:<16} {:<19} {:>10} {:>10}  LABEL",
         "ID", "DATABASE", "STARTED (UTC)", "STORED", "DUMP"
     );
     for m in &backups {
         println!(
-            "{:<24} {:<16} {:<20} {:>10} {:>10}  {}{}",
+            "{:<23} {:<16} {:<19} {:>10} {:>10}  {}{}",
             m.id,
             m.database,
             m.started_at.format("%Y-%m-%d %H:%M:%S"),

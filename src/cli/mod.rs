@@ -7,6 +7,7 @@ pub mod exit;
 pub mod keygen;
 pub mod list;
 pub mod progress;
+pub mod quickstart;
 
 use std::path::{Path, PathBuf};
 
@@ -52,6 +53,9 @@ pub enum Command {
     List(list::Args),
     /// Check the configuration, the database and the repository.
     Check(check::Args),
+    /// Take a first backup from nothing: a demo database (unless --source) into a local
+    /// directory repository.
+    Quickstart(quickstart::Args),
 }
 
 pub fn load_config(path: &Path) -> Result<Config, vault::Error> {
@@ -64,5 +68,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(args) => backup::run(&cli.config, args).await,
         Command::List(args) => list::run(&cli.config, args).await,
         Command::Check(args) => check::run(&cli.config, args).await,
+        Command::Quickstart(args) => quickstart::run(args).await,
     }
 }
