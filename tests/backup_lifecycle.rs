@@ -1,0 +1,161 @@
+//! Backups over their life: several databases in one run, many backups in one repository,
+//! and a backup interrupted by the operator.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use common::*;
+
+#[test]
+fn every_configured_database_is_backed_up_and_listed_by_name() {
+    let pg = cluster();
+    for db in ["app", "billing"] {
+        pg.psql("postgres", &format!("CREATE DATABASE {db}"))
+            .unwrap();
+        pg.psql(
+            db,
+            &format!("CREATE TABLE {db}_rows AS SELECT g FROM generate_series(1, 10) g"),
+        )
+        .unwrap();
+    }
+    let ws = Workspace::new();
+    let config = ws.config(&format!(
+        "[source]\nurl = \"{}\"\ndatabases = [\"app\", \"billing\"]\n[repository]\nurl = \"{}\"\n[encryption]\nrecipients = [\"{}\"]\n",
+        pg.url("postgres"),
+        ws.path("repo").display(),
+        ws.recipient
+    ));
+    let ids = backup(&config);
+    assert_eq!(ids.lines().count(), 2, "one id per database: {ids}");
+
+    let out = vault_cmd(Some(&config))
+        .args(["list", "--json", "--database", "billing"])
+        .output()
+        .unwrap();
+    let billing: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(billing.len(), 1);
+    assert_eq!(billing[0]["database"], "billing");
+    assert_eq!(list_json(&config).len(), 2);
+
+    let out = vault_cmd(Some(&config))
+        .args(["backup", "--database", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("configured: app, billing"));
+}
+
+/// S3 lists at most 1,000 keys a page: a repository with more must list them all.
+#[test]
+fn listing_reads_every_page_of_a_large_repository() {
+    let s3 = S3Env::from_env();
+    let pg = cluster();
+    pg.psql("postgres", "CREATE DATABASE app").unwrap();
+    let ws = Workspace::new();
+    let prefix = unique_prefix("many");
+    let config = ws.config_for(&pg, "app", &s3_repository(&s3, &prefix), "");
+    let id = backup(&config);
+
+    // Clone the real manifest under 1,100 more ids, spread over earlier hours.
+    let manifest_key = format!("{prefix}/manifests/app/{id}.json");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&s3.get_object(&manifest_key)).unwrap();
+    let client = s3.client();
+    block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..1100u32 {
+            let mut copy = manifest.clone();
+            let started = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap()
+                + chrono::Duration::hours(n as i64);
+            let clone_id = format!("{}-{n:06x}", started.format("%Y%m%dT%H%M%SZ"));
+            copy["id"] = clone_id.clone().into();
+            copy["started_at"] = started.to_rfc3339().into();
+            let (client, bucket) = (client.clone(), s3.bucket.clone());
+            let key = format!("{prefix}/manifests/app/{clone_id}.json");
+            tasks.spawn(async move {
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .body(serde_json::to_vec(&copy).unwrap().into())
+                    .send()
+                    .await
+                    .unwrap();
+            });
+            while tasks.len() >= 32 {
+                tasks.join_next().await.unwrap().unwrap();
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    });
+
+    let list = list_json(&config);
+    assert_eq!(list.len(), 1101);
+    assert_eq!(list[0]["id"], id, "newest first");
+    assert!(
+        list[1100]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("20260101T000000Z"),
+        "oldest last"
+    );
+}
+
+/// Ctrl-C in the middle of an upload: the multipart upload is aborted, nothing is listed,
+/// and the exit code says "interrupted".
+#[test]
+fn sigint_mid_upload_aborts_cleanly() {
+    let s3 = S3Env::from_env();
+    let pg = cluster();
+    pg.psql("postgres", "CREATE DATABASE app").unwrap();
+    pg.psql(
+        "app",
+        "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5(random()::text) || md5(random()::text) AS payload \
+         FROM generate_series(1, 1500000) g",
+    )
+    .unwrap();
+    let ws = Workspace::new();
+    let prefix = unique_prefix("sigint");
+    let config = ws.config_for(&pg, "app", &s3_repository(&s3, &prefix), "");
+
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vault"))
+        .arg("--config")
+        .arg(&config)
+        .arg("backup")
+        .env("VAULT_LOG", "vault=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "vault ended before uploading: {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("multipart upload started") {
+            break;
+        }
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(rest.contains("interrupted"), "{rest}");
+    assert!(list_json(&config).is_empty());
+    assert_eq!(
+        s3.open_uploads(&prefix),
+        Vec::<String>::new(),
+        "multipart upload aborted"
+    );
+    assert_eq!(s3.keys(&prefix), Vec::<String>::new());
+}
