@@ -202,6 +202,21 @@ mod tests {
         assert!(early.as_str().starts_with("20260101T000000Z-"));
     }
 
+    /// Every manifest format ever written must stay readable: one fixture per version.
+    #[test]
+    fn reads_a_version_1_manifest() {
+        let v1 = include_bytes!("../fixtures/manifests/v1.json");
+        let manifest = Manifest::from_json(v1, "v1.json").unwrap();
+        assert_eq!(manifest.id.as_str(), "20261127T074813Z-c15193");
+        assert_eq!(manifest.dump.raw_bytes, 252_055);
+        assert_eq!(
+            manifest.dump.stored.key,
+            "data/demo/20261127T074813Z-c15193/dump.pgdump.zst.age"
+        );
+        assert_eq!(manifest.encryption.recipients.len(), 1);
+        assert_eq!(manifest.label.as_deref(), Some("quickstart"));
+    }
+
     #[test]
     fn a_newer_manifest_format_is_refused_with_advice() {
         let err = Manifest::from_json(br#"{"format_version": 99}"#, "k").unwrap_err();

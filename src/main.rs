@@ -33,8 +33,8 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_env("VAULT_LOG").unwrap_or_else(|_| EnvFilter::new("vault=info,warn"));
+    let filter = EnvFilter::try_from_env("VAULT_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("vault=info,aws_config=error,warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -320,3 +320,44 @@ fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
+
+#[test]
+fn missing_or_wrong_s3_credentials_say_which_variables_to_set() {
+    let s3 = S3Env::from_env();
+    let pg = cluster();
+    pg.psql("postgres", "CREATE DATABASE app").unwrap();
+    let ws = Workspace::new();
+    let config = ws.config_for(&pg, "app", &s3_repository(&s3, &unique_prefix("creds")), "");
+
+    let out = vault_cmd(Some(&config))
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("HOME", ws.dir.path())
+        .arg("backup")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("no usable S3 credentials"), "{stderr}");
+    assert!(stderr.contains("AWS_ACCESS_KEY_ID"), "{stderr}");
+    assert!(
+        stderr.lines().count() <= 3,
+        "one clear sentence, not an SDK dump: {stderr}"
+    );
+
+    let out = vault_cmd(Some(&config))
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        )
+        .arg("backup")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("check the S3 credentials"), "{stderr}");
+    assert!(
+        !stderr.contains("00000000000000000000000000000000"),
+        "the secret is never echoed: {stderr}"
+    );
+}

@@ -48,8 +48,16 @@ impl S3Store {
                 "repository.endpoint `{endpoint}` must start with http:// or https://"
             )));
         }
+        // Region: the config's, else the environment's; a custom endpoint rarely cares, so it
+        // gets us-east-1 rather than a slow, noisy instance-metadata lookup.
+        let explicit = config
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .or_else(|| config.endpoint.as_ref().map(|_| "us-east-1".to_string()));
         let region = aws_config::meta::region::RegionProviderChain::first_try(
-            config.region.clone().map(aws_config::Region::new),
+            explicit.map(aws_config::Region::new),
         )
         .or_default_provider()
         .or_else(aws_config::Region::from_static("us-east-1"));
@@ -94,19 +102,27 @@ impl S3Store {
     fn explain<E, R>(&self, action: &str, key: &str, err: SdkError<E, R>) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
         let bucket = &self.bucket;
         let endpoint = &self.endpoint;
-        match &err {
-            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+        if matches!(
+            err,
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
+        ) {
+            let detail = DisplayErrorContext(&err).to_string();
+            if detail.contains("credentials") {
                 return Error::Repository(format!(
-                    "cannot reach the S3 endpoint {endpoint} to {action} `{key}`: {}; check \
-                     repository.endpoint and that the server is running and reachable",
-                    DisplayErrorContext(&err)
+                    "no usable S3 credentials to {action} `{key}` at {endpoint}: set \
+                     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, for a key \
+                     that may read and write bucket `{bucket}`"
                 ));
             }
-            _ => {}
+            return Error::Repository(format!(
+                "cannot reach the S3 endpoint {endpoint} to {action} `{key}`: {}; check \
+                 repository.endpoint and that the server is running and reachable",
+                innermost_cause(&err)
+            ));
         }
         match err.code() {
             Some("NoSuchBucket") => Error::Repository(format!(
@@ -290,6 +306,16 @@ impl S3Store {
                 .build())
         }
     }
+}
+
+/// The deepest error in a chain: for connection failures, the sentence that matters
+/// ("Connection refused (os error 111)") without the SDK's layers of wrapping.
+fn innermost_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = err;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
 }
 
 struct PartErrorContext {
