@@ -51,8 +51,7 @@ fn every_configured_database_is_backed_up_and_listed_by_name() {
 #[test]
 fn listing_reads_every_page_of_a_large_repository() {
     let s3 = S3Env::from_env();
-    let pg = cluster();
-    pg.psql("postgres", "CREATE DATABASE app").unwrap();
+    let pg = cluster_with("app", "");
     let ws = Workspace::new();
     let prefix = unique_prefix("many");
     let config = ws.config_for(&pg, "app", &s3_repository(&s3, &prefix), "");
@@ -110,14 +109,11 @@ fn listing_reads_every_page_of_a_large_repository() {
 #[test]
 fn sigint_mid_upload_aborts_cleanly() {
     let s3 = S3Env::from_env();
-    let pg = cluster();
-    pg.psql("postgres", "CREATE DATABASE app").unwrap();
-    pg.psql(
+    let pg = cluster_with(
         "app",
         "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5(random()::text) || md5(random()::text) AS payload \
          FROM generate_series(1, 1500000) g",
-    )
-    .unwrap();
+    );
     let ws = Workspace::new();
     let prefix = unique_prefix("sigint");
     let config = ws.config_for(&pg, "app", &s3_repository(&s3, &prefix), "");

@@ -111,13 +111,10 @@ fn capture_facts(
 #[test]
 fn either_of_two_recipients_decrypts() {
     let s3 = S3Env::from_env();
-    let pg = cluster();
-    pg.psql("postgres", "CREATE DATABASE small").unwrap();
-    pg.psql(
+    let pg = cluster_with(
         "small",
         "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g",
-    )
-    .unwrap();
+    );
     let ops = Workspace::new();
     let break_glass = Workspace::new();
     let prefix = unique_prefix("two-recipients");
@@ -173,9 +170,7 @@ fn either_of_two_recipients_decrypts() {
 #[test]
 fn pg_dump_failing_mid_stream_fails_closed() {
     let s3 = S3Env::from_env();
-    let pg = cluster();
-    pg.psql("postgres", "CREATE DATABASE app").unwrap();
-    pg.psql(
+    let pg = cluster_with(
         "app",
         "CREATE ROLE backup_user LOGIN; \
          CREATE TABLE aa_big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) || md5(random()::text) AS payload \
@@ -184,8 +179,7 @@ fn pg_dump_failing_mid_stream_fails_closed() {
          ALTER TABLE zz_secret ENABLE ROW LEVEL SECURITY; \
          CREATE POLICY only_owner ON zz_secret USING (owner = current_user); \
          GRANT SELECT ON ALL TABLES IN SCHEMA public TO backup_user;",
-    )
-    .unwrap();
+    );
     let ws = Workspace::new();
     let prefix = unique_prefix("fail-closed");
     let url = format!("postgresql://backup_user@127.0.0.1:{}/app", pg.port());
@@ -232,14 +226,11 @@ fn pg_dump_failing_mid_stream_fails_closed() {
 
 #[test]
 fn non_superuser_backup_saves_roles_without_passwords_and_says_so() {
-    let pg = cluster();
-    pg.psql("postgres", "CREATE DATABASE app").unwrap();
-    pg.psql(
+    let pg = cluster_with(
         "app",
         "CREATE ROLE backup_user LOGIN; CREATE TABLE t AS SELECT 1 AS x; \
          GRANT SELECT ON ALL TABLES IN SCHEMA public TO backup_user;",
-    )
-    .unwrap();
+    );
     let ws = Workspace::new();
     let url = format!("postgresql://backup_user@127.0.0.1:{}/app", pg.port());
     let config = ws.config(&format!(
@@ -273,8 +264,7 @@ fn non_superuser_backup_saves_roles_without_passwords_and_says_so() {
 
 #[test]
 fn unreachable_endpoint_is_named_and_fails_before_dumping() {
-    let pg = cluster();
-    pg.psql("postgres", "CREATE DATABASE app").unwrap();
+    let pg = cluster_with("app", "");
     let ws = Workspace::new();
     let dead = format!("http://127.0.0.1:{}", closed_port());
     let config = ws.config(&format!(
@@ -301,8 +291,7 @@ fn unreachable_endpoint_is_named_and_fails_before_dumping() {
 #[test]
 fn missing_bucket_is_named_with_the_fix() {
     let s3 = S3Env::from_env();
-    let pg = cluster();
-    pg.psql("postgres", "CREATE DATABASE app").unwrap();
+    let pg = cluster_with("app", "");
     let ws = Workspace::new();
     let repository = s3_repository(&s3, "p").replace(
         &format!("s3://{}/", s3.bucket),
@@ -322,8 +311,7 @@ fn missing_bucket_is_named_with_the_fix() {
 #[test]
 fn invalid_recipient_fails_before_any_dump_or_upload() {
     let s3 = S3Env::from_env();
-    let pg = cluster();
-    pg.psql("postgres", "CREATE DATABASE app").unwrap();
+    let pg = cluster_with("app", "");
     let ws = Workspace::new();
     let prefix = unique_prefix("bad-recipient");
     let config = ws.config(&format!(
@@ -342,8 +330,7 @@ fn invalid_recipient_fails_before_any_dump_or_upload() {
 #[test]
 fn check_reports_each_problem_in_one_sentence() {
     let s3 = S3Env::from_env();
-    let pg = cluster();
-    pg.psql("postgres", "CREATE DATABASE app").unwrap();
+    let pg = cluster_with("app", "");
     let ws = Workspace::new();
     let good = ws.config_for(&pg, "app", &s3_repository(&s3, &unique_prefix("check")), "");
     let out = vault_cmd(Some(&good)).arg("check").output().unwrap();
@@ -387,8 +374,7 @@ fn closed_port() -> u16 {
 #[test]
 fn missing_or_wrong_s3_credentials_say_which_variables_to_set() {
     let s3 = S3Env::from_env();
-    let pg = cluster();
-    pg.psql("postgres", "CREATE DATABASE app").unwrap();
+    let pg = cluster_with("app", "");
     let ws = Workspace::new();
     let config = ws.config_for(&pg, "app", &s3_repository(&s3, &unique_prefix("creds")), "");
 

@@ -96,6 +96,11 @@ pub(crate) mod contract {
     //! The behaviour every store must share, run against each implementation.
     use super::*;
 
+    async fn keys_under(store: &dyn ObjectStore, prefix: &str) -> Vec<String> {
+        let objects = store.list(prefix).await.unwrap();
+        objects.into_iter().map(|o| o.key).collect()
+    }
+
     pub async fn upload_commits_only_on_finish(store: &dyn ObjectStore) {
         let (tx, rx) = mpsc::channel(4);
         tx.send(UploadChunk::Data(Bytes::from_static(b"hello ")))
@@ -114,13 +119,7 @@ pub(crate) mod contract {
             .unwrap();
         drop(tx);
         assert!(store.upload("a/two", rx).await.is_err());
-        let keys: Vec<String> = store
-            .list("a/")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
+        let keys = keys_under(store, "a/").await;
         assert_eq!(
             keys,
             vec!["a/one".to_string()],
@@ -133,13 +132,7 @@ pub(crate) mod contract {
             .unwrap();
         store.delete("a/one").await.unwrap();
         store.delete("a/one").await.unwrap();
-        let keys: Vec<String> = store
-            .list("a/")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
+        let keys = keys_under(store, "a/").await;
         assert_eq!(keys, vec!["a/three".to_string()]);
         assert!(store.get("a/one").await.is_err());
     }

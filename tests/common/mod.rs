@@ -20,6 +20,17 @@ pub fn cluster() -> ScratchCluster {
     ScratchCluster::start(None, "postgres").expect("start an ephemeral PostgreSQL cluster")
 }
 
+/// A fresh cluster with database `db` created and `sql` run in it.
+pub fn cluster_with(db: &str, sql: &str) -> ScratchCluster {
+    let pg = cluster();
+    pg.psql("postgres", &format!("CREATE DATABASE \"{db}\""))
+        .expect("create database");
+    if !sql.is_empty() {
+        pg.psql(db, sql).expect("seed the test database");
+    }
+    pg
+}
+
 /// Creates `db` and loads the tricky fixture schema into it.
 pub fn seed_fixture(cluster: &ScratchCluster, db: &str) {
     cluster
