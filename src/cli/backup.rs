@@ -55,7 +55,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
 
     let (trigger, cancel) = Cancel::new();
     tokio::spawn(async move {
-        super::super::shutdown_signal().await;
+        super::shutdown_signal().await;
         trigger.cancel();
     });
 
