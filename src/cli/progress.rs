@@ -2,7 +2,7 @@
 //! structured log lines otherwise (cron, systemd, CI).
 
 use std::io::IsTerminal;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use vault::progress::Progress;
@@ -15,37 +15,50 @@ pub fn for_stderr() -> Arc<dyn Progress> {
     }
 }
 
+/// One spinner per operation: created by the first phase, cleared by `finish`.
 struct TerminalProgress {
-    bar: ProgressBar,
+    bar: Mutex<Option<ProgressBar>>,
 }
 
 impl TerminalProgress {
     fn new() -> Self {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {msg} {bytes} read ({binary_bytes_per_sec}, {elapsed})",
-            )
-            .expect("a valid template"),
-        );
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        TerminalProgress { bar }
+        TerminalProgress {
+            bar: Mutex::new(None),
+        }
+    }
+
+    fn with_bar(&self, f: impl FnOnce(&ProgressBar)) {
+        let mut slot = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        let bar = slot.get_or_insert_with(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {msg} {bytes} read ({binary_bytes_per_sec}, {elapsed})",
+                )
+                .expect("a valid template"),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        f(bar);
     }
 }
 
 impl Progress for TerminalProgress {
     fn phase(&self, message: &str) {
-        self.bar.set_message(message.to_string());
+        self.with_bar(|bar| bar.set_message(message.to_string()));
     }
     fn advance(&self, bytes: u64) {
-        self.bar.inc(bytes);
+        self.with_bar(|bar| bar.inc(bytes));
     }
     fn warn(&self, message: &str) {
-        self.bar.suspend(|| tracing::warn!("{message}"));
+        self.with_bar(|bar| bar.suspend(|| tracing::warn!("{message}")));
     }
     fn finish(&self) {
-        self.bar.finish_and_clear();
-        self.bar.reset();
+        let bar = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
     }
 }
 

@@ -76,9 +76,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     )
     .await?;
+    let vault = std::env::current_exe().unwrap_or_else(|_| "vault".into());
     eprintln!(
-        "\nNext: `vault --config {} list --json`, or restore by hand:\n  \
+        "\nNext: `{} --config {} list --json`, or restore by hand:\n  \
          age -d -i {} <dump.pgdump.zst.age> | zstd -d | pg_restore -d <new database>",
+        vault.display(),
         config_path.display(),
         identity.display()
     );

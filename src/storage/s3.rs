@@ -61,8 +61,18 @@ impl S3Store {
         )
         .or_default_provider()
         .or_else(aws_config::Region::from_static("us-east-1"));
+        // Transient failures (5xx, throttling, dropped connections) are retried with
+        // backoff; part bodies are in memory, so every attempt can resend them. An attempt
+        // that hangs is abandoned rather than stalling the backup forever.
         let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(region)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(std::time::Duration::from_secs(10))
+                    .operation_attempt_timeout(std::time::Duration::from_secs(600))
+                    .build(),
+            )
             .load()
             .await;
         let custom_endpoint = config.endpoint.is_some();
