@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::process::{Child, ChildStderr, Stdio};
 
 use common::*;
 
@@ -104,23 +104,16 @@ fn listing_reads_every_page_of_a_large_repository() {
     );
 }
 
-/// Ctrl-C in the middle of an upload: the multipart upload is aborted, nothing is listed,
-/// and the exit code says "interrupted".
-#[test]
-fn sigint_mid_upload_aborts_cleanly() {
-    let s3 = S3Env::from_env();
-    let pg = cluster_with(
-        "app",
-        "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5(random()::text) || md5(random()::text) AS payload \
-         FROM generate_series(1, 1500000) g",
-    );
-    let ws = Workspace::new();
-    let prefix = unique_prefix("sigint");
-    let config = ws.config_for(&pg, "app", &s3_repository(&s3, &prefix), "");
-
+/// Starts `vault backup` and returns once its multipart upload has begun (the dump is
+/// streaming), with what it logged so far.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the caller receives the child and waits for it"
+)]
+fn backup_until_uploading(config: &std::path::Path) -> (Child, BufReader<ChildStderr>, String) {
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vault"))
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .arg("backup")
         .env("VAULT_LOG", "vault=debug")
         .stdout(Stdio::piped())
@@ -137,9 +130,88 @@ fn sigint_mid_upload_aborts_cleanly() {
         );
         seen.push_str(&line);
         if line.contains("multipart upload started") {
-            break;
+            return (child, stderr, seen);
         }
     }
+}
+
+const BIG_TABLE: &str = "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5(random()::text) \
+     || md5(random()::text) AS payload FROM generate_series(1, 1500000) g";
+
+/// Invariant 7: the database password reaches pg_dump through its environment, never its
+/// arguments (which any local user can read in /proc), and never shows in output.
+#[test]
+fn the_password_never_appears_in_pg_dump_arguments_or_output() {
+    let s3 = S3Env::from_env();
+    let pg = cluster_with("app", BIG_TABLE);
+    let ws = Workspace::new();
+    let secret = "Sup3r-Secret-Pw";
+    let prefix = unique_prefix("secret");
+    let url = format!("postgresql://postgres:{secret}@127.0.0.1:{}/app", pg.port());
+    let config = ws.config(&format!(
+        "[source]\nurl = \"{url}\"\n[repository]\n{}\n[encryption]\nrecipients = [\"{}\"]\n",
+        s3_repository(&s3, &prefix),
+        ws.recipient
+    ));
+    let (child, mut stderr, seen) = backup_until_uploading(&config);
+
+    let mut pg_dumps = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !cmdline.contains("pg_dump") || !cmdline.contains(&format!(":{}/app", pg.port())) {
+            continue;
+        }
+        pg_dumps += 1;
+        assert!(
+            !cmdline.contains(secret),
+            "password in pg_dump's arguments: {cmdline}"
+        );
+        let environ = std::fs::read(entry.path().join("environ")).unwrap();
+        assert!(
+            String::from_utf8_lossy(&environ).contains(&format!("PGPASSWORD={secret}")),
+            "pg_dump gets the password from its environment"
+        );
+    }
+    assert_eq!(pg_dumps, 1, "found the running pg_dump");
+
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{seen}{rest}");
+    for text in [
+        seen,
+        rest,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ] {
+        assert!(!text.contains(secret), "password in vault's output: {text}");
+    }
+    let manifests: Vec<String> = s3
+        .keys(&prefix)
+        .into_iter()
+        .filter(|k| k.contains("/manifests/"))
+        .collect();
+    assert_eq!(manifests.len(), 1);
+    let manifest = String::from_utf8(s3.get_object(&manifests[0])).unwrap();
+    assert!(
+        !manifest.contains(secret),
+        "password in the manifest: {manifest}"
+    );
+}
+
+/// Ctrl-C in the middle of an upload: the multipart upload is aborted, nothing is listed,
+/// and the exit code says "interrupted".
+#[test]
+fn sigint_mid_upload_aborts_cleanly() {
+    let s3 = S3Env::from_env();
+    let pg = cluster_with("app", BIG_TABLE);
+    let ws = Workspace::new();
+    let prefix = unique_prefix("sigint");
+    let config = ws.config_for(&pg, "app", &s3_repository(&s3, &prefix), "");
+
+    let (mut child, mut stderr, seen) = backup_until_uploading(&config);
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let mut rest = String::new();
