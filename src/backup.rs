@@ -61,15 +61,9 @@ impl BackupJob {
 
         let session = SnapshotSession::open(&self.source.client_config(database)?, &shown).await?;
         let tools = PgTools::locate(self.pg_bin_dir.as_deref(), Some(session.server_major));
-        let (pg_dump_version, pg_dump_major) = tools.version("pg_dump").await?;
-        if pg_dump_major < session.server_major {
-            return Err(Error::Source(format!(
-                "pg_dump {pg_dump_version} cannot dump server version {} at {shown}: install \
-                 the PostgreSQL {} client tools (e.g. postgresql-client-{}) or point \
-                 source.pg_bin_dir at them",
-                session.server_version, session.server_major, session.server_major
-            )));
-        }
+        let pg_dump_version = tools
+            .pg_dump_for(session.server_major, &session.server_version, &shown)
+            .await?;
 
         let data_prefix = catalog::data_prefix(database, &id);
         let dump_key = format!("{data_prefix}dump.pgdump.zst.age");
@@ -96,7 +90,7 @@ impl BackupJob {
             warnings.push(format!("pg_dump: {}", dumped.pg_dump_warnings));
         }
 
-        let rest = async {
+        let side_objects = async {
             progress.phase(&format!("saving roles and facts of {database}"));
             let globals = self
                 .dump_globals(&tools, &shown, can_read_role_passwords, &mut warnings)
@@ -138,26 +132,35 @@ impl BackupJob {
                 globals,
                 warnings,
             };
-            progress.phase(&format!("writing manifest of {database}"));
-            self.store
-                .put(
-                    &catalog::manifest_key(database, &id),
-                    Bytes::from(manifest.to_json()),
-                )
-                .await?;
             Ok(manifest)
         };
         let mut cancel = cancel;
-        let result = tokio::select! {
-            result = rest => result,
-            _ = cancel.cancelled() => Err(Error::Interrupted(format!("backup of {database} cancelled; no manifest was written"))),
+        let prepared = tokio::select! {
+            result = side_objects => result,
+            _ = cancel.cancelled() => Err(Error::Interrupted(format!(
+                "backup of {database} cancelled; no manifest was written"
+            ))),
         };
-        if result.is_err() {
-            for key in [&dump_key, &facts_key, &globals_key] {
-                let _ = self.store.delete(key).await;
+        let manifest = match prepared {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                for key in [&dump_key, &facts_key, &globals_key] {
+                    let _ = self.store.delete(key).await;
+                }
+                return Err(e);
             }
-        }
-        result
+        };
+        // The manifest write is not cancelled midway, and a failed one deletes nothing: it
+        // may have reached the store anyway, and a manifest must never point at missing
+        // data. Without a manifest, the objects are orphans that pruning removes.
+        progress.phase(&format!("writing manifest of {database}"));
+        self.store
+            .put(
+                &catalog::manifest_key(database, &id),
+                Bytes::from(manifest.to_json()),
+            )
+            .await?;
+        Ok(manifest)
     }
 
     /// Streams pg_dump into the store; the object is committed only if everything succeeded.

@@ -106,13 +106,9 @@ async fn check_database(config: &Config, database: &str) -> Result<String> {
     let server_version: String = row.get(0);
     let server_major = (row.get::<_, i32>(1) / 10000) as u32;
     let tools = PgTools::locate(config.source.pg_bin_dir.as_deref(), Some(server_major));
-    let (dump_version, dump_major) = tools.version("pg_dump").await?;
-    if dump_major < server_major {
-        return Err(Error::Source(format!(
-            "pg_dump {dump_version} is older than the server ({server_version}) at {shown}: \
-             install the PostgreSQL {server_major} client tools or set source.pg_bin_dir"
-        )));
-    }
+    let dump_version = tools
+        .pg_dump_for(server_major, &server_version, &shown)
+        .await?;
     Ok(format!(
         "{shown} answers (PostgreSQL {server_version}); pg_dump {dump_version} at `{}`",
         tools.program("pg_dump").display()

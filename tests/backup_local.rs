@@ -37,3 +37,34 @@ fn local_backup_is_listed_with_its_sizes_and_checksum() {
     let human = vault_cmd(Some(&config)).arg("list").output().unwrap();
     assert!(String::from_utf8_lossy(&human.stdout).contains(&id));
 }
+
+/// pg_dump cannot dump a newer server: say so, with the fix, before dumping anything.
+#[test]
+fn pg_dump_older_than_the_server_is_refused_with_the_fix() {
+    let pg = cluster_with("app", "CREATE TABLE t AS SELECT 1 AS x");
+    let ws = Workspace::new();
+    let old_bin = ws.path("old-bin");
+    std::fs::create_dir(&old_bin).unwrap();
+    let fake = old_bin.join("pg_dump");
+    std::fs::write(&fake, "#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let repo = ws.path("repo");
+    let config = ws.config(&format!(
+        "[source]\nurl = \"{}\"\npg_bin_dir = \"{}\"\n[repository]\nurl = \"{}\"\n[encryption]\nrecipients = [\"{}\"]\n",
+        pg.url("app"),
+        old_bin.display(),
+        repo.display(),
+        ws.recipient
+    ));
+    let out = vault_cmd(Some(&config)).arg("backup").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("pg_dump 9.6.24"), "{stderr}");
+    assert!(stderr.contains("cannot dump the PostgreSQL 15"), "{stderr}");
+    assert!(stderr.contains("source.pg_bin_dir"), "{stderr}");
+    assert!(list_json(&config).is_empty());
+
+    let out = vault_cmd(Some(&config)).arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL database app: pg_dump 9.6.24"));
+}

@@ -73,6 +73,28 @@ impl PgTools {
     }
 }
 
+impl PgTools {
+    /// pg_dump's version, after checking it can dump a server of `server_major`: pg_dump
+    /// refuses servers newer than itself.
+    pub async fn pg_dump_for(
+        &self,
+        server_major: u32,
+        server_version: &str,
+        shown: &str,
+    ) -> Result<String> {
+        let (version, major) = self.version("pg_dump").await?;
+        if major < server_major {
+            return Err(Error::Source(format!(
+                "pg_dump {version} (`{}`) cannot dump the PostgreSQL {server_version} server at \
+                 {shown}: install the PostgreSQL {server_major} client tools (e.g. \
+                 postgresql-client-{server_major}) or point source.pg_bin_dir at them",
+                self.program("pg_dump").display()
+            )));
+        }
+        Ok(version)
+    }
+}
+
 /// "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" → ("15.18", 15).
 pub fn parse_version(text: &str) -> Option<(String, u32)> {
     let version = text
