@@ -27,7 +27,16 @@ fn every_configured_database_is_backed_up_and_listed_by_name() {
         ws.path("repo").display(),
         ws.recipient
     ));
-    let ids = backup(&config);
+    let out = vault_cmd(Some(&config))
+        .args(["backup", "--label", "before migration 42"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids = String::from_utf8(out.stdout).unwrap();
     assert_eq!(ids.lines().count(), 2, "one id per database: {ids}");
 
     let out = vault_cmd(Some(&config))
@@ -37,6 +46,8 @@ fn every_configured_database_is_backed_up_and_listed_by_name() {
     let billing: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(billing.len(), 1);
     assert_eq!(billing[0]["database"], "billing");
+    assert_eq!(billing[0]["label"], "before migration 42");
+    assert_eq!(billing[0]["pinned"], false);
     assert_eq!(list_json(&config).len(), 2);
 
     let out = vault_cmd(Some(&config))

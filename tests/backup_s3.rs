@@ -167,6 +167,9 @@ fn either_of_two_recipients_decrypts() {
 
 /// pg_dump dies after streaming more than one multipart part: the backup must fail with
 /// pg_dump's own message, list nothing, and leave no open multipart upload or object.
+/// Also pins a bug: the dump-time facts hit the same row-level-security error, and once
+/// aborted the whole snapshot transaction, so pg_dump failed with "could not import the
+/// requested snapshot" instead of the real cause (facts now run inside a savepoint).
 #[test]
 fn pg_dump_failing_mid_stream_fails_closed() {
     let s3 = S3Env::from_env();
