@@ -105,10 +105,18 @@ fn db_error(what: &str, e: tokio_postgres::Error) -> Error {
 
 /// The server's own message when there is one (tokio-postgres's Display says only "db error").
 pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => e.to_string(),
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
     }
+    // "error connecting to server" alone hides the cause ("Connection refused").
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Captures the facts of `database` through `client`, which must already be inside the
