@@ -59,7 +59,7 @@ impl BackupJob {
         let progress = &self.progress;
         progress.phase(&format!("connecting to {shown}"));
 
-        let session = SnapshotSession::open(&self.source.client_config(database)?, &shown).await?;
+        let session = SnapshotSession::open(&self.source, database).await?;
         let tools = PgTools::locate(self.pg_bin_dir.as_deref(), Some(session.server_major));
         let pg_dump_version = tools
             .pg_dump_for(session.server_major, &session.server_version, &shown)

@@ -93,7 +93,7 @@ pub async fn run(config: &Config) -> Vec<Probe> {
 async fn check_database(config: &Config, database: &str) -> Result<String> {
     let info = ConnInfo::parse(&config.source.url)?;
     let shown = info.url_for(database);
-    let (client, connection) = snapshot::connect(&info.client_config(database)?, &shown).await?;
+    let (client, connection) = snapshot::connect(&info, database).await?;
     let row = client
         .query_one(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int",

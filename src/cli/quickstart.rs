@@ -91,11 +91,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 async fn previous_source(config_path: &Path) -> Option<String> {
     let config = Config::load(config_path).ok()?;
     let info = ConnInfo::parse(&config.source.url).ok()?;
-    let mut client_config = info.client_config(info.database()?).ok()?;
-    client_config.connect_timeout(Duration::from_secs(2));
-    let (client, connection) = client_config.connect(tokio_postgres::NoTls).await.ok()?;
+    let connecting = vault::postgres::snapshot::connect(&info, info.database()?);
+    let (client, connection) = tokio::time::timeout(Duration::from_secs(3), connecting)
+        .await
+        .ok()?
+        .ok()?;
     drop(client);
-    drop(connection);
+    let _ = connection.await;
     Some(config.source.url)
 }
 

@@ -21,6 +21,8 @@ pub struct ScratchCluster {
     port: u16,
     tools: PgTools,
     run_as: Option<(u32, u32)>,
+    /// Extra `-c name=value` server options.
+    settings: String,
     stopped: bool,
 }
 
@@ -31,6 +33,15 @@ impl ScratchCluster {
     /// Creates and starts a cluster with server programs from `bin_dir` (or found as
     /// [`PgTools::locate`] does). `run_as` names the OS user to run it as when vault is root.
     pub fn start(bin_dir: Option<&Path>, run_as: &str) -> Result<ScratchCluster> {
+        Self::start_with(bin_dir, run_as, &[])
+    }
+
+    /// As [`Self::start`], with extra server settings (`-c name=value`; no spaces in values).
+    pub fn start_with(
+        bin_dir: Option<&Path>,
+        run_as: &str,
+        settings: &[(&str, &str)],
+    ) -> Result<ScratchCluster> {
         let tools = PgTools::locate(bin_dir, None);
         // SAFETY: geteuid has no preconditions.
         let run_as = if unsafe { libc::geteuid() } == 0 {
@@ -57,6 +68,10 @@ impl ScratchCluster {
             port: 0,
             tools,
             run_as,
+            settings: settings
+                .iter()
+                .map(|(k, v)| format!(" -c {k}={v}"))
+                .collect(),
             stopped: true,
         };
         cluster.init()?;
@@ -114,9 +129,10 @@ impl ScratchCluster {
     fn start_server(&self) -> Result<()> {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
-             -c synchronous_commit=off",
+             -c synchronous_commit=off{}",
             self.port,
-            self.dir().display()
+            self.dir().display(),
+            self.settings
         );
         run_to_completion(
             "pg_ctl start",
@@ -132,6 +148,11 @@ impl ScratchCluster {
             let log = std::fs::read_to_string(self.dir().join("server.log")).unwrap_or_default();
             Error::Source(format!("{e}\nserver log:\n{}", tail(&log, 2000)))
         })
+    }
+
+    /// The OS user and group the server runs as (when vault runs as root).
+    pub fn server_owner(&self) -> Option<(u32, u32)> {
+        self.run_as
     }
 
     pub fn port(&self) -> u16 {

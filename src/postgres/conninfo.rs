@@ -4,7 +4,28 @@
 
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
+use super::tls::TlsSettings;
 use crate::error::{Error, Result};
+
+/// URL parameters tokio-postgres understands; TLS (`sslmode`) is handled by [`TlsSettings`].
+const TOKIO_POSTGRES_PARAMS: &[&str] = &[
+    "user",
+    "dbname",
+    "options",
+    "application_name",
+    "host",
+    "hostaddr",
+    "port",
+    "connect_timeout",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+];
 
 /// Characters escaped in a database name placed in a URL path.
 const PATH_SEGMENT: &AsciiSet = &CONTROLS
@@ -28,7 +49,7 @@ pub struct ConnInfo {
     /// `host:port`, `[::1]:5432`, or `%2Fvar%2Frun%2Fpostgresql`; empty for libpq defaults.
     host_port: String,
     database: Option<String>,
-    /// Query parameters other than `password`, as written.
+    /// Query parameters other than `password`, as written (`key=value`).
     params: Vec<String>,
 }
 
@@ -92,6 +113,10 @@ impl ConnInfo {
 
     /// The URL for `database`, without the password: safe for arguments and messages.
     pub fn url_for(&self, database: &str) -> String {
+        self.url_for_with(database, &self.params.iter().collect::<Vec<_>>())
+    }
+
+    fn url_for_with(&self, database: &str, params: &[&String]) -> String {
         let mut url = format!("{}://", self.scheme);
         if let Some(user) = &self.user {
             url.push_str(user);
@@ -100,9 +125,10 @@ impl ConnInfo {
         url.push_str(&self.host_port);
         url.push('/');
         url.extend(utf8_percent_encode(database, PATH_SEGMENT));
-        if !self.params.is_empty() {
+        if !params.is_empty() {
             url.push('?');
-            url.push_str(&self.params.join("&"));
+            let joined: Vec<&str> = params.iter().map(|p| p.as_str()).collect();
+            url.push_str(&joined.join("&"));
         }
         url
     }
@@ -121,10 +147,39 @@ impl ConnInfo {
             .or_else(|| std::env::var("PGPASSWORD").ok())
     }
 
+    /// The value of query parameter `key`, decoded.
+    fn param(&self, key: &str) -> Option<String> {
+        self.params
+            .iter()
+            .find_map(|pair| match pair.split_once('=') {
+                Some((k, v)) if k == key => Some(decode(v)),
+                _ => None,
+            })
+    }
+
+    /// The TLS policy of the URL's `sslmode` / `sslrootcert` (or `PGSSLMODE` ...).
+    pub fn tls(&self) -> Result<TlsSettings> {
+        TlsSettings::from_params(
+            self.param("sslmode").as_deref(),
+            self.param("sslrootcert").as_deref(),
+        )
+    }
+
     /// A tokio-postgres configuration for `database`, with the password resolved from the
     /// URL, `PGPASSWORD` or the pgpass file, and the host defaulting to the local socket.
+    /// Parameters only libpq knows (sslrootcert, sslcert, ...) are left to pg_dump; TLS is
+    /// applied by the caller from [`Self::tls`].
     pub fn client_config(&self, database: &str) -> Result<tokio_postgres::Config> {
-        let mut config: tokio_postgres::Config = self.url_for(database).parse().map_err(|e| {
+        let understood: Vec<&String> = self
+            .params
+            .iter()
+            .filter(|pair| {
+                let key = pair.split_once('=').map_or(pair.as_str(), |(k, _)| k);
+                TOKIO_POSTGRES_PARAMS.contains(&key)
+            })
+            .collect();
+        let url = self.url_for_with(database, &understood);
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             Error::Config(format!("source.url `{}` is invalid: {e}", self.redacted()))
         })?;
         if config.get_hosts().is_empty() {
@@ -257,6 +312,20 @@ mod tests {
         assert_eq!(url, "postgresql://u@h/donn%C3%A9es%20app");
         let parsed = ConnInfo::parse(&url).unwrap();
         assert_eq!(parsed.database(), Some("données app"));
+    }
+
+    #[test]
+    fn libpq_only_parameters_reach_pg_dump_but_not_tokio_postgres() {
+        let info = ConnInfo::parse(
+            "postgresql://u@h/d?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=vault",
+        )
+        .unwrap();
+        assert!(info.url_for("d").contains("sslrootcert=%2Fetc%2Fca.pem"));
+        let config = info.client_config("d").unwrap();
+        assert_eq!(config.get_application_name(), Some("vault"));
+        let tls = info.tls().unwrap();
+        assert_eq!(tls.mode, super::super::tls::SslMode::VerifyFull);
+        assert_eq!(tls.root_cert, Some("/etc/ca.pem".into()));
     }
 
     #[test]

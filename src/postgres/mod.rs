@@ -7,6 +7,7 @@ pub mod conninfo;
 pub mod facts;
 pub mod process;
 pub mod snapshot;
+pub mod tls;
 pub mod tools;
 
 pub use conninfo::ConnInfo;

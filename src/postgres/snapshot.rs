@@ -3,8 +3,9 @@
 //! facts inside the same snapshot; the transaction stays open until the dump has finished.
 
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
+use super::conninfo::ConnInfo;
 use super::facts::{self, DumpFacts, describe_pg_error};
 use crate::error::{Error, Result};
 
@@ -19,12 +20,13 @@ pub struct SnapshotSession {
     pub can_read_role_passwords: bool,
 }
 
-/// Connects to the database and returns the client with its connection driven on a task.
-pub async fn connect(
-    config: &tokio_postgres::Config,
-    shown_as: &str,
-) -> Result<(Client, JoinHandle<()>)> {
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+/// Connects to `database` and returns the client with its connection driven on a task.
+pub async fn connect(source: &ConnInfo, database: &str) -> Result<(Client, JoinHandle<()>)> {
+    let shown_as = source.url_for(database);
+    let mut config = source.client_config(database)?;
+    let tls = source.tls()?;
+    config.ssl_mode(tls.negotiation());
+    let (client, connection) = config.connect(tls.connector()?).await.map_err(|e| {
         Error::Source(format!(
             "cannot connect to PostgreSQL at {shown_as}: {}; check source.url, that the \
              server is running, and the password (PGPASSWORD or ~/.pgpass)",
@@ -40,8 +42,9 @@ pub async fn connect(
 }
 
 impl SnapshotSession {
-    pub async fn open(config: &tokio_postgres::Config, shown_as: &str) -> Result<SnapshotSession> {
-        let (client, connection) = connect(config, shown_as).await?;
+    pub async fn open(source: &ConnInfo, database: &str) -> Result<SnapshotSession> {
+        let (client, connection) = connect(source, database).await?;
+        let shown_as = source.url_for(database);
         let fail = |what: &str, e: tokio_postgres::Error| {
             Error::Source(format!(
                 "{what} on {shown_as} failed: {}",

@@ -1,0 +1,197 @@
+//! TLS for vault's own connection (the snapshot session), with libpq's `sslmode` meanings so
+//! that one URL behaves the same for vault and for pg_dump:
+//!
+//! | sslmode | encrypted | server certificate checked |
+//! |---|---|---|
+//! | `disable` | no | — |
+//! | `prefer` (default, as libpq) | if the server offers TLS | no |
+//! | `require` | yes | no (libpq's meaning: only encryption) |
+//! | `verify-ca`, `verify-full` | yes | yes, against `sslrootcert` or the system roots; vault always checks the host name too |
+//!
+//! tokio-postgres itself knows only disable/prefer/require; the certificate policy lives in
+//! the rustls configuration built here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub mode: SslMode,
+    /// `sslrootcert`: PEM file of trusted roots for verify-ca / verify-full.
+    pub root_cert: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// From the URL's `sslmode` / `sslrootcert`, else `PGSSLMODE` / `PGSSLROOTCERT`.
+    pub fn from_params(sslmode: Option<&str>, sslrootcert: Option<&str>) -> Result<TlsSettings> {
+        let env_mode = std::env::var("PGSSLMODE").ok();
+        let mode = match sslmode.or(env_mode.as_deref()).unwrap_or("prefer") {
+            "disable" => SslMode::Disable,
+            // libpq's `allow` tries plaintext first; vault tries TLS first, which is stricter.
+            "allow" | "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(Error::Config(format!(
+                    "sslmode `{other}` in source.url is not one of disable, allow, prefer, \
+                     require, verify-ca, verify-full"
+                )));
+            }
+        };
+        let root_cert = sslrootcert
+            .map(str::to_string)
+            .or_else(|| std::env::var("PGSSLROOTCERT").ok())
+            .map(PathBuf::from);
+        Ok(TlsSettings { mode, root_cert })
+    }
+
+    /// The mode to hand tokio-postgres.
+    pub fn negotiation(&self) -> tokio_postgres::config::SslMode {
+        match self.mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                tokio_postgres::config::SslMode::Require
+            }
+        }
+    }
+
+    /// The TLS connector for this policy.
+    pub fn connector(&self) -> Result<MakeRustlsConnect> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Config(format!("TLS setup failed: {e}")))?;
+        let config = match self.mode {
+            SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(EncryptionOnly(provider)))
+                .with_no_client_auth(),
+            SslMode::VerifyCa | SslMode::VerifyFull => builder
+                .with_root_certificates(self.roots()?)
+                .with_no_client_auth(),
+        };
+        Ok(MakeRustlsConnect::new(config))
+    }
+
+    fn roots(&self) -> Result<rustls::RootCertStore> {
+        let mut roots = rustls::RootCertStore::empty();
+        let default_file = std::env::var_os("HOME")
+            .map(|home| PathBuf::from(home).join(".postgresql/root.crt"))
+            .filter(|p| p.exists());
+        match self.root_cert.clone().or(default_file) {
+            Some(path) => {
+                let certs = CertificateDer::pem_file_iter(&path).map_err(|e| {
+                    Error::Config(format!("cannot read sslrootcert `{}`: {e}", path.display()))
+                })?;
+                for cert in certs {
+                    let cert = cert.map_err(|e| {
+                        Error::Config(format!("sslrootcert `{}`: {e}", path.display()))
+                    })?;
+                    roots.add(cert).map_err(|e| {
+                        Error::Config(format!("sslrootcert `{}`: {e}", path.display()))
+                    })?;
+                }
+            }
+            None => {
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        if roots.is_empty() {
+            return Err(Error::Config(
+                "sslmode verify-ca/verify-full needs trusted roots: set sslrootcert=FILE in \
+                 source.url (or PGSSLROOTCERT), or install the system CA certificates"
+                    .into(),
+            ));
+        }
+        Ok(roots)
+    }
+}
+
+/// libpq's `require`: encrypt, but accept any server certificate. Handshake signatures
+/// are still verified, so the session key really belongs to the presented certificate.
+#[derive(Debug)]
+struct EncryptionOnly(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for EncryptionOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_follows_libpq_names() {
+        let s = TlsSettings::from_params(Some("verify-full"), Some("/etc/ca.pem")).unwrap();
+        assert_eq!(s.mode, SslMode::VerifyFull);
+        assert_eq!(s.root_cert, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(s.negotiation(), tokio_postgres::config::SslMode::Require);
+        let s = TlsSettings::from_params(Some("disable"), None).unwrap();
+        assert_eq!(s.negotiation(), tokio_postgres::config::SslMode::Disable);
+        let err = TlsSettings::from_params(Some("sometimes"), None).unwrap_err();
+        assert!(err.to_string().contains("sslmode `sometimes`"), "{err}");
+    }
+}
