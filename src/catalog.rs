@@ -14,7 +14,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 
@@ -148,11 +148,16 @@ impl Manifest {
     }
 }
 
-/// Every complete backup in the repository (optionally of one database), newest first.
-pub async fn list_backups(
-    store: &dyn ObjectStore,
-    database: Option<&str>,
-) -> Result<Vec<Manifest>> {
+/// What a listing found: the readable backups, newest first, and a sentence for every
+/// manifest that could not be read (one damaged manifest must not hide the others).
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub backups: Vec<Manifest>,
+    pub unreadable: Vec<Error>,
+}
+
+/// Every complete backup in the repository (optionally of one database).
+pub async fn list_backups(store: &dyn ObjectStore, database: Option<&str>) -> Result<Listing> {
     let prefix = match database {
         Some(db) => format!("{MANIFESTS_PREFIX}{}/", database_segment(db)),
         None => MANIFESTS_PREFIX.to_string(),
@@ -164,17 +169,28 @@ pub async fn list_backups(
         .map(|o| o.key)
         .filter(|k| k.ends_with(".json"))
         .collect();
-    // Manifests are small; fetch a bounded number at once, keeping their order.
-    let mut manifests: Vec<Manifest> = futures_util::stream::iter(keys.iter())
+    // Manifests are small; fetch a bounded number at once.
+    let results: Vec<Result<Manifest>> = futures_util::stream::iter(keys.iter())
         .map(|key| async move {
             let bytes = store.get(key).await?;
             Manifest::from_json(&bytes, key)
         })
         .buffered(16)
-        .try_collect()
-        .await?;
-    manifests.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
-    Ok(manifests)
+        .collect()
+        .await;
+    let mut listing = Listing::default();
+    for result in results {
+        match result {
+            Ok(manifest) => listing.backups.push(manifest),
+            // The repository itself failing is not a damaged manifest: stop.
+            Err(e @ Error::Repository(_)) => return Err(e),
+            Err(e) => listing.unreadable.push(e),
+        }
+    }
+    listing
+        .backups
+        .sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
+    Ok(listing)
 }
 
 #[cfg(test)]
@@ -200,6 +216,35 @@ mod tests {
         let late = BackupId::new("2026-01-02T00:00:00Z".parse().unwrap());
         assert!(early < late);
         assert!(early.as_str().starts_with("20260101T000000Z-"));
+    }
+
+    #[tokio::test]
+    async fn a_damaged_manifest_is_reported_without_hiding_the_others() {
+        let store = crate::storage::memory::MemoryStore::default();
+        let good =
+            Manifest::from_json(include_bytes!("../fixtures/manifests/v1.json"), "v1").unwrap();
+        store
+            .put(
+                &manifest_key("demo", &good.id),
+                bytes::Bytes::from(good.to_json()),
+            )
+            .await
+            .unwrap();
+        store
+            .put(
+                "manifests/demo/20260101T000000Z-000000.json",
+                bytes::Bytes::from_static(b"{\"format_version\": 1, \"id\""),
+            )
+            .await
+            .unwrap();
+        let listing = list_backups(&store, None).await.unwrap();
+        assert_eq!(listing.backups, vec![good]);
+        assert_eq!(listing.unreadable.len(), 1);
+        assert!(
+            listing.unreadable[0]
+                .to_string()
+                .contains("20260101T000000Z-000000.json")
+        );
     }
 
     /// Every manifest format ever written must stay readable: one fixture per version.

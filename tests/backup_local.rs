@@ -68,3 +68,36 @@ fn pg_dump_older_than_the_server_is_refused_with_the_fix() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL database app: pg_dump 9.6.24"));
 }
+
+/// One damaged manifest must not hide the other backups, and must not pass silently.
+#[test]
+fn a_damaged_manifest_is_named_and_the_rest_still_listed() {
+    let pg = cluster_with("app", "CREATE TABLE t AS SELECT 1 AS x");
+    let ws = Workspace::new();
+    let repo = ws.path("repo");
+    let config = ws.config_for(&pg, "app", &format!("url = \"{}\"", repo.display()), "");
+    let first = backup(&config);
+    let second = backup(&config);
+    let damaged = repo.join(format!("manifests/app/{first}.json"));
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&damaged, bytes).unwrap();
+
+    let out = vault_cmd(Some(&config))
+        .args(["list", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "integrity problems exit 6: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{first}.json")),
+        "names the damaged manifest: {stderr}"
+    );
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], second);
+}

@@ -5,6 +5,8 @@ use std::path::Path;
 use serde::Serialize;
 use vault::catalog::{self, Manifest};
 
+use super::exit::{self, Exit};
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Only backups of this database.
@@ -56,21 +58,40 @@ impl<'a> From<&'a Manifest> for Entry<'a> {
 pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let config = super::load_config(config_path)?;
     let store = vault::storage::open(&config.repository).await?;
-    let backups = catalog::list_backups(store.as_ref(), args.database.as_deref()).await?;
+    let listing = catalog::list_backups(store.as_ref(), args.database.as_deref()).await?;
+    let backups = &listing.backups;
     if args.json {
         let entries: Vec<Entry> = backups.iter().map(Entry::from).collect();
         println!("{}", serde_json::to_string_pretty(&entries)?);
-        return Ok(());
-    }
-    if backups.is_empty() {
+    } else if backups.is_empty() {
         eprintln!("no backups in {}", store.location());
-        return Ok(());
+    } else {
+        print_table(backups);
     }
+    // Listed what could be read; a damaged manifest still makes the exit code honest.
+    for problem in &listing.unreadable {
+        eprintln!("warning: {problem}");
+    }
+    if let Some(first) = listing.unreadable.first() {
+        return Err(Exit {
+            code: exit::code_of(first),
+            message: format!(
+                "{} manifest(s) in {} could not be read; the backups above are the readable ones",
+                listing.unreadable.len(),
+                store.location()
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn print_table(backups: &[Manifest]) {
     println!(
         "{:<23} {:<16} {:<19} {:>10} {:>10}  LABEL",
         "ID", "DATABASE", "STARTED (UTC)", "STORED", "DUMP"
     );
-    for m in &backups {
+    for m in backups {
         println!(
             "{:<23} {:<16} {:<19} {:>10} {:>10}  {}{}",
             m.id,
@@ -82,5 +103,4 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
             if m.pinned { " (pinned)" } else { "" }
         );
     }
-    Ok(())
 }
