@@ -114,47 +114,13 @@ impl S3Store {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug + 'static,
     {
-        let bucket = &self.bucket;
-        let endpoint = &self.endpoint;
-        if matches!(
-            err,
-            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
-        ) {
-            let detail = DisplayErrorContext(&err).to_string();
-            if detail.contains("credentials") {
-                return Error::Repository(format!(
-                    "no usable S3 credentials to {action} `{key}` at {endpoint}: set \
-                     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, for a key \
-                     that may read and write bucket `{bucket}`"
-                ));
-            }
-            return Error::Repository(format!(
-                "cannot reach the S3 endpoint {endpoint} to {action} `{key}`: {}; check \
-                 repository.endpoint and that the server is running and reachable",
-                innermost_cause(&err)
-            ));
-        }
-        match err.code() {
-            Some("NoSuchBucket") => Error::Repository(format!(
-                "bucket `{bucket}` does not exist at {endpoint}: create it, or fix repository.url"
-            )),
-            Some(
-                code @ ("AccessDenied"
-                | "InvalidAccessKeyId"
-                | "SignatureDoesNotMatch"
-                | "Forbidden"),
-            ) => Error::Repository(format!(
-                "{endpoint} refused to {action} `{key}` in bucket `{bucket}` ({code}): check \
-                 the S3 credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE) \
-                 and that the key may read and write this bucket"
-            )),
-            Some("NoSuchKey") => Error::Repository(format!(
-                "object `{key}` does not exist in bucket `{bucket}` at {endpoint}"
-            )),
-            _ => Error::Repository(format!(
-                "S3 request to {action} `{key}` in bucket `{bucket}` at {endpoint} failed: {}",
-                DisplayErrorContext(&err)
-            )),
+        self.target().explain(action, key, err)
+    }
+
+    fn target(&self) -> BucketAt {
+        BucketAt {
+            endpoint: self.endpoint.clone(),
+            bucket: self.bucket.clone(),
         }
     }
 
@@ -295,21 +261,13 @@ impl S3Store {
             .upload_id(upload_id)
             .part_number(number as i32)
             .body(ByteStream::from(body));
-        let explain = PartErrorContext {
-            endpoint: self.endpoint.clone(),
-            bucket: self.bucket.clone(),
-            key: key.to_string(),
-        };
+        let target = self.target();
+        let key = key.to_string();
         async move {
-            let output = request.send().await.map_err(|e| {
-                Error::Repository(format!(
-                    "uploading part {number} of `{}` to bucket `{}` at {} failed: {}",
-                    explain.key,
-                    explain.bucket,
-                    explain.endpoint,
-                    DisplayErrorContext(&e)
-                ))
-            })?;
+            let output = request
+                .send()
+                .await
+                .map_err(|e| target.explain(&format!("upload part {number} of"), &key, e))?;
             Ok(CompletedPart::builder()
                 .set_e_tag(output.e_tag().map(str::to_string))
                 .part_number(number as i32)
@@ -328,10 +286,61 @@ fn innermost_cause(err: &(dyn std::error::Error + 'static)) -> String {
     current.to_string()
 }
 
-struct PartErrorContext {
+/// Where requests go, owned, so spawned part uploads can explain their own failures.
+struct BucketAt {
     endpoint: String,
     bucket: String,
-    key: String,
+}
+
+impl BucketAt {
+    /// Turns an SDK error into a sentence that says what is wrong and what to do.
+    fn explain<E, R>(&self, action: &str, key: &str, err: SdkError<E, R>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        let BucketAt { bucket, endpoint } = self;
+        if matches!(
+            err,
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
+        ) {
+            let detail = DisplayErrorContext(&err).to_string();
+            if detail.contains("credentials") {
+                return Error::Repository(format!(
+                    "no usable S3 credentials to {action} `{key}` at {endpoint}: set \
+                     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, for a key \
+                     that may read and write bucket `{bucket}`"
+                ));
+            }
+            return Error::Repository(format!(
+                "cannot reach the S3 endpoint {endpoint} to {action} `{key}`: {}; check \
+                 repository.endpoint and that the server is running and reachable",
+                innermost_cause(&err)
+            ));
+        }
+        match err.code() {
+            Some("NoSuchBucket") => Error::Repository(format!(
+                "bucket `{bucket}` does not exist at {endpoint}: create it, or fix repository.url"
+            )),
+            Some(
+                code @ ("AccessDenied"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "Forbidden"),
+            ) => Error::Repository(format!(
+                "{endpoint} refused to {action} `{key}` in bucket `{bucket}` ({code}): check \
+                 the S3 credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE) \
+                 and that the key may read and write this bucket"
+            )),
+            Some("NoSuchKey") => Error::Repository(format!(
+                "object `{key}` does not exist in bucket `{bucket}` at {endpoint}"
+            )),
+            _ => Error::Repository(format!(
+                "S3 request to {action} `{key}` in bucket `{bucket}` at {endpoint} failed: {}",
+                DisplayErrorContext(&err)
+            )),
+        }
+    }
 }
 
 async fn join_part(set: &mut JoinSet<Result<CompletedPart>>) -> Result<CompletedPart> {
