@@ -147,7 +147,7 @@ fn backup_until_uploading(config: &std::path::Path) -> (Child, BufReader<ChildSt
 }
 
 const BIG_TABLE: &str = "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5(random()::text) \
-     || md5(random()::text) AS payload FROM generate_series(1, 1500000) g";
+     || md5(random()::text) AS payload FROM generate_series(1, 2500000) g";
 
 /// Invariant 7: the database password reaches pg_dump through its environment, never its
 /// arguments (which any local user can read in /proc), and never shows in output.
@@ -237,4 +237,114 @@ fn sigint_mid_upload_aborts_cleanly() {
         "multipart upload aborted"
     );
     assert_eq!(s3.keys(&prefix), Vec::<String>::new());
+}
+
+/// Invariant 6: the facts describe exactly what the dump holds, even while the database is
+/// being written to — both come from one exported snapshot.
+#[test]
+fn facts_and_dump_agree_exactly_under_concurrent_writes() {
+    let pg = cluster_with(
+        "app",
+        "CREATE TABLE filler AS SELECT g, md5(g::text) AS m FROM generate_series(1, 300000) g; \
+         CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())",
+    );
+    let ws = Workspace::new();
+    let repo = ws.path("repo");
+    let config = ws.config_for(&pg, "app", &format!("url = \"{}\"", repo.display()), "");
+
+    // A writer committing a row every millisecond for the whole backup.
+    let mut writer = std::process::Command::new("psql")
+        .args(["-X", "-q", "-d", &pg.url("app"), "-c"])
+        .arg(
+            "DO $$ BEGIN FOR i IN 1..200000 LOOP INSERT INTO ticks DEFAULT VALUES; COMMIT; \
+             PERFORM pg_sleep(0.001); END LOOP; END $$",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let count = |db: &str| -> i64 {
+        pg.psql(db, "SELECT count(*) FROM ticks")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    while count("app") < 50 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let id = backup(&config);
+    let started_waiting = std::time::Instant::now();
+    let mut after_backup = count("app");
+    while started_waiting.elapsed() < std::time::Duration::from_secs(5) {
+        after_backup = count("app");
+        if after_backup > count_in_facts(&repo, &ws, &id) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+
+    let data = repo.join(format!("data/app/{id}"));
+    let facts_json = run_tool(
+        "age",
+        &[
+            "-d",
+            "-i",
+            ws.identity.to_str().unwrap(),
+            data.join("facts.json.age").to_str().unwrap(),
+        ],
+    );
+    let facts: vault::postgres::DumpFacts = serde_json::from_slice(&facts_json).unwrap();
+    let ticks_in_facts = facts
+        .tables
+        .iter()
+        .find(|t| t.name == "ticks")
+        .unwrap()
+        .rows;
+
+    pg.psql("postgres", "CREATE DATABASE restored").unwrap();
+    let restore = format!(
+        "set -o pipefail; age -d -i '{}' '{}' | zstd -dc | pg_restore --exit-on-error -d '{}'",
+        ws.identity.display(),
+        data.join("dump.pgdump.zst.age").display(),
+        pg.url("restored")
+    );
+    run_tool("bash", &["-c", &restore]);
+
+    assert!(
+        ticks_in_facts >= 50,
+        "rows written before the backup are in it"
+    );
+    assert!(
+        after_backup > ticks_in_facts,
+        "the writer kept writing during the backup"
+    );
+    assert_eq!(
+        count("restored"),
+        ticks_in_facts,
+        "the dump holds exactly the counted rows"
+    );
+}
+
+/// The `ticks` row count recorded in backup `id`'s facts.
+fn count_in_facts(repo: &std::path::Path, ws: &Workspace, id: &str) -> i64 {
+    let facts = repo.join(format!("data/app/{id}/facts.json.age"));
+    let json = run_tool(
+        "age",
+        &[
+            "-d",
+            "-i",
+            ws.identity.to_str().unwrap(),
+            facts.to_str().unwrap(),
+        ],
+    );
+    let facts: vault::postgres::DumpFacts = serde_json::from_slice(&json).unwrap();
+    facts
+        .tables
+        .iter()
+        .find(|t| t.name == "ticks")
+        .unwrap()
+        .rows
 }
