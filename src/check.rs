@@ -36,21 +36,6 @@ impl Probe {
     }
 }
 
-/// The databases a configuration backs up, in order.
-pub fn databases(config: &Config) -> Result<Vec<String>> {
-    if !config.source.databases.is_empty() {
-        return Ok(config.source.databases.clone());
-    }
-    let info = ConnInfo::parse(&config.source.url)?;
-    match info.database() {
-        Some(db) => Ok(vec![db.to_string()]),
-        None => Err(Error::Config(format!(
-            "source.url `{}` names no database: add /DBNAME to it or list source.databases",
-            info.redacted()
-        ))),
-    }
-}
-
 pub async fn run(config: &Config) -> Vec<Probe> {
     let mut probes = vec![Probe::from_result(
         "recipients".into(),
@@ -74,7 +59,7 @@ pub async fn run(config: &Config) -> Vec<Probe> {
             }),
         ));
     }
-    match databases(config) {
+    match config.databases() {
         Ok(dbs) => {
             for db in dbs {
                 let result = check_database(config, &db).await;

@@ -162,6 +162,22 @@ impl Config {
             .or_else(|| self.encryption.identity_file.clone())
     }
 
+    /// The databases this configuration backs up, in order: `source.databases`, else the
+    /// URL's database.
+    pub fn databases(&self) -> Result<Vec<String>> {
+        if !self.source.databases.is_empty() {
+            return Ok(self.source.databases.clone());
+        }
+        let info = crate::postgres::ConnInfo::parse(&self.source.url)?;
+        match info.database() {
+            Some(db) => Ok(vec![db.to_string()]),
+            None => Err(Error::Config(format!(
+                "source.url `{}` names no database: add /DBNAME to it or list source.databases",
+                info.redacted()
+            ))),
+        }
+    }
+
     /// zstd worker threads after resolving 0 to the number of cores.
     pub fn compression_threads(&self) -> u32 {
         match self.compression.threads {

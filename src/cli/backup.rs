@@ -23,7 +23,7 @@ pub struct Args {
 
 pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let config = super::load_config(config_path)?;
-    let configured = vault::check::databases(&config)?;
+    let configured = config.databases()?;
     let databases = match &args.database {
         Some(db) if configured.contains(db) => vec![db.clone()],
         Some(db) => {
