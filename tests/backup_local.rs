@@ -101,3 +101,37 @@ fn a_damaged_manifest_is_named_and_the_rest_still_listed() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["id"], second);
 }
+
+#[test]
+fn config_and_key_mistakes_get_the_documented_exit_codes() {
+    let ws = Workspace::new();
+    let out = vault_cmd(Some(&ws.path("missing.toml")))
+        .arg("list")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+
+    let typo = ws.config("[source]\nurl = \"postgresql://u@h/d\"\n[repository]\nurl = \"/tmp/x\"\n[encryption]\nrecipents = []\n");
+    let out = vault_cmd(Some(&typo)).arg("list").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("recipents"),
+        "names the unknown key"
+    );
+
+    // keygen never overwrites a key.
+    let out = vault_cmd(None)
+        .args(["keygen", "--output"])
+        .arg(&ws.identity)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never overwrites"));
+    assert!(
+        std::fs::read_to_string(&ws.identity)
+            .unwrap()
+            .contains(&ws.recipient),
+        "the key is intact"
+    );
+}
