@@ -287,22 +287,7 @@ fn facts_and_dump_agree_exactly_under_concurrent_writes() {
     writer.wait().unwrap();
 
     let data = repo.join(format!("data/app/{id}"));
-    let facts_json = run_tool(
-        "age",
-        &[
-            "-d",
-            "-i",
-            ws.identity.to_str().unwrap(),
-            data.join("facts.json.age").to_str().unwrap(),
-        ],
-    );
-    let facts: vault::postgres::DumpFacts = serde_json::from_slice(&facts_json).unwrap();
-    let ticks_in_facts = facts
-        .tables
-        .iter()
-        .find(|t| t.name == "ticks")
-        .unwrap()
-        .rows;
+    let ticks_in_facts = count_in_facts(&repo, &ws, &id);
 
     pg.psql("postgres", "CREATE DATABASE restored").unwrap();
     let restore = format!(
@@ -330,17 +315,7 @@ fn facts_and_dump_agree_exactly_under_concurrent_writes() {
 
 /// The `ticks` row count recorded in backup `id`'s facts.
 fn count_in_facts(repo: &std::path::Path, ws: &Workspace, id: &str) -> i64 {
-    let facts = repo.join(format!("data/app/{id}/facts.json.age"));
-    let json = run_tool(
-        "age",
-        &[
-            "-d",
-            "-i",
-            ws.identity.to_str().unwrap(),
-            facts.to_str().unwrap(),
-        ],
-    );
-    let facts: vault::postgres::DumpFacts = serde_json::from_slice(&json).unwrap();
+    let facts = ws.decrypt_facts(&repo.join(format!("data/app/{id}/facts.json.age")));
     facts
         .tables
         .iter()

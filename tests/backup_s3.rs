@@ -52,16 +52,7 @@ fn break_glass_restore_with_stock_tools_gives_back_every_row_large_object_and_se
         .replace("dump.pgdump.zst.age", "facts.json.age");
     let facts_file = ws.path("facts.json.age");
     std::fs::write(&facts_file, s3.get_object(&format!("{prefix}/{facts_key}"))).unwrap();
-    let facts_json = run_tool(
-        "age",
-        &[
-            "-d",
-            "-i",
-            ws.identity.to_str().unwrap(),
-            facts_file.to_str().unwrap(),
-        ],
-    );
-    let facts: vault::postgres::DumpFacts = serde_json::from_slice(&facts_json).unwrap();
+    let facts = ws.decrypt_facts(&facts_file);
     let rows = |name: &str| facts.tables.iter().find(|t| t.name == name).map(|t| t.rows);
     assert_eq!(rows("customers"), Some(503));
     assert_eq!(

@@ -210,6 +210,20 @@ impl Workspace {
         path
     }
 
+    /// Decrypts a stored facts object with the stock `age` CLI and this workspace's key.
+    pub fn decrypt_facts(&self, file: &Path) -> vault::postgres::DumpFacts {
+        let json = run_tool(
+            "age",
+            &[
+                "-d",
+                "-i",
+                self.identity.to_str().unwrap(),
+                file.to_str().unwrap(),
+            ],
+        );
+        serde_json::from_slice(&json).expect("facts are JSON")
+    }
+
     /// A config backing up `db` of `cluster` into `repository` (a TOML `[repository]` body).
     pub fn config_for(
         &self,
