@@ -27,16 +27,7 @@ fn every_configured_database_is_backed_up_and_listed_by_name() {
         ws.path("repo").display(),
         ws.recipient
     ));
-    let out = vault_cmd(Some(&config))
-        .args(["backup", "--label", "before migration 42"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ids = String::from_utf8(out.stdout).unwrap();
+    let ids = backup_with(&config, &["--label", "before migration 42"]);
     assert_eq!(ids.lines().count(), 2, "one id per database: {ids}");
 
     let out = vault_cmd(Some(&config))

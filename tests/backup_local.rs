@@ -56,9 +56,7 @@ fn pg_dump_older_than_the_server_is_refused_with_the_fix() {
         repo.display(),
         ws.recipient
     ));
-    let out = vault_cmd(Some(&config)).arg("backup").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let stderr = expect_exit(vault_cmd(Some(&config)).arg("backup"), 3);
     assert!(stderr.contains("pg_dump 9.6.24"), "{stderr}");
     assert!(stderr.contains("cannot dump the PostgreSQL 15"), "{stderr}");
     assert!(stderr.contains("source.pg_bin_dir"), "{stderr}");

@@ -266,14 +266,13 @@ fn unreachable_endpoint_is_named_and_fails_before_dumping() {
         pg.url("app"),
         ws.recipient
     ));
-    let out = vault_cmd(Some(&config))
-        .env("AWS_ACCESS_KEY_ID", "GK000000000000000000000000")
-        .env("AWS_SECRET_ACCESS_KEY", "not-a-real-secret-value")
-        .arg("backup")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    let stderr = expect_exit(
+        vault_cmd(Some(&config))
+            .env("AWS_ACCESS_KEY_ID", "GK000000000000000000000000")
+            .env("AWS_SECRET_ACCESS_KEY", "not-a-real-secret-value")
+            .arg("backup"),
+        4,
+    );
     assert!(stderr.contains(&dead), "names the endpoint: {stderr}");
     assert!(
         !stderr.contains("not-a-real-secret-value"),
@@ -292,9 +291,7 @@ fn missing_bucket_is_named_with_the_fix() {
         "s3://no-such-bucket-vault/",
     );
     let config = ws.config_for(&pg, "app", &repository, "");
-    let out = vault_cmd(Some(&config)).arg("backup").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    let stderr = expect_exit(vault_cmd(Some(&config)).arg("backup"), 4);
     assert!(
         stderr.contains("bucket `no-such-bucket-vault` does not exist"),
         "{stderr}"
@@ -313,9 +310,7 @@ fn invalid_recipient_fails_before_any_dump_or_upload() {
         pg.url("app"),
         s3_repository(&s3, &prefix)
     ));
-    let out = vault_cmd(Some(&config)).arg("backup").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    let stderr = expect_exit(vault_cmd(Some(&config)).arg("backup"), 5);
     assert!(stderr.contains("age1definitelynotakey"), "{stderr}");
     assert!(!stderr.contains("dumping"), "{stderr}");
     assert!(s3.keys(&prefix).is_empty());
@@ -372,15 +367,14 @@ fn missing_or_wrong_s3_credentials_say_which_variables_to_set() {
     let ws = Workspace::new();
     let config = ws.config_for(&pg, "app", &s3_repository(&s3, &unique_prefix("creds")), "");
 
-    let out = vault_cmd(Some(&config))
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env("HOME", ws.dir.path())
-        .arg("backup")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    let stderr = expect_exit(
+        vault_cmd(Some(&config))
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("HOME", ws.dir.path())
+            .arg("backup"),
+        4,
+    );
     assert!(stderr.contains("no usable S3 credentials"), "{stderr}");
     assert!(stderr.contains("AWS_ACCESS_KEY_ID"), "{stderr}");
     assert!(
@@ -388,16 +382,15 @@ fn missing_or_wrong_s3_credentials_say_which_variables_to_set() {
         "one clear sentence, not an SDK dump: {stderr}"
     );
 
-    let out = vault_cmd(Some(&config))
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            "0000000000000000000000000000000000000000000000000000000000000000",
-        )
-        .arg("backup")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    let stderr = expect_exit(
+        vault_cmd(Some(&config))
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                "0000000000000000000000000000000000000000000000000000000000000000",
+            )
+            .arg("backup"),
+        4,
+    );
     assert!(stderr.contains("check the S3 credentials"), "{stderr}");
     assert!(
         !stderr.contains("00000000000000000000000000000000"),

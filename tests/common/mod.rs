@@ -259,9 +259,26 @@ pub fn vault_cmd(config: Option<&Path>) -> Command {
     cmd
 }
 
+/// Runs a vault command that must exit with `code`; returns what it printed on stderr.
+pub fn expect_exit(command: &mut Command, code: i32) -> String {
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    stderr
+}
+
 /// Runs `vault backup` and returns the backup id, failing the test with vault's stderr.
 pub fn backup(config: &Path) -> String {
-    let out = vault_cmd(Some(config)).arg("backup").output().unwrap();
+    backup_with(config, &[])
+}
+
+/// `vault backup` with extra arguments; returns the id(s) it printed.
+pub fn backup_with(config: &Path, args: &[&str]) -> String {
+    let out = vault_cmd(Some(config))
+        .arg("backup")
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "vault backup failed ({:?}): {}",
