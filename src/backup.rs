@@ -60,9 +60,9 @@ impl BackupJob {
         progress.phase(&format!("connecting to {shown}"));
 
         let session = SnapshotSession::open(&self.source, database).await?;
-        let tools = PgTools::locate(self.pg_bin_dir.as_deref(), Some(session.server_major));
+        let tools = PgTools::locate(self.pg_bin_dir.as_deref(), Some(session.server.major));
         let pg_dump_version = tools
-            .pg_dump_for(session.server_major, &session.server_version, &shown)
+            .pg_dump_for(session.server.major, &session.server.version, &shown)
             .await?;
 
         let data_prefix = catalog::data_prefix(database, &id);
@@ -82,8 +82,8 @@ impl BackupJob {
                 cancel.clone(),
             )
             .await;
-        let server_version = session.server_version.clone();
-        let can_read_role_passwords = session.can_read_role_passwords;
+        let server_version = session.server.version.clone();
+        let can_read_role_passwords = session.server.can_read_role_passwords;
         session.close().await;
         let dumped = dumped?;
         if !dumped.pg_dump_warnings.is_empty() {

@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys::{Identities, Recipients};
-use crate::postgres::{ConnInfo, PgTools, snapshot};
+use crate::postgres::client::{self, ServerInfo};
+use crate::postgres::{ConnInfo, PgTools};
 use crate::storage;
 
 #[derive(Debug, Clone, Serialize)]
@@ -78,18 +79,15 @@ pub async fn run(config: &Config) -> Vec<Probe> {
 async fn check_database(config: &Config, database: &str) -> Result<String> {
     let info = ConnInfo::parse(&config.source.url)?;
     let shown = info.url_for(database);
-    let (client, connection) = snapshot::connect(&info, database).await?;
-    let row = client
-        .query_one(
-            "SELECT current_setting('server_version'), current_setting('server_version_num')::int",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::Source(format!("querying {shown} failed: {e}")))?;
+    let (client, connection) = client::connect(&info, database).await?;
+    let server = ServerInfo::query(&client, &shown).await;
     drop(client);
     let _ = connection.await;
-    let server_version: String = row.get(0);
-    let server_major = (row.get::<_, i32>(1) / 10000) as u32;
+    let ServerInfo {
+        version: server_version,
+        major: server_major,
+        ..
+    } = server?;
     let tools = PgTools::locate(config.source.pg_bin_dir.as_deref(), Some(server_major));
     let dump_version = tools
         .pg_dump_for(server_major, &server_version, &shown)

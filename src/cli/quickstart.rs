@@ -91,7 +91,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 async fn previous_source(config_path: &Path) -> Option<String> {
     let config = Config::load(config_path).ok()?;
     let info = ConnInfo::parse(&config.source.url).ok()?;
-    let connecting = vault::postgres::snapshot::connect(&info, info.database()?);
+    let connecting = vault::postgres::client::connect(&info, info.database()?);
     let (client, connection) = tokio::time::timeout(Duration::from_secs(3), connecting)
         .await
         .ok()?

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_postgres::GenericClient;
 
+use super::client::describe_pg_error;
 use crate::error::{Error, Result};
 
 pub const FACTS_FORMAT: u32 = 1;
@@ -101,22 +102,6 @@ fn db_error(what: &str, e: tokio_postgres::Error) -> Error {
         "capturing {what} failed: {}",
         describe_pg_error(&e)
     ))
-}
-
-/// The server's own message when there is one (tokio-postgres's Display says only "db error").
-pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        return format!("{}: {}", db.severity(), db.message());
-    }
-    // "error connecting to server" alone hides the cause ("Connection refused").
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Captures the facts of `database` through `client`, which must already be inside the

@@ -1,7 +1,8 @@
 //! Everything that talks to PostgreSQL: connection strings (with the password kept out of
-//! process arguments and messages), the child-process wrapper for its tools, the
+//! process arguments and messages), connecting, the child-process wrapper for its tools, the
 //! snapshot-holding session that captures dump-time facts, and throwaway clusters.
 
+pub mod client;
 pub mod cluster;
 pub mod conninfo;
 pub mod facts;

@@ -5,40 +5,16 @@
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
+use super::client::{ServerInfo, connect, describe_pg_error};
 use super::conninfo::ConnInfo;
-use super::facts::{self, DumpFacts, describe_pg_error};
+use super::facts::{self, DumpFacts};
 use crate::error::{Error, Result};
 
 pub struct SnapshotSession {
     client: Client,
     connection: JoinHandle<()>,
     pub snapshot_id: String,
-    /// e.g. "15.18 (Debian 15.18-0+deb12u1)"
-    pub server_version: String,
-    pub server_major: u32,
-    /// Whether this role may read `pg_authid` (role password hashes): superusers only.
-    pub can_read_role_passwords: bool,
-}
-
-/// Connects to `database` and returns the client with its connection driven on a task.
-pub async fn connect(source: &ConnInfo, database: &str) -> Result<(Client, JoinHandle<()>)> {
-    let shown_as = source.url_for(database);
-    let mut config = source.client_config(database)?;
-    let tls = source.tls()?;
-    config.ssl_mode(tls.negotiation());
-    let (client, connection) = config.connect(tls.connector()?).await.map_err(|e| {
-        Error::Source(format!(
-            "cannot connect to PostgreSQL at {shown_as}: {}; check source.url, that the \
-             server is running, and the password (PGPASSWORD or ~/.pgpass)",
-            describe_pg_error(&e)
-        ))
-    })?;
-    let task = tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "postgres connection ended");
-        }
-    });
-    Ok((client, task))
+    pub server: ServerInfo,
 }
 
 impl SnapshotSession {
@@ -51,17 +27,7 @@ impl SnapshotSession {
                 describe_pg_error(&e)
             ))
         };
-        let version_row = client
-            .query_one(
-                "SELECT current_setting('server_version'), \
-                        current_setting('server_version_num')::int, \
-                        has_table_privilege('pg_catalog.pg_authid', 'SELECT')",
-                &[],
-            )
-            .await
-            .map_err(|e| fail("reading the server version", e))?;
-        let server_version: String = version_row.get(0);
-        let version_num: i32 = version_row.get(1);
+        let server = ServerInfo::query(&client, &shown_as).await?;
         // Counting rows must fail, as pg_dump does, rather than silently count only the rows
         // a row-level-security policy lets this role see.
         client
@@ -79,9 +45,7 @@ impl SnapshotSession {
             client,
             connection,
             snapshot_id,
-            server_version,
-            server_major: (version_num / 10000) as u32,
-            can_read_role_passwords: version_row.get(2),
+            server,
         })
     }
 

@@ -1,0 +1,78 @@
+//! Connecting to PostgreSQL with tokio-postgres (TLS per the URL's sslmode), asking the
+//! server what it is, and turning its errors into sentences.
+
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
+
+use super::conninfo::ConnInfo;
+use crate::error::{Error, Result};
+
+/// Connects to `database` and returns the client with its connection driven on a task.
+pub async fn connect(source: &ConnInfo, database: &str) -> Result<(Client, JoinHandle<()>)> {
+    let shown_as = source.url_for(database);
+    let mut config = source.client_config(database)?;
+    let tls = source.tls()?;
+    config.ssl_mode(tls.negotiation());
+    let (client, connection) = config.connect(tls.connector()?).await.map_err(|e| {
+        Error::Source(format!(
+            "cannot connect to PostgreSQL at {shown_as}: {}; check source.url, that the \
+             server is running, and the password (PGPASSWORD or ~/.pgpass)",
+            describe_pg_error(&e)
+        ))
+    })?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres connection ended");
+        }
+    });
+    Ok((client, task))
+}
+
+/// The server's own message when there is one (tokio-postgres's Display says only "db error").
+pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
+    }
+    // "error connecting to server" alone hides the cause ("Connection refused").
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// What the server says about itself and the connected role.
+pub struct ServerInfo {
+    /// e.g. "15.18 (Debian 15.18-0+deb12u1)"
+    pub version: String,
+    pub major: u32,
+    /// Whether this role may read `pg_authid` (role password hashes): superusers only.
+    pub can_read_role_passwords: bool,
+}
+
+impl ServerInfo {
+    pub async fn query(client: &Client, shown_as: &str) -> Result<ServerInfo> {
+        let row = client
+            .query_one(
+                "SELECT current_setting('server_version'), \
+                        current_setting('server_version_num')::int, \
+                        has_table_privilege('pg_catalog.pg_authid', 'SELECT')",
+                &[],
+            )
+            .await
+            .map_err(|e| {
+                Error::Source(format!(
+                    "reading the server version on {shown_as} failed: {}",
+                    describe_pg_error(&e)
+                ))
+            })?;
+        Ok(ServerInfo {
+            version: row.get(0),
+            major: (row.get::<_, i32>(1) / 10000) as u32,
+            can_read_role_passwords: row.get(2),
+        })
+    }
+}
