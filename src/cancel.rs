@@ -16,12 +16,6 @@ impl Cancel {
         (CancelTrigger(tx), Cancel(rx))
     }
 
-    /// A signal that never fires, for callers without cancellation.
-    pub fn never() -> Cancel {
-        let (_tx, rx) = watch::channel(false);
-        Cancel(rx)
-    }
-
     /// Resolves once cancellation is requested.
     pub async fn cancelled(&mut self) {
         if self.0.wait_for(|c| *c).await.is_err() {
