@@ -46,11 +46,13 @@ struct DumpOutcome {
 }
 
 impl BackupJob {
-    /// Backs up `database`; returns the manifest once it is stored.
+    /// Backs up `database`; returns the manifest once it is stored. A `pinned` backup is a
+    /// checkpoint retention never deletes (`vault snapshot`).
     pub async fn run(
         &self,
         database: &str,
         label: Option<String>,
+        pinned: bool,
         cancel: Cancel,
     ) -> Result<Manifest> {
         let started_at = Utc::now();
@@ -108,7 +110,7 @@ impl BackupJob {
                 id: id.clone(),
                 database: database.to_string(),
                 label,
-                pinned: false,
+                pinned,
                 started_at,
                 finished_at: Utc::now(),
                 server_version,

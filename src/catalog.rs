@@ -193,9 +193,139 @@ pub async fn list_backups(store: &dyn ObjectStore, database: Option<&str>) -> Re
     Ok(listing)
 }
 
+/// Which backup an operator asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// The newest complete backup.
+    Latest,
+    /// Exactly this backup.
+    Id(String),
+    /// The newest complete backup that started at or before this time.
+    At(DateTime<Utc>),
+}
+
+/// Picks the backup `selector` means among `backups` (one database's, any order).
+pub fn select<'a>(
+    backups: &'a [Manifest],
+    selector: &Selector,
+    database: &str,
+) -> Result<&'a Manifest> {
+    let oldest = backups
+        .iter()
+        .min_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+    let newest_matching = |keep: &dyn Fn(&Manifest) -> bool| {
+        backups
+            .iter()
+            .filter(|m| keep(m))
+            .max_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)))
+    };
+    let Some(oldest) = oldest else {
+        return Err(Error::Config(format!(
+            "there are no backups of database `{database}` in the repository; take one with \
+             `vault backup`"
+        )));
+    };
+    match selector {
+        Selector::Latest => Ok(newest_matching(&|_| true).expect("non-empty")),
+        Selector::Id(id) => newest_matching(&|m| m.id.as_str() == id).ok_or_else(|| {
+            Error::Config(format!(
+                "no backup `{id}` of database `{database}`; `vault list --database {database}` \
+                 shows the ones there are"
+            ))
+        }),
+        Selector::At(at) => newest_matching(&|m| m.started_at <= *at).ok_or_else(|| {
+            Error::Config(format!(
+                "no backup of database `{database}` started at or before {}: the oldest is {} \
+                 from {}",
+                crate::timespec::rfc3339(*at),
+                oldest.id,
+                crate::timespec::rfc3339(oldest.started_at)
+            ))
+        }),
+    }
+}
+
+/// Finds a backup of any database by its id.
+pub async fn find(store: &dyn ObjectStore, id: &str) -> Result<Manifest> {
+    let listing = list_backups(store, None).await?;
+    let found = listing.backups.into_iter().find(|m| m.id.as_str() == id);
+    found.ok_or_else(|| {
+        Error::Config(format!(
+            "no backup `{id}` in {}; `vault list` shows the ones there are",
+            store.location()
+        ))
+    })
+}
+
+/// Rewrites a backup's manifest with `pinned` set (retention never deletes a pinned backup).
+/// The manifest is replaced whole, which both stores do atomically.
+pub async fn set_pinned(
+    store: &dyn ObjectStore,
+    manifest: &mut Manifest,
+    pinned: bool,
+) -> Result<()> {
+    manifest.pinned = pinned;
+    store
+        .put(
+            &manifest_key(&manifest.database, &manifest.id),
+            bytes::Bytes::from(manifest.to_json()),
+        )
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dated(id: &str) -> Manifest {
+        let mut m =
+            Manifest::from_json(include_bytes!("../fixtures/manifests/v1.json"), "v1").unwrap();
+        m.id = BackupId(id.to_string());
+        let stamp = &id[..16];
+        m.started_at = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
+            .unwrap()
+            .and_utc();
+        m
+    }
+
+    #[test]
+    fn at_picks_the_newest_backup_started_at_or_before_the_time() {
+        let backups = vec![
+            dated("20261127T000000Z-aaaaaa"),
+            dated("20261127T060000Z-bbbbbb"),
+            dated("20261127T120000Z-cccccc"),
+        ];
+        let at = |t: &str| Selector::At(t.parse().unwrap());
+        let pick = |s: Selector| select(&backups, &s, "demo").map(|m| m.id.to_string());
+        assert_eq!(
+            pick(at("2026-11-27T05:59:59Z")).unwrap(),
+            "20261127T000000Z-aaaaaa"
+        );
+        assert_eq!(
+            pick(at("2026-11-27T06:00:00Z")).unwrap(),
+            "20261127T060000Z-bbbbbb"
+        );
+        assert_eq!(
+            pick(at("2030-01-01T00:00:00Z")).unwrap(),
+            "20261127T120000Z-cccccc"
+        );
+        assert_eq!(pick(Selector::Latest).unwrap(), "20261127T120000Z-cccccc");
+        assert_eq!(
+            pick(Selector::Id("20261127T060000Z-bbbbbb".into())).unwrap(),
+            "20261127T060000Z-bbbbbb"
+        );
+        let before = pick(at("2026-11-26T23:59:59Z")).unwrap_err().to_string();
+        assert!(
+            before.contains("the oldest is 20261127T000000Z-aaaaaa"),
+            "{before}"
+        );
+        let unknown = pick(Selector::Id("nope".into())).unwrap_err().to_string();
+        assert!(unknown.contains("vault list --database demo"), "{unknown}");
+        let none = select(&[], &Selector::Latest, "demo")
+            .unwrap_err()
+            .to_string();
+        assert!(none.contains("no backups of database `demo`"), "{none}");
+    }
 
     #[test]
     fn database_names_become_safe_key_segments() {

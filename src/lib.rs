@@ -15,6 +15,8 @@ pub mod keys;
 pub mod pipeline;
 pub mod postgres;
 pub mod progress;
+pub mod restore;
 pub mod storage;
+pub mod timespec;
 
 pub use error::{Error, Result};

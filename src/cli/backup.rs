@@ -22,9 +22,20 @@ pub struct Args {
 }
 
 pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
+    back_up(config_path, args.database, args.label, false).await
+}
+
+/// Backs up the selected databases (all configured ones by default); `pinned` makes each
+/// backup a checkpoint that retention keeps (`vault snapshot`).
+pub async fn back_up(
+    config_path: &Path,
+    database: Option<String>,
+    label: Option<String>,
+    pinned: bool,
+) -> anyhow::Result<()> {
     let config = super::load_config(config_path)?;
     let configured = config.databases()?;
-    let databases = match &args.database {
+    let databases = match &database {
         Some(db) if configured.contains(db) => vec![db.clone()],
         Some(db) => {
             return Err(vault::Error::Config(format!(
@@ -61,7 +72,9 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
 
     let mut failures = Vec::new();
     for database in &databases {
-        let result = job.run(database, args.label.clone(), cancel.clone()).await;
+        let result = job
+            .run(database, label.clone(), pinned, cancel.clone())
+            .await;
         progress.finish();
         match result {
             Ok(manifest) => {
@@ -70,6 +83,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
                     id = %manifest.id,
                     raw_bytes = manifest.dump.raw_bytes,
                     stored_bytes = manifest.dump.stored.size_bytes,
+                    pinned,
                     "backup complete"
                 );
                 println!("{}", manifest.id);

@@ -6,8 +6,11 @@ pub mod check;
 pub mod exit;
 pub mod keygen;
 pub mod list;
+pub mod pin;
 pub mod progress;
 pub mod quickstart;
+pub mod restore;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 
@@ -49,8 +52,16 @@ pub enum Command {
     Keygen(keygen::Args),
     /// Back up every configured database (or one) into the repository.
     Backup(backup::Args),
+    /// A labelled, pinned backup: a checkpoint before a risky change.
+    Snapshot(snapshot::Args),
     /// List complete backups, newest first.
     List(list::Args),
+    /// Restore a backup into a new database, or over the live one with --replace.
+    Restore(restore::Args),
+    /// Keep a backup whatever the retention policy says.
+    Pin(pin::Args),
+    /// Hand a pinned backup back to the retention policy.
+    Unpin(pin::Args),
     /// Check the configuration, the database and the repository.
     Check(check::Args),
     /// Take a first backup from nothing: a demo database (unless --source) into a local
@@ -66,7 +77,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Backup(args) => backup::run(&cli.config, args).await,
+        Command::Snapshot(args) => snapshot::run(&cli.config, args).await,
         Command::List(args) => list::run(&cli.config, args).await,
+        Command::Restore(args) => restore::run(&cli.config, args).await,
+        Command::Pin(args) => pin::run(&cli.config, args, true).await,
+        Command::Unpin(args) => pin::run(&cli.config, args, false).await,
         Command::Check(args) => check::run(&cli.config, args).await,
         Command::Quickstart(args) => quickstart::run(args).await,
     }

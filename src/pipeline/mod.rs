@@ -5,6 +5,15 @@
 //! pg_dump stdout ─read─▶ HashingWriter(raw) ▶ zstd ▶ age ▶ HashingWriter(stored) ▶ ChunkSender ─channel─▶ upload
 //! ```
 //!
+//! and of a restore, the same stages reversed (`decrypt_decompress`):
+//!
+//! ```text
+//! download ─channel─▶ ChunkReader ▶ HashingReader(stored) ▶ age ▶ zstd ▶ HashingWriter(raw) ▶ pg_restore stdin / file
+//! ```
+//!
+//! age authenticates every 64 KiB chunk before releasing it, so a flipped byte never
+//! reaches the sink; age's final-chunk flag and the two sha256s catch truncation.
+//!
 //! Each stage is finished explicitly, innermost last, because an error at finish time (a
 //! zstd flush, age's final chunk, a closed channel) must fail the backup; nothing relies on
 //! `Drop`. Memory budget of this thread: the 256 KiB read buffer, zstd's job buffers
@@ -12,14 +21,16 @@
 //! being filled; the channel holds at most `CHANNEL_CHUNKS` more.
 
 mod chunk;
+mod fetch;
 mod hash;
 
 use std::io::{Read, Write};
 
 pub use chunk::{CHANNEL_CHUNKS, CHUNK_SIZE, ChunkSender};
-pub use hash::{Digest, HashingWriter};
+pub use fetch::{ChunkReader, DownloadBroke, download_channel};
+pub use hash::{Digest, HashingReader, HashingWriter};
 
-use crate::keys::Recipients;
+use crate::keys::{Identities, Recipients};
 use crate::progress::Progress;
 
 /// What the stages measured about one streamed object.
@@ -88,6 +99,72 @@ pub fn compress_encrypt<R: Read, W: Write>(
             stored: stored_digest,
         },
     ))
+}
+
+/// Streams a stored object from `source` through age and zstd into `sink`, hashing what was
+/// stored and what comes out. Reads `source` to its very end, so the stored digest covers
+/// every byte of the object (bytes after age's final chunk are an error). The sink is
+/// returned unflushed and open: the caller decides, after checking the digests, whether the
+/// consumer may see the end of the stream.
+pub fn decrypt_decompress<R: Read, W: Write>(
+    source: R,
+    sink: W,
+    identities: &Identities,
+    progress: &dyn Progress,
+) -> std::io::Result<(W, StreamSummary)> {
+    let mut stored = HashingReader::new(source);
+    let (sink, raw_digest) = {
+        let decryptor = age::Decryptor::new(&mut stored).map_err(age_error)?;
+        let plain = decryptor.decrypt(identities.as_dyn()).map_err(age_error)?;
+        let mut decoder = zstd::stream::read::Decoder::new(plain)?;
+        let mut raw = HashingWriter::new(sink);
+        let mut buffer = vec![0u8; READ_BUFFER];
+        loop {
+            let n = match decoder.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            raw.write_all(&buffer[..n])?;
+            progress.advance(n as u64);
+        }
+        raw.finish()
+    };
+    let trailing = std::io::copy(&mut stored, &mut std::io::sink())?;
+    if trailing > 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{trailing} bytes follow the end of the encrypted stream"),
+        ));
+    }
+    let (_, stored_digest) = stored.finish();
+    Ok((
+        sink,
+        StreamSummary {
+            raw: raw_digest,
+            stored: stored_digest,
+        },
+    ))
+}
+
+/// Decrypts a small in-memory object (facts, globals).
+pub fn decrypt_small(sealed: &[u8], identities: &Identities) -> std::io::Result<Vec<u8>> {
+    let decryptor = age::Decryptor::new(sealed).map_err(age_error)?;
+    let mut plain = Vec::new();
+    decryptor
+        .decrypt(identities.as_dyn())
+        .map_err(age_error)?
+        .read_to_end(&mut plain)?;
+    Ok(plain)
+}
+
+/// age's header errors as I/O errors of kind `InvalidData` (its chunk errors already are).
+fn age_error(e: age::DecryptError) -> std::io::Error {
+    match e {
+        age::DecryptError::Io(e) => e,
+        other => std::io::Error::new(std::io::ErrorKind::InvalidData, other),
+    }
 }
 
 /// Encrypts a small in-memory object (facts, globals) to every recipient.

@@ -1,12 +1,12 @@
-//! The one wrapper for every child process vault runs (pg_dump, pg_dumpall, psql, initdb,
-//! pg_ctl, ...). It runs the child in its own process group, drains stderr on the side
+//! The one wrapper for every child process vault runs (pg_dump, pg_dumpall, pg_restore,
+//! psql, initdb, pg_ctl, ...). It runs the child in its own process group, drains stderr on the side
 //! keeping the tail for error messages, checks the exit status, and kills the whole group
 //! if the wrapper is dropped before the child was waited for (cancellation, errors).
 
 use std::process::{ExitStatus, Stdio};
 
 use tokio::io::AsyncReadExt;
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
@@ -30,9 +30,21 @@ pub struct Finished {
 impl ChildProcess {
     /// Starts `command` with stdin closed and stdout/stderr piped. `name` is what messages
     /// call it ("pg_dump").
-    pub fn spawn(name: &str, mut command: Command) -> Result<ChildProcess> {
+    pub fn spawn(name: &str, command: Command) -> Result<ChildProcess> {
+        Self::start(name, command, Stdio::null())
+    }
+
+    /// As [`Self::spawn`], with a pipe to the child's stdin (pg_restore reading a stream).
+    /// Dropping the returned stdin is the child's end of input.
+    pub fn spawn_with_stdin(name: &str, command: Command) -> Result<(ChildProcess, ChildStdin)> {
+        let mut child = Self::start(name, command, Stdio::piped())?;
+        let stdin = child.child.stdin.take().expect("stdin is piped");
+        Ok((child, stdin))
+    }
+
+    fn start(name: &str, mut command: Command, stdin: Stdio) -> Result<ChildProcess> {
         command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)

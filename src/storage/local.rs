@@ -102,6 +102,14 @@ impl ObjectStore for LocalStore {
             .map_err(|e| self.io_error("read", &path, e))
     }
 
+    async fn download(&self, key: &str) -> Result<super::ObjectReader> {
+        let path = self.path_of(key)?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| self.io_error("read", &path, e))?;
+        Ok(Box::new(file))
+    }
+
     async fn upload(&self, key: &str, mut chunks: mpsc::Receiver<UploadChunk>) -> Result<u64> {
         let path = self.path_of(key)?;
         let (temp, file) = self.create_partial(&path)?;

@@ -34,6 +34,11 @@ impl ObjectStore for MemoryStore {
             .ok_or_else(|| Error::Repository(format!("object `{key}` not found in memory store")))
     }
 
+    async fn download(&self, key: &str) -> Result<super::ObjectReader> {
+        let body = self.get(key).await?;
+        Ok(Box::new(std::io::Cursor::new(body)))
+    }
+
     async fn upload(&self, key: &str, mut chunks: mpsc::Receiver<UploadChunk>) -> Result<u64> {
         let mut body = BytesMut::new();
         while let Some(chunk) = chunks.recv().await {

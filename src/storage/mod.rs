@@ -23,6 +23,9 @@ pub enum UploadChunk {
     Finish,
 }
 
+/// A streamed object body.
+pub type ObjectReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub key: String,
@@ -40,6 +43,10 @@ pub trait ObjectStore: Send + Sync {
 
     /// Reads a small object whole.
     async fn get(&self, key: &str) -> Result<Bytes>;
+
+    /// Reads an object as a stream, for dumps too large to hold. A failure after the first
+    /// byte surfaces as an I/O error from the reader.
+    async fn download(&self, key: &str) -> Result<ObjectReader>;
 
     /// Stores a streamed object. Returns the number of bytes stored once the object is
     /// durable; if the channel closes before `Finish`, removes every trace and errors.
@@ -112,6 +119,15 @@ pub(crate) mod contract {
         tx.send(UploadChunk::Finish).await.unwrap();
         assert_eq!(store.upload("a/one", rx).await.unwrap(), 11);
         assert_eq!(&store.get("a/one").await.unwrap()[..], b"hello world");
+        let mut streamed = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(
+            &mut store.download("a/one").await.unwrap(),
+            &mut streamed,
+        )
+        .await
+        .unwrap();
+        assert_eq!(streamed, b"hello world");
+        assert!(store.download("a/missing").await.is_err());
 
         let (tx, rx) = mpsc::channel(4);
         tx.send(UploadChunk::Data(Bytes::from_static(b"partial")))

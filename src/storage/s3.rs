@@ -395,6 +395,19 @@ impl ObjectStore for S3Store {
         Ok(body.into_bytes())
     }
 
+    async fn download(&self, key: &str) -> Result<super::ObjectReader> {
+        let full = self.full_key(key);
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| self.explain("read", &full, e))?;
+        Ok(Box::new(output.body.into_async_read()))
+    }
+
     async fn upload(&self, key: &str, mut chunks: mpsc::Receiver<UploadChunk>) -> Result<u64> {
         let full = self.full_key(key);
         let mut upload_id = None;

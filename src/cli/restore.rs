@@ -1,0 +1,267 @@
+//! `vault restore`: put a backup back. By default into a new database beside the source;
+//! with `--replace`, over the live database (which is kept under another name). Prints the
+//! chosen backup and the data-loss gap before acting, and a per-table report after.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::Utc;
+use vault::cancel::Cancel;
+use vault::catalog::{self, Selector};
+use vault::keys::Identities;
+use vault::postgres::ConnInfo;
+use vault::restore::{RestoreJob, RestorePlan, RestoreReport, RestoreRequest, Target};
+use vault::timespec::{self, rfc3339};
+
+use super::exit::{self, Exit};
+
+#[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["at", "id", "latest"]))]
+pub struct Args {
+    /// The newest complete backup that started at or before TIME: RFC 3339
+    /// (2026-11-27T03:00:00Z, or with an offset) or how long ago (90m, 2h, 3d).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Exactly this backup (as `vault list` shows it).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The newest complete backup.
+    #[arg(long)]
+    pub latest: bool,
+    /// Which database's backups (needed when the config has several).
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Restore into this new database (default: <db>_restored_<backup time>).
+    #[arg(long, value_name = "NAME")]
+    pub target_db: Option<String>,
+    /// Roll back the live database: restore beside it, check, then swap names; the live
+    /// database is kept as <db>_before_restore_<time>.
+    #[arg(long)]
+    pub replace: bool,
+    /// Do not ask for confirmation (--replace asks on a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Create the roles saved with the backup first (existing roles are left alone).
+    #[arg(long)]
+    pub globals: bool,
+    /// Parallel pg_restore jobs; decrypts into a nameless temporary file first.
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<u32>,
+    /// Give every restored object to the restoring role (pg_restore --no-owner --no-acl).
+    #[arg(long)]
+    pub no_owner: bool,
+    /// Directory for the temporary file of --jobs (default: $TMPDIR or /tmp).
+    #[arg(long, value_name = "DIR")]
+    pub temp_dir: Option<PathBuf>,
+    /// Print the plan and the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
+    let config = super::load_config(config_path)?;
+    let now = Utc::now();
+    let selector = match (&args.at, &args.id) {
+        (Some(at), _) => Selector::At(timespec::parse_point_in_time(at, now)?),
+        (_, Some(id)) => Selector::Id(id.clone()),
+        _ => Selector::Latest,
+    };
+    let identity_file = config.identity_file().ok_or_else(|| {
+        vault::Error::Key(
+            "no identity to decrypt backups with: set encryption.identity_file or \
+             VAULT_IDENTITY_FILE to the file `vault keygen` wrote"
+                .into(),
+        )
+    })?;
+    let identities = Arc::new(Identities::load(&identity_file)?);
+    let target = ConnInfo::parse(&config.source.url)?;
+    let store: Arc<dyn vault::storage::ObjectStore> =
+        Arc::from(vault::storage::open(&config.repository).await?);
+    let database = match (&args.database, &args.id) {
+        (Some(db), _) => db.clone(),
+        (None, Some(id)) => catalog::find(store.as_ref(), id).await?.database,
+        (None, None) => {
+            let configured = config.databases()?;
+            match configured.as_slice() {
+                [only] => only.clone(),
+                _ => {
+                    return Err(vault::Error::Config(format!(
+                        "the config backs up several databases ({}): say which with --database",
+                        configured.join(", ")
+                    ))
+                    .into());
+                }
+            }
+        }
+    };
+    let request = RestoreRequest {
+        database,
+        selector,
+        target_db: args.target_db.clone(),
+        replace: args.replace,
+        globals: args.globals,
+        jobs: args.jobs,
+        no_owner: args.no_owner,
+        temp_dir: args.temp_dir.clone(),
+    };
+    let progress = super::progress::for_stderr();
+    let job = RestoreJob {
+        store,
+        target,
+        pg_bin_dir: config.source.pg_bin_dir.clone(),
+        identities,
+        progress: Arc::clone(&progress),
+    };
+    let plan = job.plan(&request, now).await?;
+    if !args.json {
+        print_plan(&plan, args.dry_run);
+    }
+    if args.dry_run {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "plan": plan }))?
+            );
+        }
+        return Ok(());
+    }
+    if let Target::Replace { live, .. } = &plan.target
+        && !args.yes
+    {
+        confirm(live, &plan)?;
+    }
+
+    let (trigger, cancel) = Cancel::new();
+    tokio::spawn(async move {
+        super::shutdown_signal().await;
+        trigger.cancel();
+    });
+    let result = job
+        .execute(&plan, request.temp_dir.as_deref(), cancel)
+        .await;
+    progress.finish();
+    let report = result?;
+    tracing::info!(
+        id = %report.backup_id,
+        database = %report.database,
+        kept_as = report.kept_as.as_deref().unwrap_or(""),
+        seconds = report.seconds,
+        "restore complete"
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "plan": plan, "report": report }))?
+        );
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn print_plan(plan: &RestorePlan, dry_run: bool) {
+    let backup = &plan.backup;
+    println!(
+        "backup:        {} of `{}`, started {}{}",
+        backup.id,
+        backup.database,
+        rfc3339(backup.started_at),
+        backup
+            .label
+            .as_deref()
+            .map(|l| format!(" (label: {l})"))
+            .unwrap_or_default()
+    );
+    println!(
+        "data-loss gap: {}: everything written to `{}` after {} is not in this backup",
+        timespec::describe(plan.data_loss_gap()),
+        backup.database,
+        rfc3339(backup.started_at)
+    );
+    println!("server:        {}", plan.server);
+    println!(
+        "{}",
+        if dry_run {
+            "plan (dry run, nothing changed):"
+        } else {
+            "plan:"
+        }
+    );
+    for (n, step) in plan.steps().iter().enumerate() {
+        println!("  {}. {step}", n + 1);
+    }
+}
+
+/// `--replace` on a terminal asks for the database name; elsewhere it needs `--yes`.
+fn confirm(live: &str, plan: &RestorePlan) -> anyhow::Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(vault::Error::Config(format!(
+            "--replace would replace database `{live}` and end its sessions; pass --yes to \
+             confirm when not on a terminal (nothing was changed)"
+        ))
+        .into());
+    }
+    eprint!(
+        "Replace `{live}` on {} with backup {}? Type the database name to confirm: ",
+        plan.server, plan.backup_id
+    );
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != live {
+        return Err(Exit {
+            code: exit::FAILURE,
+            message: "not confirmed; nothing was changed".into(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn print_report(report: &RestoreReport) {
+    match &report.kept_as {
+        Some(kept) => println!(
+            "restored backup {} over `{}` in {:.1}s; the previous database is kept as `{kept}`",
+            report.backup_id, report.database, report.seconds
+        ),
+        None => println!(
+            "restored backup {} into `{}` in {:.1}s",
+            report.backup_id, report.database, report.seconds
+        ),
+    }
+    if !report.roles_created.is_empty() {
+        println!("roles created: {}", report.roles_created.join(", "));
+    }
+    let width = report
+        .tables
+        .iter()
+        .map(|t| t.schema.len() + t.name.len() + 1)
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!("{:<width$} {:>12} {:>12}", "TABLE", "DUMP TIME", "RESTORED");
+    let show = |n: Option<i64>| n.map_or("-".to_string(), |n| n.to_string());
+    for t in &report.tables {
+        println!(
+            "{:<width$} {:>12} {:>12}  {}",
+            format!("{}.{}", t.schema, t.name),
+            show(t.expected),
+            show(t.restored),
+            if t.matches() { "ok" } else { "MISMATCH" }
+        );
+    }
+    println!(
+        "large objects: {} at dump time, {} restored; sequences: {}",
+        report.large_objects_expected,
+        report.large_objects_restored,
+        if report.sequences_match {
+            "match"
+        } else {
+            "DIFFER"
+        }
+    );
+}
