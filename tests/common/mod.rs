@@ -110,6 +110,20 @@ impl S3Env {
         })
     }
 
+    /// Overwrites an object: how a test damages what vault stored.
+    pub fn put_object(&self, key: &str, body: Vec<u8>) {
+        block_on(async {
+            self.client()
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .body(body.into())
+                .send()
+                .await
+                .expect("put object");
+        })
+    }
+
     /// Every key under `prefix`.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         block_on(async {
@@ -286,6 +300,32 @@ pub fn backup_with(config: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `vault restore` with arguments; must succeed; returns its stdout.
+pub fn restore(config: &Path, args: &[&str]) -> String {
+    let out = vault_cmd(Some(config))
+        .arg("restore")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "vault restore {args:?} failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The databases of a cluster, sorted.
+pub fn databases(cluster: &ScratchCluster) -> Vec<String> {
+    cluster
+        .psql("postgres", "SELECT datname FROM pg_database ORDER BY 1")
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 pub fn list_json(config: &Path) -> Vec<serde_json::Value> {
