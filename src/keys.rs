@@ -128,6 +128,11 @@ impl Identities {
         Ok(Identities { keys })
     }
 
+    /// Identities already in memory (tests, and callers that hold keys themselves).
+    pub fn from_keys(keys: Vec<age::x25519::Identity>) -> Identities {
+        Identities { keys }
+    }
+
     /// The public keys of these identities, for "your identity is ..." messages.
     pub fn public_keys(&self) -> Vec<String> {
         self.keys

@@ -114,8 +114,10 @@ pub fn decrypt_decompress<R: Read, W: Write>(
 ) -> std::io::Result<(W, StreamSummary)> {
     let mut stored = HashingReader::new(source);
     let (sink, raw_digest) = {
-        let decryptor = age::Decryptor::new(&mut stored).map_err(age_error)?;
-        let plain = decryptor.decrypt(identities.as_dyn()).map_err(age_error)?;
+        let decryptor = age::Decryptor::new(&mut stored).map_err(|e| damaged(age_error(e)))?;
+        let plain = decryptor
+            .decrypt(identities.as_dyn())
+            .map_err(|e| damaged(age_error(e)))?;
         let mut decoder = zstd::stream::read::Decoder::new(plain)?;
         let mut raw = HashingWriter::new(sink);
         let mut buffer = vec![0u8; READ_BUFFER];
@@ -124,7 +126,7 @@ pub fn decrypt_decompress<R: Read, W: Write>(
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(damaged(e)),
             };
             raw.write_all(&buffer[..n])?;
             progress.advance(n as u64);
@@ -157,6 +159,18 @@ pub fn decrypt_small(sealed: &[u8], identities: &Identities) -> std::io::Result<
         .map_err(age_error)?
         .read_to_end(&mut plain)?;
     Ok(plain)
+}
+
+/// Errors on the reading side of a restore are damaged data (`InvalidData`), whatever kind
+/// age or zstd gave them (a cut at a chunk boundary is an `UnexpectedEof`), except a broken
+/// download, which stays a repository failure. Errors writing to the sink keep their kind.
+fn damaged(e: std::io::Error) -> std::io::Error {
+    let download = e.get_ref().is_some_and(|inner| inner.is::<DownloadBroke>());
+    if download || e.kind() == std::io::ErrorKind::InvalidData {
+        e
+    } else {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
 }
 
 /// age's header errors as I/O errors of kind `InvalidData` (its chunk errors already are).
@@ -223,5 +237,87 @@ mod tests {
             .read_to_end(&mut round)
             .unwrap();
         assert_eq!(round, plain);
+    }
+
+    fn sealed_sample() -> (age::x25519::Identity, Identities, Vec<u8>, Vec<u8>) {
+        let identity = age::x25519::Identity::generate();
+        let recipients = Recipients::from_config(&EncryptionConfig {
+            recipients: vec![identity.to_public().to_string()],
+            recipients_file: None,
+            identity_file: None,
+        })
+        .unwrap();
+        // Incompressible (an LCG), so the stored object spans several 64 KiB age chunks.
+        let mut state = 0x2545_f491_u32;
+        let plain: Vec<u8> = (0..300_000)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as u8
+            })
+            .collect();
+        let compression = Compression {
+            level: 1,
+            threads: 1,
+        };
+        let (stored, _) =
+            compress_encrypt(&plain[..], Vec::new(), &recipients, compression, &Silent).unwrap();
+        let identities = Identities::from_keys(vec![identity.clone()]);
+        (identity, identities, plain, stored)
+    }
+
+    #[test]
+    fn decrypt_decompress_restores_every_byte_and_the_backup_digests() {
+        let (_, identities, plain, stored) = sealed_sample();
+        let (out, summary) =
+            decrypt_decompress(&stored[..], Vec::new(), &identities, &Silent).unwrap();
+        assert_eq!(out, plain);
+        assert_eq!(summary.raw, Digest::of(&plain));
+        assert_eq!(summary.stored, Digest::of(&stored));
+    }
+
+    #[test]
+    fn flipped_truncated_or_extended_objects_are_refused() {
+        let (_, identities, _, stored) = sealed_sample();
+        let mut flipped = stored.clone();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 0x20;
+        let truncated = &stored[..stored.len() - 100];
+        // Cut exactly after a full chunk too: only age's final-chunk flag can catch that.
+        // The payload starts after the header's "--- mac" line and a 16-byte nonce; each
+        // chunk is 64 KiB of ciphertext plus a 16-byte tag.
+        let mac_line = stored.windows(4).position(|w| w == b"\n---").unwrap() + 1;
+        let header_end =
+            mac_line + stored[mac_line..].iter().position(|&b| b == b'\n').unwrap() + 1;
+        let chunks_start = header_end + 16;
+        let full_chunks = (stored.len() - chunks_start) / 65_552;
+        assert!(
+            full_chunks >= 3,
+            "the sample spans several chunks: {} bytes, payload at {chunks_start}",
+            stored.len()
+        );
+        let at_boundary = &stored[..chunks_start + 2 * 65_552];
+        let mut extended = stored.clone();
+        extended.extend_from_slice(b"appended");
+        for (what, bytes) in [
+            ("flipped", &flipped[..]),
+            ("truncated", truncated),
+            ("cut at a chunk", at_boundary),
+            ("extended", &extended[..]),
+        ] {
+            let err = decrypt_decompress(bytes, Vec::new(), &identities, &Silent)
+                .map(|_| ())
+                .unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{what}: {err}");
+        }
+    }
+
+    #[test]
+    fn another_identity_cannot_decrypt() {
+        let (_, _, _, stored) = sealed_sample();
+        let other = Identities::from_keys(vec![age::x25519::Identity::generate()]);
+        let err = decrypt_decompress(&stored[..], Vec::new(), &other, &Silent)
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
     }
 }
