@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::process::{Child, ChildStderr, Stdio};
 
 use common::*;
@@ -108,33 +108,8 @@ fn listing_reads_every_page_of_a_large_repository() {
 
 /// Starts `vault backup` and returns once its multipart upload has begun (the dump is
 /// streaming), with what it logged so far.
-#[expect(
-    clippy::zombie_processes,
-    reason = "the caller receives the child and waits for it"
-)]
 fn backup_until_uploading(config: &std::path::Path) -> (Child, BufReader<ChildStderr>, String) {
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vault"))
-        .arg("--config")
-        .arg(config)
-        .arg("backup")
-        .env("VAULT_LOG", "vault=debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "vault ended before uploading: {seen}"
-        );
-        seen.push_str(&line);
-        if line.contains("multipart upload started") {
-            return (child, stderr, seen);
-        }
-    }
+    spawn_until(config, &["backup"], "multipart upload started")
 }
 
 const BIG_TABLE: &str = "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5(random()::text) \

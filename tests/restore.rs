@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -291,22 +290,17 @@ fn parallel_restore_matches_the_stream_and_leaves_no_temp_files() {
     assert_eq!(content_fingerprint(&pg, "streamed"), source);
     assert_eq!(left_in_temp(), 0);
     // $TMPDIR is the default place.
-    let out = vault_cmd(Some(&config))
-        .args([
-            "restore",
-            "--latest",
-            "--target-db",
-            "via_tmpdir",
-            "--jobs",
-            "2",
-        ])
-        .env("TMPDIR", temp.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        vault_cmd(Some(&config))
+            .args([
+                "restore",
+                "--latest",
+                "--target-db",
+                "via_tmpdir",
+                "--jobs",
+                "2",
+            ])
+            .env("TMPDIR", temp.path()),
     );
     assert_eq!(left_in_temp(), 0);
 
@@ -319,37 +313,17 @@ fn parallel_restore_matches_the_stream_and_leaves_no_temp_files() {
     .unwrap();
     backup(&config);
     for (signal, target) in [(libc::SIGINT, "interrupted"), (libc::SIGKILL, "killed")] {
-        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vault"))
-            .arg("--config")
-            .arg(&config)
-            .args([
-                "restore",
-                "--latest",
-                "--jobs",
-                "2",
-                "--temp-dir",
-                temp_arg,
-                "--target-db",
-                target,
-            ])
-            .env("VAULT_LOG", "vault=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut seen = String::new();
-        loop {
-            let mut line = String::new();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "vault ended early: {seen}"
-            );
-            seen.push_str(&line);
-            if line.contains("pg_restore -j 2 into") {
-                break;
-            }
-        }
+        let args = [
+            "restore",
+            "--latest",
+            "--jobs",
+            "2",
+            "--temp-dir",
+            temp_arg,
+            "--target-db",
+            target,
+        ];
+        let (mut child, _stderr, seen) = spawn_until(&config, &args, "pg_restore -j 2 into");
         std::thread::sleep(Duration::from_millis(300));
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(child.id() as i32, signal) };
@@ -444,16 +418,9 @@ fn snapshot_is_pinned_and_labelled_and_unpin_releases_it() {
         &format!("url = \"{}\"", ws.path("repo").display()),
         "",
     );
-    let out = vault_cmd(Some(&config))
-        .args(["snapshot", "--label", "before migration 0042"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let out =
+        run_ok(vault_cmd(Some(&config)).args(["snapshot", "--label", "before migration 0042"]));
+    let id = out.trim().to_string();
     let plain = backup(&config);
     let entry = |id: &str| {
         list_json(&config)

@@ -140,9 +140,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         super::shutdown_signal().await;
         trigger.cancel();
     });
-    let result = job
-        .execute(&plan, request.temp_dir.as_deref(), cancel)
-        .await;
+    let result = job.execute(&plan, cancel).await;
     progress.finish();
     let report = result?;
     tracing::info!(

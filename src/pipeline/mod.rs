@@ -76,17 +76,7 @@ pub fn compress_encrypt<R: Read, W: Write>(
     }
     let mut raw = HashingWriter::new(compressor);
 
-    let mut buffer = vec![0u8; READ_BUFFER];
-    loop {
-        let n = match source.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        raw.write_all(&buffer[..n])?;
-        progress.advance(n as u64);
-    }
+    copy_counted(&mut source, &mut raw, progress, |e| e)?;
 
     let (compressor, raw_digest) = raw.finish();
     let encrypted = compressor.finish()?;
@@ -120,17 +110,7 @@ pub fn decrypt_decompress<R: Read, W: Write>(
             .map_err(|e| damaged(age_error(e)))?;
         let mut decoder = zstd::stream::read::Decoder::new(plain)?;
         let mut raw = HashingWriter::new(sink);
-        let mut buffer = vec![0u8; READ_BUFFER];
-        loop {
-            let n = match decoder.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(damaged(e)),
-            };
-            raw.write_all(&buffer[..n])?;
-            progress.advance(n as u64);
-        }
+        copy_counted(&mut decoder, &mut raw, progress, damaged)?;
         raw.finish()
     };
     let trailing = std::io::copy(&mut stored, &mut std::io::sink())?;
@@ -159,6 +139,27 @@ pub fn decrypt_small(sealed: &[u8], identities: &Identities) -> std::io::Result<
         .map_err(age_error)?
         .read_to_end(&mut plain)?;
     Ok(plain)
+}
+
+/// Copies `source` into `sink` in `READ_BUFFER` blocks, reporting the bytes as progress.
+/// `on_read_error` classifies failures of the reading side.
+fn copy_counted<R: Read, W: Write>(
+    source: &mut R,
+    sink: &mut W,
+    progress: &dyn Progress,
+    on_read_error: fn(std::io::Error) -> std::io::Error,
+) -> std::io::Result<()> {
+    let mut buffer = vec![0u8; READ_BUFFER];
+    loop {
+        let n = match source.read(&mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(on_read_error(e)),
+        };
+        sink.write_all(&buffer[..n])?;
+        progress.advance(n as u64);
+    }
 }
 
 /// Errors on the reading side of a restore are damaged data (`InvalidData`), whatever kind

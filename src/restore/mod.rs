@@ -98,6 +98,8 @@ pub struct RestorePlan {
     pub live_sessions: Option<i64>,
     #[serde(skip)]
     facts: DumpFacts,
+    #[serde(skip)]
+    temp_dir: Option<PathBuf>,
 }
 
 impl RestorePlan {
@@ -247,17 +249,13 @@ impl RestoreJob {
             no_owner: request.no_owner,
             live_sessions,
             facts,
+            temp_dir: request.temp_dir.clone(),
         })
     }
 
     /// Carries out a plan. On any failure, the databases this restore created are dropped
     /// and the live database is as it was.
-    pub async fn execute(
-        &self,
-        plan: &RestorePlan,
-        temp_dir: Option<&Path>,
-        cancel: Cancel,
-    ) -> Result<RestoreReport> {
+    pub async fn execute(&self, plan: &RestorePlan, cancel: Cancel) -> Result<RestoreReport> {
         let started = Instant::now();
         let live = plan.backup.database.as_str();
         let admin = ServerAdmin::connect(&self.target, live).await?;
@@ -273,7 +271,7 @@ impl RestoreJob {
 
         let mut cancelled = cancel.clone();
         let work = async {
-            let restored_bytes = self.pg_restore(plan, &admin, temp_dir).await?;
+            let restored_bytes = self.pg_restore(plan, &admin).await?;
             self.progress
                 .phase(&format!("comparing `{into}` with the dump-time facts"));
             let report = self.compare(plan, into, restored_bytes).await?;
@@ -380,12 +378,7 @@ impl RestoreJob {
     }
 
     /// Runs pg_restore into the plan's database; returns the dump bytes restored.
-    async fn pg_restore(
-        &self,
-        plan: &RestorePlan,
-        admin: &ServerAdmin,
-        temp_dir: Option<&Path>,
-    ) -> Result<u64> {
+    async fn pg_restore(&self, plan: &RestorePlan, admin: &ServerAdmin) -> Result<u64> {
         let backup = &plan.backup;
         let tools = PgTools::locate(self.pg_bin_dir.as_deref(), Some(admin.server.major));
         let (version, major) = tools.version("pg_restore").await?;
@@ -417,7 +410,9 @@ impl RestoreJob {
         match plan.jobs {
             None => self.stream_into_pg_restore(backup, command).await,
             Some(jobs) => {
-                let (file, summary) = self.decrypt_to_temp_file(backup, temp_dir).await?;
+                let (file, summary) = self
+                    .decrypt_to_temp_file(backup, plan.temp_dir.as_deref())
+                    .await?;
                 self.progress
                     .phase(&format!("pg_restore -j {jobs} into `{into}`"));
                 pass_as_fd3(&mut command, &file);

@@ -109,6 +109,23 @@ impl S3Store {
     }
 
     /// Turns an SDK error into a sentence that says what is wrong and what to do.
+    /// Starts a GET of `key`; returns the full key and the response with its body unread.
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<(String, aws_sdk_s3::operation::get_object::GetObjectOutput)> {
+        let full = self.full_key(key);
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| self.explain("read", &full, e))?;
+        Ok((full, output))
+    }
+
     fn explain<E, R>(&self, action: &str, key: &str, err: SdkError<E, R>) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -377,15 +394,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
-        let full = self.full_key(key);
-        let output = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .send()
-            .await
-            .map_err(|e| self.explain("read", &full, e))?;
+        let (full, output) = self.get_object(key).await?;
         let body = output.body.collect().await.map_err(|e| {
             Error::Repository(format!(
                 "reading `{full}` from {} broke off: {e}",
@@ -396,15 +405,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn download(&self, key: &str) -> Result<super::ObjectReader> {
-        let full = self.full_key(key);
-        let output = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .send()
-            .await
-            .map_err(|e| self.explain("read", &full, e))?;
+        let (_, output) = self.get_object(key).await?;
         Ok(Box::new(output.body.into_async_read()))
     }
 

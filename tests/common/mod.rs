@@ -288,34 +288,67 @@ pub fn backup(config: &Path) -> String {
 
 /// `vault backup` with extra arguments; returns the id(s) it printed.
 pub fn backup_with(config: &Path, args: &[&str]) -> String {
-    let out = vault_cmd(Some(config))
-        .arg("backup")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "vault backup failed ({:?}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    run_ok(vault_cmd(Some(config)).arg("backup").args(args))
+        .trim()
+        .to_string()
 }
 
-/// `vault restore` with arguments; must succeed; returns its stdout.
-pub fn restore(config: &Path, args: &[&str]) -> String {
-    let out = vault_cmd(Some(config))
-        .arg("restore")
-        .args(args)
-        .output()
-        .unwrap();
+/// Runs a vault command that must succeed; returns its stdout, or fails the test with its
+/// stderr.
+pub fn run_ok(command: &mut Command) -> String {
+    let out = command.output().unwrap();
     assert!(
         out.status.success(),
-        "vault restore {args:?} failed ({:?}): {}",
+        "{command:?} failed ({:?}): {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Starts vault (`VAULT_LOG=vault=debug`) and reads its log until a line contains
+/// `needle`; returns the child, the rest of its stderr, and the log so far.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the caller receives the child and waits for it"
+)]
+pub fn spawn_until(
+    config: &Path,
+    args: &[&str],
+    needle: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStderr>,
+    String,
+) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vault"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("VAULT_LOG", "vault=debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "vault ended before `{needle}`: {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains(needle) {
+            return (child, stderr, seen);
+        }
+    }
+}
+
+/// `vault restore` with arguments; must succeed; returns its stdout.
+pub fn restore(config: &Path, args: &[&str]) -> String {
+    run_ok(vault_cmd(Some(config)).arg("restore").args(args))
 }
 
 /// The databases of a cluster, sorted.
