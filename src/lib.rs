@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod postgres;
 pub mod progress;
 pub mod restore;
+pub mod retention;
 pub mod storage;
 pub mod timespec;
 
