@@ -18,6 +18,8 @@ pub struct Config {
     pub encryption: EncryptionConfig,
     #[serde(default)]
     pub compression: CompressionConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -57,6 +59,106 @@ pub struct RepositoryConfig {
     /// Parts uploaded concurrently. Memory is about (parts_in_flight + 1) × part size.
     #[serde(default = "default_parts_in_flight")]
     pub parts_in_flight: usize,
+    /// S3 Object Lock: every object vault stores gets this retention, so no one (vault
+    /// included) can delete it earlier. The bucket must have Object Lock enabled.
+    pub object_lock: Option<ObjectLockConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLockConfig {
+    pub mode: ObjectLockMode,
+    pub days: u32,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ObjectLockMode {
+    /// Users with `s3:BypassGovernanceRetention` may still delete early.
+    Governance,
+    /// Nobody, not even the root account, can delete before the date.
+    Compliance,
+}
+
+/// `[retention]`: which backups `vault prune` keeps (see `retention.rs` for the rules).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Keep every backup younger than this (`30d`, `12h`, `2w`).
+    #[serde(default = "default_keep_within")]
+    pub keep_within: String,
+    /// GFS rules, restic's meaning: the newest N backups; the newest backup of each of the
+    /// last N days / ISO weeks / months that have backups (UTC).
+    #[serde(default)]
+    pub keep_last: u32,
+    #[serde(default)]
+    pub keep_daily: u32,
+    #[serde(default)]
+    pub keep_weekly: u32,
+    #[serde(default)]
+    pub keep_monthly: u32,
+    /// The newest N backups that passed `vault verify` are always kept.
+    #[serde(default = "default_keep_verified")]
+    pub keep_verified: u32,
+    /// When a database's newest backup is older than this, backups have stopped and prune
+    /// deletes nothing of that database.
+    #[serde(default = "default_stale_after")]
+    pub stale_after: String,
+    /// Open multipart uploads and objects without a manifest younger than this are left
+    /// alone (they may belong to a backup still running).
+    #[serde(default = "default_garbage_grace")]
+    pub garbage_grace: String,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep_within: default_keep_within(),
+            keep_last: 0,
+            keep_daily: 0,
+            keep_weekly: 0,
+            keep_monthly: 0,
+            keep_verified: default_keep_verified(),
+            stale_after: default_stale_after(),
+            garbage_grace: default_garbage_grace(),
+        }
+    }
+}
+
+fn default_keep_within() -> String {
+    "30d".into()
+}
+fn default_keep_verified() -> u32 {
+    1
+}
+fn default_stale_after() -> String {
+    "24h".into()
+}
+fn default_garbage_grace() -> String {
+    "24h".into()
+}
+
+impl RetentionConfig {
+    /// The policy with its durations parsed; errors name the key.
+    pub fn policy(&self) -> Result<crate::retention::RetentionPolicy> {
+        Ok(crate::retention::RetentionPolicy {
+            keep_within: duration("retention.keep_within", &self.keep_within)?,
+            keep_last: self.keep_last,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_verified: self.keep_verified,
+            stale_after: duration("retention.stale_after", &self.stale_after)?,
+        })
+    }
+
+    pub fn garbage_grace(&self) -> Result<chrono::Duration> {
+        duration("retention.garbage_grace", &self.garbage_grace)
+    }
+}
+
+fn duration(key: &str, text: &str) -> Result<chrono::Duration> {
+    crate::timespec::parse_duration(text).map_err(|e| Error::Config(format!("{key}: {e}")))
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -147,6 +249,15 @@ impl Config {
                 self.repository.part_size_mib
             )));
         }
+        self.retention.policy()?;
+        self.retention.garbage_grace()?;
+        if let Some(lock) = &self.repository.object_lock
+            && lock.days == 0
+        {
+            return Err(Error::Config(
+                "repository.object_lock.days must be at least 1".into(),
+            ));
+        }
         if self.repository.parts_in_flight == 0 || self.repository.parts_in_flight > 32 {
             return Err(Error::Config(
                 "repository.parts_in_flight must be between 1 and 32".into(),
@@ -216,6 +327,32 @@ mod tests {
         let text = format!("{MINIMAL}\n[compression]\nlevle = 3\n");
         let err = Config::parse(&text, Path::new("t.toml")).unwrap_err();
         assert!(err.to_string().contains("levle"), "{err}");
+    }
+
+    #[test]
+    fn retention_and_object_lock_parse_with_their_defaults() {
+        let config = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
+        let policy = config.retention.policy().unwrap();
+        assert_eq!(policy.keep_within, chrono::Duration::days(30));
+        assert_eq!(policy.stale_after, chrono::Duration::hours(24));
+        assert_eq!(policy.keep_verified, 1);
+        assert_eq!(config.repository.object_lock, None);
+        let text = MINIMAL.replace(
+            "url = \"/var/lib/vault\"",
+            "url = \"/var/lib/vault\"\nobject_lock = { mode = \"COMPLIANCE\", days = 7 }",
+        ) + "\n[retention]\nkeep_within = \"7d\"\nkeep_daily = 14\n";
+        let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            config.repository.object_lock,
+            Some(ObjectLockConfig {
+                mode: ObjectLockMode::Compliance,
+                days: 7
+            })
+        );
+        assert_eq!(config.retention.policy().unwrap().keep_daily, 14);
+        let bad = format!("{MINIMAL}\n[retention]\nkeep_within = \"30 days\"\n");
+        let err = Config::parse(&bad, Path::new("t.toml")).unwrap_err();
+        assert!(err.to_string().contains("retention.keep_within"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod pipeline;
 pub mod postgres;
 pub mod progress;
+pub mod prune;
 pub mod restore;
 pub mod retention;
 pub mod storage;

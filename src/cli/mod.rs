@@ -8,6 +8,7 @@ pub mod keygen;
 pub mod list;
 pub mod pin;
 pub mod progress;
+pub mod prune;
 pub mod quickstart;
 pub mod restore;
 pub mod snapshot;
@@ -58,6 +59,8 @@ pub enum Command {
     List(list::Args),
     /// Restore a backup into a new database, or over the live one with --replace.
     Restore(restore::Args),
+    /// Delete what the retention policy no longer keeps, and the garbage of failed backups.
+    Prune(prune::Args),
     /// Keep a backup whatever the retention policy says.
     Pin(pin::Args),
     /// Hand a pinned backup back to the retention policy.
@@ -80,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshot(args) => snapshot::run(&cli.config, args).await,
         Command::List(args) => list::run(&cli.config, args).await,
         Command::Restore(args) => restore::run(&cli.config, args).await,
+        Command::Prune(args) => prune::run(&cli.config, args).await,
         Command::Pin(args) => pin::run(&cli.config, args, true).await,
         Command::Unpin(args) => pin::run(&cli.config, args, false).await,
         Command::Check(args) => check::run(&cli.config, args).await,

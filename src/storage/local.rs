@@ -61,6 +61,37 @@ impl LocalStore {
         Ok((temp, file))
     }
 
+    /// Every file below the root, partial ones included, keys relative to the root.
+    fn walk(&self) -> Result<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io_error("list", &dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| self.io_error("list", &dir, e))?;
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| self.io_error("stat", &entry.path(), e))?;
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                    continue;
+                }
+                let path = entry.path();
+                let relative = path.strip_prefix(&self.root).expect("below root");
+                out.push(ObjectInfo {
+                    key: relative.to_string_lossy().into_owned(),
+                    size: meta.len(),
+                    last_modified: meta.modified().ok().map(Into::into),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     fn commit_partial(&self, temp: &Path, file: std::fs::File, path: &Path) -> Result<()> {
         file.sync_all()
             .map_err(|e| self.io_error("sync", temp, e))?;
@@ -154,38 +185,51 @@ impl ObjectStore for LocalStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut out: Vec<ObjectInfo> = self
+            .walk()?
+            .into_iter()
+            .filter(|o| !o.key.contains(PARTIAL_MARKER) && o.key.starts_with(prefix))
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn list_incomplete(&self, prefix: &str) -> Result<Vec<super::IncompleteUpload>> {
         let mut out = Vec::new();
-        let mut stack = vec![self.root.clone()];
-        while let Some(dir) = stack.pop() {
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(self.io_error("list", &dir, e)),
+        for file in self.walk()? {
+            // `dir/.name.partial-<random>` is an unfinished `dir/name`.
+            let (dir, name) = file.key.rsplit_once('/').unwrap_or(("", &file.key));
+            let Some((object, _)) = name
+                .strip_prefix('.')
+                .and_then(|n| n.split_once(PARTIAL_MARKER))
+            else {
+                continue;
             };
-            for entry in entries {
-                let entry = entry.map_err(|e| self.io_error("list", &dir, e))?;
-                let meta = entry
-                    .metadata()
-                    .map_err(|e| self.io_error("stat", &entry.path(), e))?;
-                if meta.is_dir() {
-                    stack.push(entry.path());
-                    continue;
-                }
-                let relative = entry.path();
-                let relative = relative.strip_prefix(&self.root).expect("below root");
-                let key = relative.to_string_lossy().into_owned();
-                if key.contains(PARTIAL_MARKER) || !key.starts_with(prefix) {
-                    continue;
-                }
-                out.push(ObjectInfo {
+            let key = if dir.is_empty() {
+                object.to_string()
+            } else {
+                format!("{dir}/{object}")
+            };
+            if key.starts_with(prefix) {
+                out.push(super::IncompleteUpload {
                     key,
-                    size: meta.len(),
-                    last_modified: meta.modified().ok().map(Into::into),
+                    upload_id: file.key,
+                    initiated: file.last_modified,
                 });
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    async fn abort_incomplete(&self, upload: &super::IncompleteUpload) -> Result<()> {
+        if !upload.upload_id.contains(PARTIAL_MARKER) {
+            return Err(Error::Repository(format!(
+                "`{}` is not a partial file of this repository",
+                upload.upload_id
+            )));
+        }
+        self.delete(&upload.upload_id).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -217,6 +261,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path().to_path_buf());
         super::super::contract::upload_commits_only_on_finish(&store).await;
+        // A partial file of a killed writer is an incomplete upload, and aborting removes it.
+        let partial = dir.path().join("a/.four.partial-0123456789abcdef");
+        std::fs::write(&partial, b"half").unwrap();
+        let incomplete = store.list_incomplete("a/").await.unwrap();
+        assert_eq!(incomplete.len(), 1);
+        assert_eq!(incomplete[0].key, "a/four");
+        assert!(
+            store
+                .list("a/")
+                .await
+                .unwrap()
+                .iter()
+                .all(|o| o.key != "a/four")
+        );
+        store.abort_incomplete(&incomplete[0]).await.unwrap();
+        assert!(!partial.exists());
         // No temporary files are left behind by the aborted upload.
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("a"))
             .unwrap()

@@ -23,6 +23,16 @@ pub enum UploadChunk {
     Finish,
 }
 
+/// An upload that started and never finished.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IncompleteUpload {
+    /// The object it would have become.
+    pub key: String,
+    /// The store's handle for it (an S3 upload id, a partial file's path).
+    pub upload_id: String,
+    pub initiated: Option<DateTime<Utc>>,
+}
+
 /// A streamed object body.
 pub type ObjectReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
 
@@ -57,6 +67,22 @@ pub trait ObjectStore: Send + Sync {
 
     /// Removes an object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Uploads that started under `prefix` and never finished (S3 multipart uploads, partial
+    /// files of a directory repository): garbage of killed backups, for `vault prune`.
+    async fn list_incomplete(&self, _prefix: &str) -> Result<Vec<IncompleteUpload>> {
+        Ok(Vec::new())
+    }
+
+    /// Discards an unfinished upload.
+    async fn abort_incomplete(&self, _upload: &IncompleteUpload) -> Result<()> {
+        Ok(())
+    }
+
+    /// Until when S3 Object Lock forbids deleting `key`, if it has a retention date.
+    async fn locked_until(&self, _key: &str) -> Result<Option<DateTime<Utc>>> {
+        Ok(None)
+    }
 
     /// A cheap check that the store exists and answers, run before a backup starts so a
     /// missing bucket or a dead endpoint fails before pg_dump does any work.

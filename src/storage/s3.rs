@@ -11,13 +11,15 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, ObjectLockRetention, ObjectLockRetentionMode,
+};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::{ObjectInfo, ObjectStore, UploadChunk, join_key};
-use crate::config::{ChecksumMode, RepositoryConfig};
+use crate::config::{ChecksumMode, ObjectLockConfig, ObjectLockMode, RepositoryConfig};
 use crate::error::{Error, Result};
 
 const MIB: usize = 1024 * 1024;
@@ -32,6 +34,7 @@ pub struct S3Store {
     endpoint: String,
     base_part_size: usize,
     parts_in_flight: usize,
+    object_lock: Option<ObjectLockConfig>,
 }
 
 /// The size of part `number` (1-based) for a given first-part size.
@@ -101,6 +104,7 @@ impl S3Store {
                 .unwrap_or_else(|| "AWS S3".to_string()),
             base_part_size: config.part_size_mib as usize * MIB,
             parts_in_flight: config.parts_in_flight,
+            object_lock: config.object_lock.clone(),
         })
     }
 
@@ -109,6 +113,36 @@ impl S3Store {
     }
 
     /// Turns an SDK error into a sentence that says what is wrong and what to do.
+    /// With `repository.object_lock`, gives a just-stored object its retention date. Set
+    /// after the upload (one call for single and multipart objects alike); S3 then refuses
+    /// to delete that version before the date.
+    async fn protect(&self, key: &str) -> Result<()> {
+        let Some(lock) = &self.object_lock else {
+            return Ok(());
+        };
+        let until = chrono::Utc::now() + chrono::Duration::days(i64::from(lock.days));
+        let mode = match lock.mode {
+            ObjectLockMode::Governance => ObjectLockRetentionMode::Governance,
+            ObjectLockMode::Compliance => ObjectLockRetentionMode::Compliance,
+        };
+        self.client
+            .put_object_retention()
+            .bucket(&self.bucket)
+            .key(key)
+            .retention(
+                ObjectLockRetention::builder()
+                    .mode(mode)
+                    .retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(
+                        until.timestamp(),
+                    ))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.explain("set the object lock retention of", key, e))?;
+        Ok(())
+    }
+
     /// Starts a GET of `key`; returns the full key and the response with its body unread.
     async fn get_object(
         &self,
@@ -390,7 +424,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.explain("write", &full, e))?;
-        Ok(())
+        self.protect(&full).await
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
@@ -418,7 +452,9 @@ impl ObjectStore for S3Store {
         {
             self.abort(&full, id).await;
         }
-        result
+        let stored = result?;
+        self.protect(&full).await?;
+        Ok(stored)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
@@ -450,6 +486,77 @@ impl ObjectStore for S3Store {
             }
         }
         Ok(out)
+    }
+
+    async fn list_incomplete(&self, prefix: &str) -> Result<Vec<super::IncompleteUpload>> {
+        let full_prefix = self.full_key(prefix);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.explain("list the multipart uploads under", &full_prefix, e))?;
+            for upload in page.uploads() {
+                let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                out.push(super::IncompleteUpload {
+                    key: key[strip.min(key.len())..].to_string(),
+                    upload_id: id.to_string(),
+                    initiated: upload
+                        .initiated()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+                });
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() && id_marker.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn abort_incomplete(&self, upload: &super::IncompleteUpload) -> Result<()> {
+        let full = self.full_key(&upload.key);
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .upload_id(&upload.upload_id)
+            .send()
+            .await
+            .map_err(|e| self.explain("abort the multipart upload of", &full, e))?;
+        Ok(())
+    }
+
+    async fn locked_until(&self, key: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let full = self.full_key(key);
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| self.explain("read the retention of", &full, e))?;
+        Ok(head
+            .object_lock_retain_until_date()
+            .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())))
     }
 
     async fn probe(&self) -> Result<()> {
@@ -504,9 +611,24 @@ mod tests {
             checksums: None,
             part_size_mib,
             parts_in_flight: 2,
+            object_lock: None,
         };
         let prefix = format!("unit/{:016x}", rand::random::<u64>());
         S3Store::connect(&config, &bucket, &prefix).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn unfinished_multipart_uploads_are_listed_and_aborted() {
+        let store = test_store(5).await;
+        let full = store.full_key("data/app/x/dump.pgdump.zst.age");
+        let id = store.create_multipart(&full).await.unwrap();
+        let open = store.list_incomplete("data/").await.unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].key, "data/app/x/dump.pgdump.zst.age");
+        assert_eq!(open[0].upload_id, id);
+        assert!(open[0].initiated.is_some());
+        store.abort_incomplete(&open[0]).await.unwrap();
+        assert!(store.list_incomplete("data/").await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -1,0 +1,125 @@
+//! `vault prune`: print the retention plan (a reason for every keep and delete, and the
+//! garbage), then apply it unless `--dry-run`.
+
+use std::path::Path;
+
+use chrono::Utc;
+use vault::prune::{self, PruneOutcome};
+use vault::timespec::{self, rfc3339};
+
+use super::exit::{self, Exit};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print the plan and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Evaluate the policy as of this time (RFC 3339, or how long ago: 2h, 3d) instead of
+    /// now: for planning and simulation. Object Lock dates are still judged by the real clock.
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// Print the plan (and what was done) as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
+    let config = super::load_config(config_path)?;
+    let policy = config.retention.policy()?;
+    let grace = config.retention.garbage_grace()?;
+    let clock = Utc::now();
+    let now = match &args.now {
+        Some(text) => timespec::parse_point_in_time(text, clock)?,
+        None => clock,
+    };
+    let store = vault::storage::open(&config.repository).await?;
+    let plan = prune::plan(store.as_ref(), &policy, grace, now).await?;
+    let outcome = if args.dry_run {
+        None
+    } else {
+        Some(prune::apply(store.as_ref(), &plan, clock).await)
+    };
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "plan": plan,
+                "applied": outcome,
+            }))?
+        );
+    } else {
+        println!(
+            "retention as of {} in {}: keep_within {}, keep_last {}, keep_daily {}, \
+             keep_weekly {}, keep_monthly {}, keep_verified {}, stale_after {}; garbage grace {}",
+            rfc3339(now),
+            store.location(),
+            config.retention.keep_within,
+            policy.keep_last,
+            policy.keep_daily,
+            policy.keep_weekly,
+            policy.keep_monthly,
+            policy.keep_verified,
+            config.retention.stale_after,
+            config.retention.garbage_grace
+        );
+        for line in prune::describe_plan(&plan) {
+            println!("{line}");
+        }
+        match &outcome {
+            None => println!("dry run: nothing was deleted"),
+            Some(outcome) => print_outcome(outcome),
+        }
+    }
+    for stall in &plan.retention.stalled {
+        tracing::warn!(
+            database = %stall.database,
+            newest = %stall.newest_id,
+            age = %timespec::describe(chrono::Duration::seconds(stall.newest_age_seconds)),
+            "backups have stopped; nothing of this database is pruned"
+        );
+    }
+    if let Some(outcome) = outcome {
+        tracing::info!(
+            deleted_backups = outcome.deleted_backups.len(),
+            deleted_objects = outcome.deleted_objects,
+            aborted_uploads = outcome.aborted_uploads,
+            deleted_orphans = outcome.deleted_orphans,
+            locked = outcome.locked.len(),
+            "prune complete"
+        );
+        if !outcome.failures.is_empty() {
+            for failure in &outcome.failures {
+                eprintln!("error: {failure}");
+            }
+            return Err(Exit {
+                code: exit::REPOSITORY,
+                message: format!(
+                    "{} deletion(s) failed in {}; what was deleted left no manifest pointing \
+                     at missing data — run prune again",
+                    outcome.failures.len(),
+                    store.location()
+                ),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn print_outcome(outcome: &PruneOutcome) {
+    for locked in &outcome.locked {
+        println!(
+            "kept    {}: under S3 Object Lock until {}",
+            locked.what,
+            rfc3339(locked.until)
+        );
+    }
+    println!(
+        "deleted {} backup(s) ({} objects), aborted {} unfinished upload(s), deleted {} orphan(s)",
+        outcome.deleted_backups.len(),
+        outcome.deleted_objects,
+        outcome.aborted_uploads,
+        outcome.deleted_orphans
+    );
+}

@@ -1,0 +1,472 @@
+//! `vault prune`: plan, then apply. The plan is the retention decision for every readable
+//! backup (`retention::plan`) plus the garbage — unfinished uploads and objects no manifest
+//! owns — older than the grace period. Applying deletes, for each backup, its manifest first
+//! (it leaves the catalog atomically) and then its data objects, so an interrupted prune
+//! leaves only orphans, never a manifest pointing at missing data. Objects still under S3
+//! Object Lock are skipped and reported, not failed on.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Duration, Utc};
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::catalog::{self, MANIFESTS_PREFIX};
+use crate::error::{Error, Result};
+use crate::retention::{self, BackupRef, RetentionPlan, RetentionPolicy};
+use crate::storage::{IncompleteUpload, ObjectInfo, ObjectStore};
+use crate::timespec;
+
+const DATA_PREFIX: &str = "data/";
+/// Deletions and lock checks in flight at once.
+const CONCURRENCY: usize = 16;
+
+/// Something in the repository that is not part of any complete backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Garbage {
+    /// `upload` (an unfinished multipart upload / partial file) or `orphan` (an object no
+    /// manifest owns).
+    pub kind: GarbageKind,
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    /// Old enough to remove; otherwise it may belong to a backup still running.
+    pub remove: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GarbageKind {
+    Upload,
+    Orphan,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PrunePlan {
+    pub retention: RetentionPlan,
+    pub garbage_grace_seconds: i64,
+    pub garbage: Vec<Garbage>,
+    /// Manifests that could not be read: their backups are neither kept nor deleted by
+    /// rule; their data is never treated as garbage.
+    pub unreadable: Vec<String>,
+}
+
+/// What applying a plan did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneOutcome {
+    pub deleted_backups: Vec<String>,
+    pub deleted_objects: usize,
+    pub aborted_uploads: usize,
+    pub deleted_orphans: usize,
+    /// Backups and orphans left in place because Object Lock still protects them.
+    pub locked: Vec<Locked>,
+    pub failures: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Locked {
+    pub what: String,
+    pub until: DateTime<Utc>,
+}
+
+/// Reads the repository and decides; changes nothing.
+pub async fn plan(
+    store: &dyn ObjectStore,
+    policy: &RetentionPolicy,
+    grace: Duration,
+    now: DateTime<Utc>,
+) -> Result<PrunePlan> {
+    let listing = catalog::list_backups(store, None).await?;
+    let backups: Vec<BackupRef> = listing
+        .backups
+        .iter()
+        .map(|m| BackupRef {
+            id: m.id.to_string(),
+            database: m.database.clone(),
+            started_at: m.started_at,
+            pinned: m.pinned,
+            // Verification records arrive with `vault verify`; until then none is verified.
+            verified: false,
+        })
+        .collect();
+    let retention = retention::plan(&backups, policy, now);
+    let manifest_keys: Vec<String> = store
+        .list(MANIFESTS_PREFIX)
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let data = store.list(DATA_PREFIX).await?;
+    let uploads = store.list_incomplete("").await?;
+    Ok(PrunePlan {
+        retention,
+        garbage_grace_seconds: grace.num_seconds(),
+        garbage: plan_garbage(&data, &manifest_keys, &uploads, grace, now),
+        unreadable: listing.unreadable.iter().map(ToString::to_string).collect(),
+    })
+}
+
+/// Orphans are data objects under `data/<db>/<id>/` with no `manifests/<db>/<id>.json`
+/// (readable or not); they and unfinished uploads are removed once older than `grace`.
+pub fn plan_garbage(
+    data: &[ObjectInfo],
+    manifest_keys: &[String],
+    uploads: &[IncompleteUpload],
+    grace: Duration,
+    now: DateTime<Utc>,
+) -> Vec<Garbage> {
+    let owned: HashSet<String> = manifest_keys
+        .iter()
+        .filter_map(|k| {
+            let rest = k.strip_prefix(MANIFESTS_PREFIX)?.strip_suffix(".json")?;
+            Some(format!("{DATA_PREFIX}{rest}/"))
+        })
+        .collect();
+    let old_enough = |since: Option<DateTime<Utc>>| since.is_some_and(|t| now - t > grace);
+    let mut garbage: Vec<Garbage> = uploads
+        .iter()
+        .map(|u| Garbage {
+            kind: GarbageKind::Upload,
+            key: u.key.clone(),
+            upload_id: Some(u.upload_id.clone()),
+            since: u.initiated,
+            remove: old_enough(u.initiated),
+        })
+        .collect();
+    for object in data {
+        let backup_prefix: String = object
+            .key
+            .splitn(4, '/')
+            .take(3)
+            .map(|part| format!("{part}/"))
+            .collect();
+        if !owned.contains(&backup_prefix) {
+            garbage.push(Garbage {
+                kind: GarbageKind::Orphan,
+                key: object.key.clone(),
+                upload_id: None,
+                since: object.last_modified,
+                remove: old_enough(object.last_modified),
+            });
+        }
+    }
+    garbage
+}
+
+/// Carries out a plan. `clock` is the real time, against which Object Lock dates are judged
+/// (the store enforces them by its clock, whatever `--now` said).
+pub async fn apply(
+    store: &dyn ObjectStore,
+    plan: &PrunePlan,
+    clock: DateTime<Utc>,
+) -> PruneOutcome {
+    let mut outcome = PruneOutcome::default();
+    let doomed: Vec<_> = plan.retention.to_delete().collect();
+
+    // Which of the doomed backups Object Lock still protects (any of its objects).
+    let checks = futures_util::stream::iter(doomed.iter().map(|d| async move {
+        let manifest_key = catalog::manifest_key(&d.database, &backup_id(&d.id));
+        let mut keys = vec![manifest_key];
+        let prefix = catalog::data_prefix(&d.database, &backup_id(&d.id));
+        keys.extend(store.list(&prefix).await?.into_iter().map(|o| o.key));
+        let mut latest: Option<DateTime<Utc>> = None;
+        for key in &keys {
+            if let Some(until) = store.locked_until(key).await?
+                && until > clock
+            {
+                latest = latest.max(Some(until));
+            }
+        }
+        Ok::<_, Error>((d, keys, latest))
+    }))
+    .buffered(CONCURRENCY)
+    .collect::<Vec<_>>()
+    .await;
+
+    let mut deletable = Vec::new();
+    for check in checks {
+        match check {
+            Ok((d, _, Some(until))) => outcome.locked.push(Locked {
+                what: format!("backup {} of {}", d.id, d.database),
+                until,
+            }),
+            Ok((d, keys, None)) => deletable.push((d, keys)),
+            Err(e) => outcome.failures.push(e.to_string()),
+        }
+    }
+
+    // Manifests first: once they are gone, the backups have left the catalog.
+    let manifests_gone = delete_all(
+        store,
+        deletable.iter().map(|(_, keys)| keys[0].clone()).collect(),
+    )
+    .await;
+    let mut data_keys = Vec::new();
+    for ((d, keys), result) in deletable.iter().zip(manifests_gone) {
+        match result {
+            Ok(()) => {
+                outcome.deleted_backups.push(d.id.clone());
+                outcome.deleted_objects += 1;
+                data_keys.extend(keys[1..].iter().cloned());
+            }
+            Err(e) => outcome.failures.push(e.to_string()),
+        }
+    }
+    for result in delete_all(store, data_keys).await {
+        match result {
+            Ok(()) => outcome.deleted_objects += 1,
+            Err(e) => outcome.failures.push(e.to_string()),
+        }
+    }
+
+    for item in plan.garbage.iter().filter(|g| g.remove) {
+        let result = match item.kind {
+            GarbageKind::Upload => {
+                let upload = IncompleteUpload {
+                    key: item.key.clone(),
+                    upload_id: item.upload_id.clone().unwrap_or_default(),
+                    initiated: item.since,
+                };
+                store.abort_incomplete(&upload).await.map(|()| {
+                    outcome.aborted_uploads += 1;
+                })
+            }
+            GarbageKind::Orphan => match store.locked_until(&item.key).await {
+                Ok(Some(until)) if until > clock => {
+                    outcome.locked.push(Locked {
+                        what: format!("orphan {}", item.key),
+                        until,
+                    });
+                    Ok(())
+                }
+                Ok(_) => store.delete(&item.key).await.map(|()| {
+                    outcome.deleted_orphans += 1;
+                }),
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = result {
+            outcome.failures.push(e.to_string());
+        }
+    }
+    outcome
+}
+
+async fn delete_all(store: &dyn ObjectStore, keys: Vec<String>) -> Vec<Result<()>> {
+    futures_util::stream::iter(
+        keys.into_iter()
+            .map(|key| async move { store.delete(&key).await }),
+    )
+    .buffered(CONCURRENCY)
+    .collect()
+    .await
+}
+
+fn backup_id(id: &str) -> catalog::BackupId {
+    serde_json::from_value(serde_json::Value::String(id.to_string()))
+        .expect("a string is a BackupId")
+}
+
+/// One line per decision, for people.
+pub fn describe_plan(plan: &PrunePlan) -> Vec<String> {
+    let now = plan.retention.now;
+    let mut lines = Vec::new();
+    for d in &plan.retention.decisions {
+        let age = timespec::describe(now - d.started_at);
+        let why = if d.keep {
+            d.reasons
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        } else {
+            format!("no rule keeps it (age {age})")
+        };
+        lines.push(format!(
+            "{:<7} {:<16} {}  {why}",
+            if d.keep { "keep" } else { "delete" },
+            d.database,
+            d.id
+        ));
+    }
+    for stall in &plan.retention.stalled {
+        lines.push(format!(
+            "warning: backups of `{}` have stopped: the newest ({}) is {} old, more than \
+             stale_after; nothing of `{}` is deleted until a backup succeeds",
+            stall.database,
+            stall.newest_id,
+            timespec::describe(Duration::seconds(stall.newest_age_seconds)),
+            stall.database
+        ));
+    }
+    for problem in &plan.unreadable {
+        lines.push(format!("warning: left alone, unreadable: {problem}"));
+    }
+    for g in &plan.garbage {
+        let age = g.since.map_or("age unknown".to_string(), |t| {
+            format!("{} old", timespec::describe(now - t))
+        });
+        let (action, what) = match (g.kind, g.remove) {
+            (GarbageKind::Upload, true) => ("abort", "unfinished upload"),
+            (GarbageKind::Orphan, true) => ("delete", "no manifest owns it"),
+            (GarbageKind::Upload, false) => (
+                "keep",
+                "unfinished upload within the grace period (a backup may be running)",
+            ),
+            (GarbageKind::Orphan, false) => (
+                "keep",
+                "no manifest yet, within the grace period (a backup may be running)",
+            ),
+        };
+        lines.push(format!("{action:<7} garbage {}  {what}, {age}", g.key));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    fn object(key: &str, when: &str) -> ObjectInfo {
+        ObjectInfo {
+            key: key.into(),
+            size: 1,
+            last_modified: Some(at(when)),
+        }
+    }
+
+    #[test]
+    fn orphans_and_uploads_older_than_the_grace_are_removed_and_owned_data_never() {
+        let now = at("2026-11-27T12:00:00Z");
+        let data = vec![
+            object(
+                "data/app/20261101T000000Z-aaaaaa/dump.pgdump.zst.age",
+                "2026-11-01T00:00:00Z",
+            ),
+            object(
+                "data/app/20261101T000000Z-aaaaaa/facts.json.age",
+                "2026-11-01T00:00:00Z",
+            ),
+            // Damaged manifest: its data is still owned.
+            object(
+                "data/app/20261102T000000Z-bbbbbb/dump.pgdump.zst.age",
+                "2026-11-02T00:00:00Z",
+            ),
+            // No manifest: one old, one young (a running backup), one of unknown age.
+            object(
+                "data/app/20261103T000000Z-cccccc/dump.pgdump.zst.age",
+                "2026-11-03T00:00:00Z",
+            ),
+            object(
+                "data/app/20261127T100000Z-dddddd/dump.pgdump.zst.age",
+                "2026-11-27T10:00:00Z",
+            ),
+            ObjectInfo {
+                key: "data/app/20261104T000000Z-eeeeee/facts.json.age".into(),
+                size: 1,
+                last_modified: None,
+            },
+        ];
+        let manifests = vec![
+            "manifests/app/20261101T000000Z-aaaaaa.json".to_string(),
+            "manifests/app/20261102T000000Z-bbbbbb.json".to_string(),
+        ];
+        let uploads = vec![
+            IncompleteUpload {
+                key: "data/app/x/dump.pgdump.zst.age".into(),
+                upload_id: "old".into(),
+                initiated: Some(at("2026-11-26T11:00:00Z")),
+            },
+            IncompleteUpload {
+                key: "data/app/y/dump.pgdump.zst.age".into(),
+                upload_id: "young".into(),
+                initiated: Some(at("2026-11-26T13:00:00Z")),
+            },
+        ];
+        let garbage = plan_garbage(&data, &manifests, &uploads, Duration::hours(24), now);
+        let summary: Vec<(&str, bool)> = garbage
+            .iter()
+            .map(|g| (g.upload_id.as_deref().unwrap_or(g.key.as_str()), g.remove))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("old", true),
+                ("young", false),
+                ("data/app/20261103T000000Z-cccccc/dump.pgdump.zst.age", true),
+                (
+                    "data/app/20261127T100000Z-dddddd/dump.pgdump.zst.age",
+                    false
+                ),
+                ("data/app/20261104T000000Z-eeeeee/facts.json.age", false),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn apply_deletes_manifest_and_data_of_planned_backups_only() {
+        use crate::storage::memory::MemoryStore;
+        let store = MemoryStore::default();
+        let mut manifest =
+            catalog::Manifest::from_json(include_bytes!("../fixtures/manifests/v1.json"), "v1")
+                .unwrap();
+        let mut ids = Vec::new();
+        for (n, when) in ["2026-09-01T00:00:00Z", "2026-11-26T00:00:00Z"]
+            .iter()
+            .enumerate()
+        {
+            manifest.started_at = at(when);
+            manifest.id = backup_id(&format!("{}-00000{n}", at(when).format("%Y%m%dT%H%M%SZ")));
+            let prefix = catalog::data_prefix("demo", &manifest.id);
+            for name in ["dump.pgdump.zst.age", "facts.json.age", "globals.sql.age"] {
+                store
+                    .put(&format!("{prefix}{name}"), bytes::Bytes::from_static(b"x"))
+                    .await
+                    .unwrap();
+            }
+            store
+                .put(
+                    &catalog::manifest_key("demo", &manifest.id),
+                    bytes::Bytes::from(manifest.to_json()),
+                )
+                .await
+                .unwrap();
+            ids.push(manifest.id.to_string());
+        }
+        let now = at("2026-11-27T00:00:00Z");
+        let plan = plan(
+            &store,
+            &RetentionPolicy::default(),
+            Duration::hours(24),
+            now,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            plan.retention
+                .to_delete()
+                .map(|d| d.id.clone())
+                .collect::<Vec<_>>(),
+            vec![ids[0].clone()]
+        );
+        assert!(plan.garbage.is_empty());
+        let outcome = apply(&store, &plan, now).await;
+        assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+        assert_eq!(outcome.deleted_backups, vec![ids[0].clone()]);
+        assert_eq!(outcome.deleted_objects, 4);
+        let left: Vec<String> = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(left.len(), 4);
+        assert!(left.iter().all(|k| k.contains(&ids[1])), "{left:?}");
+    }
+}
