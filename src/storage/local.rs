@@ -235,10 +235,17 @@ impl ObjectStore for LocalStore {
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path_of(key)?;
         match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.io_error("delete", &path, e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.io_error("delete", &path, e)),
         }
+        // A backup's own directory (`data/<db>/<id>/`) goes with its last object, so pruning
+        // leaves no empty directories; shared ones (`data/<db>/`) stay, as a backup may be
+        // creating a file in them right now.
+        if key.split('/').count() >= 4 {
+            let _ = std::fs::remove_dir(path.parent().expect("has parent"));
+        }
+        Ok(())
     }
 
     async fn probe(&self) -> Result<()> {

@@ -110,6 +110,110 @@ impl S3Env {
         })
     }
 
+    /// The moto S3 server the suite started (`VAULT_TEST_MOTO_ENDPOINT`), with a new bucket
+    /// that has Object Lock enabled: the second S3 implementation, for Object Lock.
+    pub fn moto_with_object_lock(test: &str) -> S3Env {
+        let endpoint = std::env::var("VAULT_TEST_MOTO_ENDPOINT").expect(
+            "VAULT_TEST_MOTO_ENDPOINT is not set: run the suite with scripts/test, which starts \
+             moto's S3 server",
+        );
+        let env = S3Env {
+            endpoint,
+            bucket: format!(
+                "lock-{}",
+                unique_prefix(test).to_lowercase().replace(['_', '/'], "-")
+            ),
+        };
+        block_on(async {
+            env.client()
+                .create_bucket()
+                .bucket(&env.bucket)
+                .object_lock_enabled_for_bucket(true)
+                .send()
+                .await
+                .expect("create a bucket with Object Lock on moto");
+        });
+        env
+    }
+
+    /// Copies backup `id` of `database` under `prefix` (manifest and data objects) to new
+    /// ids that started at the given times, pinned or not: how tests get backups of many
+    /// ages without waiting for them. Returns the new ids, in the order given.
+    pub fn clone_backup(
+        &self,
+        prefix: &str,
+        database: &str,
+        id: &str,
+        clones: &[(chrono::DateTime<chrono::Utc>, bool)],
+    ) -> Vec<String> {
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &self.get_object(&format!("{prefix}/manifests/{database}/{id}.json")),
+        )
+        .unwrap();
+        let client = self.client();
+        block_on(async {
+            let mut ids = Vec::new();
+            let mut tasks = tokio::task::JoinSet::new();
+            for (n, (started, pinned)) in clones.iter().enumerate() {
+                let clone_id = format!("{}-{:06x}", started.format("%Y%m%dT%H%M%SZ"), n);
+                let mut copy = manifest.clone();
+                copy["id"] = clone_id.clone().into();
+                copy["started_at"] = started.to_rfc3339().into();
+                copy["finished_at"] = started.to_rfc3339().into();
+                copy["pinned"] = (*pinned).into();
+                let mut copies = Vec::new();
+                for object in ["dump", "facts", "globals"] {
+                    let from = copy[object]["key"].as_str().unwrap().to_string();
+                    let to = from.replace(id, &clone_id);
+                    copy[object]["key"] = to.clone().into();
+                    copies.push((format!("{prefix}/{from}"), format!("{prefix}/{to}")));
+                }
+                let manifest_key = format!("{prefix}/manifests/{database}/{clone_id}.json");
+                let (client, bucket) = (client.clone(), self.bucket.clone());
+                tasks.spawn(async move {
+                    for (from, to) in copies {
+                        client
+                            .copy_object()
+                            .bucket(&bucket)
+                            .copy_source(format!("{bucket}/{from}"))
+                            .key(to)
+                            .send()
+                            .await
+                            .expect("copy object");
+                    }
+                    client
+                        .put_object()
+                        .bucket(&bucket)
+                        .key(manifest_key)
+                        .body(serde_json::to_vec(&copy).unwrap().into())
+                        .send()
+                        .await
+                        .expect("put manifest");
+                });
+                while tasks.len() >= 32 {
+                    tasks.join_next().await.unwrap().unwrap();
+                }
+                ids.push(clone_id);
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.unwrap();
+            }
+            ids
+        })
+    }
+
+    pub fn delete_object(&self, key: &str) {
+        block_on(async {
+            self.client()
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .expect("delete object");
+        })
+    }
+
     /// Overwrites an object: how a test damages what vault stored.
     pub fn put_object(&self, key: &str, body: Vec<u8>) {
         block_on(async {
