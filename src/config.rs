@@ -355,6 +355,23 @@ mod tests {
         assert!(err.to_string().contains("retention.keep_within"), "{err}");
     }
 
+    /// The documented example must stay a valid config, with the defaults it claims.
+    #[test]
+    fn the_example_config_parses_with_the_documented_defaults() {
+        let config = Config::parse(
+            include_str!("../vault.example.toml"),
+            Path::new("vault.example.toml"),
+        )
+        .unwrap();
+        let policy = config.retention.policy().unwrap();
+        assert_eq!(policy, crate::retention::RetentionPolicy::default());
+        assert_eq!(
+            config.retention.garbage_grace().unwrap(),
+            chrono::Duration::hours(24)
+        );
+        assert_eq!(config.compression.level, 1);
+    }
+
     #[test]
     fn out_of_range_level_is_rejected() {
         let text = format!("{MINIMAL}\n[compression]\nlevel = 40\n");
