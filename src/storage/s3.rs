@@ -37,6 +37,11 @@ pub struct S3Store {
     object_lock: Option<ObjectLockConfig>,
 }
 
+/// An S3 timestamp as chrono's.
+fn to_chrono(t: &aws_sdk_s3::primitives::DateTime) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
 /// The size of part `number` (1-based) for a given first-part size.
 pub fn part_size(base: usize, number: u32) -> usize {
     base << ((number - 1) / PARTS_PER_STEP).min(20)
@@ -479,9 +484,7 @@ impl ObjectStore for S3Store {
                 out.push(ObjectInfo {
                     key: key[strip.min(key.len())..].to_string(),
                     size: object.size().unwrap_or(0).max(0) as u64,
-                    last_modified: object
-                        .last_modified()
-                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+                    last_modified: object.last_modified().and_then(to_chrono),
                 });
             }
         }
@@ -515,9 +518,7 @@ impl ObjectStore for S3Store {
                 out.push(super::IncompleteUpload {
                     key: key[strip.min(key.len())..].to_string(),
                     upload_id: id.to_string(),
-                    initiated: upload
-                        .initiated()
-                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+                    initiated: upload.initiated().and_then(to_chrono),
                 });
             }
             if page.is_truncated() != Some(true) {
@@ -554,9 +555,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.explain("read the retention of", &full, e))?;
-        Ok(head
-            .object_lock_retain_until_date()
-            .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())))
+        Ok(head.object_lock_retain_until_date().and_then(to_chrono))
     }
 
     async fn probe(&self) -> Result<()> {
