@@ -19,6 +19,8 @@ enum Subject {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct GlobalsPlan {
     pub statements: Vec<String>,
+    /// The roles the statements create, in order.
+    pub creates_roles: Vec<String>,
     pub kept_existing: Vec<String>,
 }
 
@@ -38,7 +40,15 @@ pub fn plan(sql: &str, roles: &HashSet<String>, tablespaces: &HashSet<String>) -
                     out.kept_existing.push(name);
                 }
             }
-            None => out.statements.push(statement),
+            None => {
+                if let (true, Subject::Role(name)) = (
+                    statement.to_ascii_uppercase().starts_with("CREATE ROLE "),
+                    subject(&statement),
+                ) {
+                    out.creates_roles.push(name);
+                }
+                out.statements.push(statement);
+            }
         }
     }
     out
@@ -207,6 +217,7 @@ GRANT CREATE ON TABLESPACE fast TO app_owner;
             ]
         );
         assert_eq!(plan.kept_existing, vec!["postgres", "fast"]);
+        assert_eq!(plan.creates_roles, vec!["app_owner", "équipe-analyse"]);
     }
 
     #[test]

@@ -353,28 +353,22 @@ impl RestoreJob {
         let sql = String::from_utf8_lossy(&sql);
         let (roles, tablespaces) = admin.roles_and_tablespaces().await?;
         let to_apply = globals::plan(&sql, &roles, &tablespaces);
-        let mut created = Vec::new();
         for statement in &to_apply.statements {
-            let summary: String = statement
-                .split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ");
-            match admin.execute_quietly(statement).await {
-                Ok(()) if summary.to_ascii_uppercase().starts_with("CREATE ROLE") => {
-                    created.push(
-                        summary["CREATE ROLE ".len()..]
-                            .trim_end_matches(';')
-                            .to_string(),
-                    );
-                }
-                Ok(()) => {}
-                Err(message) => self.progress.warn(&format!(
-                    "applying saved roles: `{summary} ...` failed: {message}"
-                )),
+            if let Err(message) = admin.execute_quietly(statement).await {
+                // The first words name the statement; the rest may hold a password hash.
+                let summary: Vec<&str> = statement.split_whitespace().take(3).collect();
+                self.progress.warn(&format!(
+                    "applying saved roles: `{} ...` failed: {message}",
+                    summary.join(" ")
+                ));
             }
         }
-        Ok(created)
+        let (roles, _) = admin.roles_and_tablespaces().await?;
+        Ok(to_apply
+            .creates_roles
+            .into_iter()
+            .filter(|r| roles.contains(r))
+            .collect())
     }
 
     /// Runs pg_restore into the plan's database; returns the dump bytes restored.
