@@ -425,8 +425,9 @@ impl RestoreJob {
         backup: &Manifest,
         command: tokio::process::Command,
     ) -> Result<u64> {
-        let body = self.store.download(&backup.dump.stored.key).await?;
-        let (reader, pump) = pipeline::download_channel(body);
+        let (reader, pump) =
+            pipeline::download_channel(Arc::clone(&self.store), backup.dump.stored.key.clone())
+                .await?;
         let pump = tokio::spawn(pump);
         let (pg_restore, stdin) = ChildProcess::spawn_with_stdin("pg_restore", command)?;
         let sink = std::fs::File::from(
@@ -503,8 +504,9 @@ impl RestoreJob {
             )
         })?;
 
-        let body = self.store.download(&backup.dump.stored.key).await?;
-        let (reader, pump) = pipeline::download_channel(body);
+        let (reader, pump) =
+            pipeline::download_channel(Arc::clone(&self.store), backup.dump.stored.key.clone())
+                .await?;
         let pump = tokio::spawn(pump);
         let identities = Arc::clone(&self.identities);
         let progress = Arc::clone(&self.progress);

@@ -133,11 +133,15 @@ impl ObjectStore for LocalStore {
             .map_err(|e| self.io_error("read", &path, e))
     }
 
-    async fn download(&self, key: &str) -> Result<super::ObjectReader> {
+    async fn download(&self, key: &str, offset: u64) -> Result<super::ObjectReader> {
+        use tokio::io::AsyncSeekExt;
         let path = self.path_of(key)?;
-        let file = tokio::fs::File::open(&path)
+        let mut file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| self.io_error("read", &path, e))?;
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| self.io_error("seek in", &path, e))?;
         Ok(Box::new(file))
     }
 

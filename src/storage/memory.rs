@@ -34,9 +34,10 @@ impl ObjectStore for MemoryStore {
             .ok_or_else(|| Error::Repository(format!("object `{key}` not found in memory store")))
     }
 
-    async fn download(&self, key: &str) -> Result<super::ObjectReader> {
+    async fn download(&self, key: &str, offset: u64) -> Result<super::ObjectReader> {
         let body = self.get(key).await?;
-        Ok(Box::new(std::io::Cursor::new(body)))
+        let start = (offset as usize).min(body.len());
+        Ok(Box::new(std::io::Cursor::new(body.slice(start..))))
     }
 
     async fn upload(&self, key: &str, mut chunks: mpsc::Receiver<UploadChunk>) -> Result<u64> {

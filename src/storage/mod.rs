@@ -54,9 +54,10 @@ pub trait ObjectStore: Send + Sync {
     /// Reads a small object whole.
     async fn get(&self, key: &str) -> Result<Bytes>;
 
-    /// Reads an object as a stream, for dumps too large to hold. A failure after the first
-    /// byte surfaces as an I/O error from the reader.
-    async fn download(&self, key: &str) -> Result<ObjectReader>;
+    /// Reads an object as a stream from byte `offset` on, for dumps too large to hold (and
+    /// to resume a broken download). A failure after the first byte surfaces as an I/O
+    /// error from the reader.
+    async fn download(&self, key: &str, offset: u64) -> Result<ObjectReader>;
 
     /// Stores a streamed object. Returns the number of bytes stored once the object is
     /// durable; if the channel closes before `Finish`, removes every trace and errors.
@@ -147,13 +148,21 @@ pub(crate) mod contract {
         assert_eq!(&store.get("a/one").await.unwrap()[..], b"hello world");
         let mut streamed = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(
-            &mut store.download("a/one").await.unwrap(),
+            &mut store.download("a/one", 0).await.unwrap(),
             &mut streamed,
         )
         .await
         .unwrap();
         assert_eq!(streamed, b"hello world");
-        assert!(store.download("a/missing").await.is_err());
+        let mut rest = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(
+            &mut store.download("a/one", 6).await.unwrap(),
+            &mut rest,
+        )
+        .await
+        .unwrap();
+        assert_eq!(rest, b"world");
+        assert!(store.download("a/missing", 0).await.is_err());
 
         let (tx, rx) = mpsc::channel(4);
         tx.send(UploadChunk::Data(Bytes::from_static(b"partial")))

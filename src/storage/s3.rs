@@ -148,10 +148,12 @@ impl S3Store {
         Ok(())
     }
 
-    /// Starts a GET of `key`; returns the full key and the response with its body unread.
+    /// Starts a GET of `key` from byte `offset`; returns the full key and the response with
+    /// its body unread.
     async fn get_object(
         &self,
         key: &str,
+        offset: u64,
     ) -> Result<(String, aws_sdk_s3::operation::get_object::GetObjectOutput)> {
         let full = self.full_key(key);
         let output = self
@@ -159,6 +161,7 @@ impl S3Store {
             .get_object()
             .bucket(&self.bucket)
             .key(&full)
+            .set_range((offset > 0).then(|| format!("bytes={offset}-")))
             .send()
             .await
             .map_err(|e| self.explain("read", &full, e))?;
@@ -433,7 +436,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
-        let (full, output) = self.get_object(key).await?;
+        let (full, output) = self.get_object(key, 0).await?;
         let body = output.body.collect().await.map_err(|e| {
             Error::Repository(format!(
                 "reading `{full}` from {} broke off: {e}",
@@ -443,8 +446,8 @@ impl ObjectStore for S3Store {
         Ok(body.into_bytes())
     }
 
-    async fn download(&self, key: &str) -> Result<super::ObjectReader> {
-        let (_, output) = self.get_object(key).await?;
+    async fn download(&self, key: &str, offset: u64) -> Result<super::ObjectReader> {
+        let (_, output) = self.get_object(key, offset).await?;
         Ok(Box::new(output.body.into_async_read()))
     }
 
