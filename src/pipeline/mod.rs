@@ -197,8 +197,8 @@ mod tests {
     use crate::config::EncryptionConfig;
     use crate::progress::Silent;
 
-    #[test]
-    fn round_trip_through_the_stages_keeps_every_byte_and_hashes_both_sides() {
+    /// A fresh identity and the recipients that encrypt to it.
+    fn new_key() -> (age::x25519::Identity, Recipients) {
         let identity = age::x25519::Identity::generate();
         let recipients = Recipients::from_config(&EncryptionConfig {
             recipients: vec![identity.to_public().to_string()],
@@ -206,6 +206,12 @@ mod tests {
             identity_file: None,
         })
         .unwrap();
+        (identity, recipients)
+    }
+
+    #[test]
+    fn round_trip_through_the_stages_keeps_every_byte_and_hashes_both_sides() {
+        let (identity, recipients) = new_key();
         let plain: Vec<u8> = (0..3_000_000u32)
             .flat_map(|i| (i % 251).to_le_bytes())
             .collect();
@@ -241,13 +247,7 @@ mod tests {
     }
 
     fn sealed_sample() -> (age::x25519::Identity, Identities, Vec<u8>, Vec<u8>) {
-        let identity = age::x25519::Identity::generate();
-        let recipients = Recipients::from_config(&EncryptionConfig {
-            recipients: vec![identity.to_public().to_string()],
-            recipients_file: None,
-            identity_file: None,
-        })
-        .unwrap();
+        let (identity, recipients) = new_key();
         // Incompressible (an LCG), so the stored object spans several 64 KiB age chunks.
         let mut state = 0x2545_f491_u32;
         let plain: Vec<u8> = (0..300_000)
