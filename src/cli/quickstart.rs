@@ -78,11 +78,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .await?;
     let vault = std::env::current_exe().unwrap_or_else(|_| "vault".into());
     eprintln!(
-        "\nNext: `{} --config {} list --json`, or restore by hand:\n  \
-         age -d -i {} <dump.pgdump.zst.age> | zstd -d | pg_restore -d <new database>",
-        vault.display(),
-        config_path.display(),
-        identity.display()
+        "\nNext: restore it into a new database beside the demo one:\n  \
+         {vault} --config {config} restore --latest\n\
+         or by hand, without vault:\n  \
+         age -d -i {identity} <dump.pgdump.zst.age> | zstd -d | pg_restore -d <new database>",
+        vault = vault.display(),
+        config = config_path.display(),
+        identity = identity.display()
     );
     Ok(())
 }
