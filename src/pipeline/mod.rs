@@ -23,6 +23,7 @@
 mod chunk;
 mod fetch;
 mod hash;
+mod offload;
 
 use std::io::{Read, Write};
 
@@ -96,7 +97,7 @@ pub fn compress_encrypt<R: Read, W: Write>(
 /// every byte of the object (bytes after age's final chunk are an error). The sink is
 /// returned unflushed and open: the caller decides, after checking the digests, whether the
 /// consumer may see the end of the stream.
-pub fn decrypt_decompress<R: Read, W: Write>(
+pub fn decrypt_decompress<R: Read, W: Write + Send + 'static>(
     source: R,
     sink: W,
     identities: &Identities,
@@ -109,9 +110,9 @@ pub fn decrypt_decompress<R: Read, W: Write>(
             .decrypt(identities.as_dyn())
             .map_err(|e| damaged(age_error(e)))?;
         let mut decoder = zstd::stream::read::Decoder::new(plain)?;
-        let mut raw = HashingWriter::new(sink);
+        let mut raw = offload::OffloadedHashingWriter::new(sink)?;
         copy_counted(&mut decoder, &mut raw, progress, damaged)?;
-        raw.finish()
+        raw.finish()?
     };
     let trailing = std::io::copy(&mut stored, &mut std::io::sink())?;
     if trailing > 0 {

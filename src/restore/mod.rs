@@ -430,11 +430,14 @@ impl RestoreJob {
                 .await?;
         let pump = tokio::spawn(pump);
         let (pg_restore, stdin) = ChildProcess::spawn_with_stdin("pg_restore", command)?;
-        let sink = std::fs::File::from(
+        // This function keeps its own handle on pg_restore's stdin, so the input closes
+        // only when it says so: after the digests matched, or after pg_restore was killed.
+        let stdin = Arc::new(std::fs::File::from(
             stdin
                 .into_owned_fd()
                 .map_err(|e| Error::io("cannot write to pg_restore", e))?,
-        );
+        ));
+        let sink = SharedFile(Arc::clone(&stdin));
         let identities = Arc::clone(&self.identities);
         let progress = Arc::clone(&self.progress);
         let stages = tokio::task::spawn_blocking(move || {
@@ -458,14 +461,17 @@ impl RestoreJob {
                 // pg_restore is killed (dropped) before its input is closed, so it never
                 // sees a clean end of a damaged stream.
                 drop(pg_restore);
+                drop(stdin);
                 return Err(self.stream_error(backup, e));
             }
         };
         if let Err(e) = check_summary(backup, &summary) {
             drop(pg_restore);
+            drop(stdin);
             return Err(e);
         }
         drop(sink);
+        drop(stdin);
         pg_restore.wait().await.map_err(explain_pg_restore)?;
         Ok(summary.raw.bytes)
     }
@@ -799,5 +805,18 @@ fn pass_as_fd3(command: &mut tokio::process::Command, file: &std::fs::File) {
             }
             Ok(())
         });
+    }
+}
+
+/// A writer over a file that others hold too: the descriptor closes with the last holder.
+struct SharedFile(Arc<std::fs::File>);
+
+impl std::io::Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&*self.0).flush()
     }
 }
