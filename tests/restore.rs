@@ -26,10 +26,31 @@ fn rolling_back_a_failed_migration_brings_back_the_pre_migration_contents() {
     let prefix = unique_prefix("rollback");
     let config = ws.config_for(&pg, "app", &s3_repository(&s3, &prefix), "");
 
+    // The database's own settings, comment and grants, which pg_restore alone would drop.
+    pg.psql(
+        "postgres",
+        "ALTER DATABASE app SET search_path = shop, public; \
+         ALTER DATABASE app SET statement_timeout = '5min'; \
+         ALTER ROLE app_reader IN DATABASE app SET work_mem = '8MB'; \
+         COMMENT ON DATABASE app IS 'the shop'; \
+         REVOKE CONNECT ON DATABASE app FROM PUBLIC; \
+         GRANT CONNECT ON DATABASE app TO app_reader",
+    )
+    .unwrap();
     let before_migration = content_fingerprint(&pg, "app");
+    let properties_before = database_properties(&pg, "app");
+    assert!(
+        properties_before.contains("the shop"),
+        "{properties_before}"
+    );
     let first = backup(&config);
     let between = now_rfc3339();
     std::thread::sleep(Duration::from_millis(1100));
+    pg.psql(
+        "postgres",
+        "ALTER DATABASE app SET search_path = public; COMMENT ON DATABASE app IS 'migrated'",
+    )
+    .unwrap();
     pg.psql(
         "app",
         "ALTER TABLE shop.customers DROP COLUMN avatar; \
@@ -65,6 +86,7 @@ fn rolling_back_a_failed_migration_brings_back_the_pre_migration_contents() {
     assert!(out.contains("is kept as `app_before_restore_"), "{out}");
 
     assert_eq!(content_fingerprint(&pg, "app"), before_migration);
+    assert_eq!(database_properties(&pg, "app"), properties_before);
     let kept: Vec<String> = databases(&pg)
         .into_iter()
         .filter(|d| d.starts_with("app_before_restore_"))
@@ -447,4 +469,28 @@ fn snapshot_is_pinned_and_labelled_and_unpin_releases_it() {
         2,
     );
     assert!(err.contains("no backup `20200101T000000Z-000000`"), "{err}");
+}
+
+/// A database's settings (its own and per role), comment and grants, in a stable order.
+fn database_properties(pg: &vault::postgres::cluster::ScratchCluster, db: &str) -> String {
+    pg.psql(
+        "postgres",
+        &format!(
+            "SELECT (SELECT coalesce(string_agg(x, ',' ORDER BY x), '') FROM unnest(coalesce(\
+                       (SELECT setconfig FROM pg_db_role_setting s \
+                        WHERE s.setdatabase = d.oid AND s.setrole = 0), '{{}}')) x) \
+               || ' | ' || coalesce(shobj_description(d.oid, 'pg_database'), '') \
+               || ' | ' || coalesce((SELECT string_agg(g, ',' ORDER BY g) FROM \
+                       (SELECT a.grantee::regrole::text || ':' || a.privilege_type AS g \
+                        FROM aclexplode(d.datacl) a) acl), 'default') \
+               || ' | ' || coalesce((SELECT string_agg(r, ',' ORDER BY r) FROM \
+                       (SELECT s.setrole::regrole::text || ':' || s.setconfig::text AS r \
+                        FROM pg_db_role_setting s \
+                        WHERE s.setdatabase = d.oid AND s.setrole <> 0) rs), '') \
+             FROM pg_database d WHERE d.datname = '{db}'"
+        ),
+    )
+    .unwrap()
+    .trim()
+    .to_string()
 }

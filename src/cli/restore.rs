@@ -253,13 +253,19 @@ fn print_report(report: &RestoreReport) {
         );
     }
     println!(
-        "large objects: {} at dump time, {} restored; sequences: {}",
+        "large objects: {} at dump time, {} restored; sequences: {}; database settings, \
+         comment and grants: {}",
         report.large_objects_expected,
         report.large_objects_restored,
         if report.sequences_match {
             "match"
         } else {
             "DIFFER"
+        },
+        match report.database_properties_restored {
+            Some(true) => "restored",
+            Some(false) => "partly restored (see the warnings above)",
+            None => "not recorded in this (older) backup",
         }
     );
 }

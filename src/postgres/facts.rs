@@ -10,7 +10,8 @@ use tokio_postgres::GenericClient;
 use super::client::describe_pg_error;
 use crate::error::{Error, Result};
 
-pub const FACTS_FORMAT: u32 = 1;
+/// Format 2 added `database_properties`; format 1 facts still read (without them).
+pub const FACTS_FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DumpFacts {
@@ -22,6 +23,38 @@ pub struct DumpFacts {
     /// sha256 over the sorted description of relations, columns, constraints, indexes,
     /// enum labels and policies (names and definitions; no OIDs, no owners).
     pub schema_fingerprint: String,
+    /// What belongs to the database itself; `None` in format 1 facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_properties: Option<DatabaseProperties>,
+}
+
+/// The database's own settings, comment and grants. pg_dump stores them, but pg_restore
+/// applies them only with `--create` (which restores under the original name), so a restore
+/// into a new or side database applies them from here.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DatabaseProperties {
+    /// `ALTER DATABASE … SET` values, `name=value` as the server stores them.
+    pub settings: Vec<String>,
+    /// `ALTER ROLE … IN DATABASE … SET` values.
+    pub role_settings: Vec<RoleSettings>,
+    pub comment: Option<String>,
+    /// Explicit privileges on the database; `None` means the defaults.
+    pub grants: Option<Vec<DatabaseGrant>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RoleSettings {
+    pub role: String,
+    pub settings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DatabaseGrant {
+    /// `None` is PUBLIC.
+    pub grantee: Option<String>,
+    /// CONNECT, CREATE or TEMPORARY.
+    pub privilege: String,
+    pub grantable: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -171,5 +204,83 @@ pub async fn capture(client: &impl GenericClient, database: &str) -> Result<Dump
         sequences,
         large_objects,
         schema_fingerprint: hex::encode(hasher.finalize()),
+        database_properties: Some(capture_properties(client).await?),
     })
+}
+
+async fn capture_properties(client: &impl GenericClient) -> Result<DatabaseProperties> {
+    let error = |e| db_error("the database's settings and grants", e);
+    let row = client
+        .query_one(
+            "SELECT coalesce((SELECT s.setconfig FROM pg_db_role_setting s \
+                              WHERE s.setdatabase = d.oid AND s.setrole = 0), '{}'::text[]), \
+                    shobj_description(d.oid, 'pg_database'), d.datacl IS NOT NULL \
+             FROM pg_database d WHERE d.datname = current_database()",
+            &[],
+        )
+        .await
+        .map_err(error)?;
+    let role_settings = client
+        .query(
+            "SELECT r.rolname::text, s.setconfig FROM pg_db_role_setting s \
+             JOIN pg_roles r ON r.oid = s.setrole JOIN pg_database d ON d.oid = s.setdatabase \
+             WHERE d.datname = current_database() ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(error)?
+        .into_iter()
+        .map(|r| RoleSettings {
+            role: r.get(0),
+            settings: r.get(1),
+        })
+        .collect();
+    let has_acl: bool = row.get(2);
+    let grants = if has_acl {
+        let rows = client
+            .query(
+                "SELECT CASE WHEN a.grantee = 0 THEN NULL \
+                             ELSE pg_get_userbyid(a.grantee)::text END, \
+                        a.privilege_type, a.is_grantable \
+                 FROM pg_database d, aclexplode(d.datacl) a \
+                 WHERE d.datname = current_database() ORDER BY 1 NULLS FIRST, 2",
+                &[],
+            )
+            .await
+            .map_err(error)?;
+        Some(
+            rows.into_iter()
+                .map(|r| DatabaseGrant {
+                    grantee: r.get(0),
+                    privilege: r.get(1),
+                    grantable: r.get(2),
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
+    Ok(DatabaseProperties {
+        settings: row.get(0),
+        role_settings,
+        comment: row.get(1),
+        grants,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Facts written before format 2 carry no database properties and still read.
+    #[test]
+    fn format_1_facts_still_read() {
+        let v1 = r#"{"format_version":1,"database":"app","tables":[{"schema":"public","name":"t","rows":3}],
+                     "sequences":[{"schema":"public","name":"s","last_value":null}],
+                     "large_objects":0,"schema_fingerprint":"ab"}"#;
+        let facts: DumpFacts = serde_json::from_str(v1).unwrap();
+        assert_eq!(facts.format_version, 1);
+        assert_eq!(facts.tables[0].rows, 3);
+        assert_eq!(facts.database_properties, None);
+    }
 }

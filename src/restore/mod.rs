@@ -127,6 +127,12 @@ impl RestorePlan {
             self.target.restore_into(),
             self.backup_id
         ));
+        if self.facts.database_properties.is_some() {
+            steps.push(format!(
+                "give `{}` the database's own settings, comment and grants from dump time",
+                self.target.restore_into()
+            ));
+        }
         steps.push(
             "compare every table's row count, the large objects and the sequences with the \
              facts captured at dump time"
@@ -177,6 +183,9 @@ pub struct RestoreReport {
     /// reported, not failed, since the data checks are what prove the restore.
     pub schema_fingerprint_matches: bool,
     pub roles_created: Vec<String>,
+    /// The database's own settings, comment and grants from dump time: `true` all applied,
+    /// `false` some failed (warned), `null` the backup predates them (facts format 1).
+    pub database_properties_restored: Option<bool>,
     pub restored_bytes: u64,
     pub seconds: f64,
 }
@@ -272,9 +281,22 @@ impl RestoreJob {
         let mut cancelled = cancel.clone();
         let work = async {
             let restored_bytes = self.pg_restore(plan, &admin).await?;
+            let properties_restored = match &plan.facts.database_properties {
+                Some(props) => {
+                    let failures = admin.apply_properties(into, props).await;
+                    for failure in &failures {
+                        self.progress.warn(&format!(
+                            "a database setting of `{into}` could not be restored: {failure}"
+                        ));
+                    }
+                    Some(failures.is_empty())
+                }
+                None => None,
+            };
             self.progress
                 .phase(&format!("comparing `{into}` with the dump-time facts"));
-            let report = self.compare(plan, into, restored_bytes).await?;
+            let mut report = self.compare(plan, into, restored_bytes).await?;
+            report.database_properties_restored = properties_restored;
             Ok::<_, Error>(report)
         };
         let outcome = tokio::select! {
@@ -660,6 +682,7 @@ fn compare_facts(
         sequences_match: expected.sequences == restored.sequences,
         schema_fingerprint_matches: expected.schema_fingerprint == restored.schema_fingerprint,
         roles_created: Vec::new(),
+        database_properties_restored: None,
         restored_bytes,
         seconds: 0.0,
     }

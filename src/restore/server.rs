@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 use crate::error::{Error, Result};
 use crate::postgres::ConnInfo;
 use crate::postgres::client::{ServerInfo, connect, describe_pg_error};
-use crate::postgres::facts::quote_ident;
+use crate::postgres::facts::{DatabaseProperties, quote_ident};
 
 pub struct ServerAdmin {
     client: Client,
@@ -210,6 +210,86 @@ impl ServerAdmin {
             .await;
         renamed?;
         reopened.map_err(|e| self.failed("reopening the kept database to connections", e))
+    }
+
+    /// Gives `database` the settings, comment and grants the original had at dump time.
+    /// Returns a sentence per part that failed (a role missing on this server, say): they
+    /// do not fail the restore, the data is what it must get right.
+    pub async fn apply_properties(
+        &self,
+        database: &str,
+        props: &DatabaseProperties,
+    ) -> Vec<String> {
+        let db = quote_ident(database);
+        let mut failures = Vec::new();
+        // `SET name FROM CURRENT` stores exactly what set_config parsed from the stored
+        // `name=value`, list-valued settings such as search_path included.
+        let mut assignments: Vec<(String, &str)> = props
+            .settings
+            .iter()
+            .map(|s| (format!("ALTER DATABASE {db}"), s.as_str()))
+            .collect();
+        for role in &props.role_settings {
+            for s in &role.settings {
+                assignments.push((
+                    format!("ALTER ROLE {} IN DATABASE {db}", quote_ident(&role.role)),
+                    s.as_str(),
+                ));
+            }
+        }
+        for (target, setting) in assignments {
+            let Some((name, value)) = setting.split_once('=') else {
+                continue;
+            };
+            let name_sql: Vec<String> = name.split('.').map(quote_ident).collect();
+            let result = async {
+                self.client.batch_execute("BEGIN").await?;
+                self.client
+                    .execute("SELECT set_config($1, $2, true)", &[&name, &value])
+                    .await?;
+                self.client
+                    .batch_execute(&format!(
+                        "{target} SET {} FROM CURRENT; COMMIT",
+                        name_sql.join(".")
+                    ))
+                    .await
+            }
+            .await;
+            if let Err(e) = result {
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                failures.push(format!("{target} SET {name}: {}", describe_pg_error(&e)));
+            }
+        }
+        let mut statements = Vec::new();
+        if let Some(comment) = &props.comment {
+            statements.push(format!(
+                "COMMENT ON DATABASE {db} IS {}",
+                quote_literal(comment)
+            ));
+        }
+        if let Some(grants) = &props.grants {
+            statements.push(format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"));
+            for g in grants {
+                statements.push(format!(
+                    "GRANT {} ON DATABASE {db} TO {}{}",
+                    g.privilege,
+                    g.grantee
+                        .as_deref()
+                        .map_or("PUBLIC".to_string(), quote_ident),
+                    if g.grantable {
+                        " WITH GRANT OPTION"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        for statement in statements {
+            if let Err(e) = self.client.batch_execute(&statement).await {
+                failures.push(format!("{statement}: {}", describe_pg_error(&e)));
+            }
+        }
+        failures
     }
 
     pub async fn roles_and_tablespaces(&self) -> Result<(HashSet<String>, HashSet<String>)> {
