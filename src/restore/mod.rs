@@ -214,6 +214,10 @@ impl RestoreJob {
             return Err(Error::Config("--jobs must be at least 1".into()));
         }
         let listing = catalog::list_backups(self.store.as_ref(), Some(&request.database)).await?;
+        for problem in &listing.unreadable {
+            self.progress
+                .warn(&format!("not considered for the restore: {problem}"));
+        }
         let backup = catalog::select(&listing.backups, &request.selector, &request.database)?;
         check_identity(backup, &self.identities)?;
         // The facts object is encrypted to the same recipients in the same run: opening it
