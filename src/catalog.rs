@@ -43,6 +43,13 @@ impl BackupId {
     }
 }
 
+/// An id as listed or typed (retention plans and `--id` carry ids as text).
+impl From<&str> for BackupId {
+    fn from(id: &str) -> BackupId {
+        BackupId(id.to_string())
+    }
+}
+
 impl fmt::Display for BackupId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

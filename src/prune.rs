@@ -15,7 +15,6 @@ use crate::catalog::{self, MANIFESTS_PREFIX};
 use crate::error::{Error, Result};
 use crate::retention::{self, BackupRef, RetentionPlan, RetentionPolicy};
 use crate::storage::{IncompleteUpload, ObjectInfo, ObjectStore};
-use crate::timespec;
 
 const DATA_PREFIX: &str = "data/";
 /// Deletions and lock checks in flight at once.
@@ -166,9 +165,9 @@ pub async fn apply(
 
     // Which of the doomed backups Object Lock still protects (any of its objects).
     let checks = futures_util::stream::iter(doomed.iter().map(|d| async move {
-        let manifest_key = catalog::manifest_key(&d.database, &backup_id(&d.id));
+        let manifest_key = catalog::manifest_key(&d.database, &d.id.as_str().into());
         let mut keys = vec![manifest_key];
-        let prefix = catalog::data_prefix(&d.database, &backup_id(&d.id));
+        let prefix = catalog::data_prefix(&d.database, &d.id.as_str().into());
         keys.extend(store.list(&prefix).await?.into_iter().map(|o| o.key));
         let mut latest: Option<DateTime<Utc>> = None;
         for key in &keys {
@@ -261,67 +260,6 @@ async fn delete_all(store: &dyn ObjectStore, keys: Vec<String>) -> Vec<Result<()
     .buffered(CONCURRENCY)
     .collect()
     .await
-}
-
-fn backup_id(id: &str) -> catalog::BackupId {
-    serde_json::from_value(serde_json::Value::String(id.to_string()))
-        .expect("a string is a BackupId")
-}
-
-/// One line per decision, for people.
-pub fn describe_plan(plan: &PrunePlan) -> Vec<String> {
-    let now = plan.retention.now;
-    let mut lines = Vec::new();
-    for d in &plan.retention.decisions {
-        let age = timespec::describe(now - d.started_at);
-        let why = if d.keep {
-            d.reasons
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        } else {
-            format!("no rule keeps it (age {age})")
-        };
-        lines.push(format!(
-            "{:<7} {:<16} {}  {why}",
-            if d.keep { "keep" } else { "delete" },
-            d.database,
-            d.id
-        ));
-    }
-    for stall in &plan.retention.stalled {
-        lines.push(format!(
-            "warning: backups of `{}` have stopped: the newest ({}) is {} old, more than \
-             stale_after; nothing of `{}` is deleted until a backup succeeds",
-            stall.database,
-            stall.newest_id,
-            timespec::describe(Duration::seconds(stall.newest_age_seconds)),
-            stall.database
-        ));
-    }
-    for problem in &plan.unreadable {
-        lines.push(format!("warning: left alone, unreadable: {problem}"));
-    }
-    for g in &plan.garbage {
-        let age = g.since.map_or("age unknown".to_string(), |t| {
-            format!("{} old", timespec::describe(now - t))
-        });
-        let (action, what) = match (g.kind, g.remove) {
-            (GarbageKind::Upload, true) => ("abort", "unfinished upload"),
-            (GarbageKind::Orphan, true) => ("delete", "no manifest owns it"),
-            (GarbageKind::Upload, false) => (
-                "keep",
-                "unfinished upload within the grace period (a backup may be running)",
-            ),
-            (GarbageKind::Orphan, false) => (
-                "keep",
-                "no manifest yet, within the grace period (a backup may be running)",
-            ),
-        };
-        lines.push(format!("{action:<7} garbage {}  {what}, {age}", g.key));
-    }
-    lines
 }
 
 #[cfg(test)]
@@ -421,7 +359,9 @@ mod tests {
             .enumerate()
         {
             manifest.started_at = at(when);
-            manifest.id = backup_id(&format!("{}-00000{n}", at(when).format("%Y%m%dT%H%M%SZ")));
+            manifest.id = format!("{}-00000{n}", at(when).format("%Y%m%dT%H%M%SZ"))
+                .as_str()
+                .into();
             let prefix = catalog::data_prefix("demo", &manifest.id);
             for name in ["dump.pgdump.zst.age", "facts.json.age", "globals.sql.age"] {
                 store

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
+use chrono::Duration;
 use chrono::Utc;
-use vault::prune::{self, PruneOutcome};
+use vault::prune::{self, GarbageKind, PruneOutcome, PrunePlan};
 use vault::timespec::{self, rfc3339};
 
 use super::exit::{self, Exit};
@@ -63,7 +64,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
             config.retention.stale_after,
             config.retention.garbage_grace
         );
-        for line in prune::describe_plan(&plan) {
+        for line in describe_plan(&plan) {
             println!("{line}");
         }
         match &outcome {
@@ -122,4 +123,60 @@ fn print_outcome(outcome: &PruneOutcome) {
         outcome.aborted_uploads,
         outcome.deleted_orphans
     );
+}
+
+/// One line per decision, for people.
+fn describe_plan(plan: &PrunePlan) -> Vec<String> {
+    let now = plan.retention.now;
+    let mut lines = Vec::new();
+    for d in &plan.retention.decisions {
+        let age = timespec::describe(now - d.started_at);
+        let why = if d.keep {
+            d.reasons
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        } else {
+            format!("no rule keeps it (age {age})")
+        };
+        lines.push(format!(
+            "{:<7} {:<16} {}  {why}",
+            if d.keep { "keep" } else { "delete" },
+            d.database,
+            d.id
+        ));
+    }
+    for stall in &plan.retention.stalled {
+        lines.push(format!(
+            "warning: backups of `{}` have stopped: the newest ({}) is {} old, more than \
+             stale_after; nothing of `{}` is deleted until a backup succeeds",
+            stall.database,
+            stall.newest_id,
+            timespec::describe(Duration::seconds(stall.newest_age_seconds)),
+            stall.database
+        ));
+    }
+    for problem in &plan.unreadable {
+        lines.push(format!("warning: left alone, unreadable: {problem}"));
+    }
+    for g in &plan.garbage {
+        let age = g.since.map_or("age unknown".to_string(), |t| {
+            format!("{} old", timespec::describe(now - t))
+        });
+        let (action, what) = match (g.kind, g.remove) {
+            (GarbageKind::Upload, true) => ("abort", "unfinished upload"),
+            (GarbageKind::Orphan, true) => ("delete", "no manifest owns it"),
+            (GarbageKind::Upload, false) => (
+                "keep",
+                "unfinished upload within the grace period (a backup may be running)",
+            ),
+            (GarbageKind::Orphan, false) => (
+                "keep",
+                "no manifest yet, within the grace period (a backup may be running)",
+            ),
+        };
+        lines.push(format!("{action:<7} garbage {}  {what}, {age}", g.key));
+    }
+    lines
 }
