@@ -146,7 +146,22 @@ fn at_chooses_among_three_backups_and_refuses_a_time_before_the_first() {
     assert_eq!(marks("r2b"), "1,2");
     restore(&config, &["--latest", "--target-db", "r3"]);
     assert_eq!(marks("r3"), "1,2,3");
-    restore(&config, &["--id", &ids[0], "--target-db", "rid"]);
+    // --json: the plan and the per-table report, machine-readable.
+    let json: serde_json::Value = serde_json::from_str(&restore(
+        &config,
+        &["--id", &ids[0], "--target-db", "rid", "--json"],
+    ))
+    .expect("restore --json prints JSON");
+    assert_eq!(json["plan"]["backup_id"], ids[0].as_str());
+    assert_eq!(json["report"]["database"], "rid");
+    let marks_row = json["report"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "marks")
+        .expect("marks is reported");
+    assert_eq!(marks_row["expected"], 1);
+    assert_eq!(marks_row["restored"], 1);
     assert_eq!(marks("rid"), "1");
     // Relative time: "0s" ago is now, so the newest.
     let out = restore(&config, &["--at", "0s"]);
@@ -402,6 +417,26 @@ fn missing_roles_fail_the_restore_and_globals_create_them_without_touching_exist
     );
     assert_eq!(databases(&fresh), dbs);
     assert_eq!(content_fingerprint(&fresh, "app"), live);
+
+    // --no-owner gives everything to the restoring role instead: same data, no roles made.
+    restore(
+        &fresh_config,
+        &["--latest", "--target-db", "unowned", "--no-owner"],
+    );
+    assert_eq!(
+        content_fingerprint(&fresh, "unowned"),
+        content_fingerprint(&source, "app")
+    );
+    assert_eq!(
+        fresh
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_roles WHERE rolname = 'app_owner'"
+            )
+            .unwrap()
+            .trim(),
+        "0"
+    );
 
     let out = restore(
         &fresh_config,
