@@ -128,6 +128,11 @@ pub fn data_prefix(database: &str, id: &BackupId) -> String {
     format!("data/{}/{id}/", database_segment(database))
 }
 
+/// Where every backup of `database` keeps its data objects.
+pub fn database_data_prefix(database: &str) -> String {
+    format!("data/{}/", database_segment(database))
+}
+
 pub const MANIFESTS_PREFIX: &str = "manifests/";
 
 impl Manifest {

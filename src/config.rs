@@ -20,6 +20,11 @@ pub struct Config {
     pub compression: CompressionConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    #[serde(default)]
+    pub verify: VerifyConfig,
+    /// Where vault keeps host-local state (lock files). Default: `/var/lib/vault` as root,
+    /// else `$XDG_STATE_HOME/vault` or `~/.local/state/vault`.
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -161,6 +166,151 @@ fn duration(key: &str, text: &str) -> Result<chrono::Duration> {
     crate::timespec::parse_duration(text).map_err(|e| Error::Config(format!("{key}: {e}")))
 }
 
+/// `[verify]`: where and how `vault verify` proves a backup restores.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// `ephemeral` (default: vault runs its own throwaway cluster) or `server` (an existing
+    /// scratch server at `scratch_url`; implied when `scratch_url` is set).
+    pub scratch: Option<ScratchKind>,
+    /// `postgresql://user@host:port/db` of a scratch server; vault creates a uniquely named
+    /// database there and drops it afterwards. Never defaults to the source server.
+    pub scratch_url: Option<String>,
+    /// initdb / pg_ctl / pg_restore of the backup's major version; default
+    /// `/usr/lib/postgresql/<major>/bin`, `pg_config --bindir`, then `PATH`.
+    pub pg_bin_dir: Option<PathBuf>,
+    /// The OS user the ephemeral cluster runs as when vault runs as root.
+    #[serde(default = "default_run_as")]
+    pub run_as: String,
+    /// A verify taking longer than this fails (and cleans up).
+    #[serde(default = "default_verify_timeout")]
+    pub timeout: String,
+    /// Run amcheck's `bt_index_check` on every B-tree index.
+    #[serde(default = "default_true")]
+    pub amcheck: bool,
+    /// `[[verify.checks]]`: queries whose single value must equal `expect`.
+    #[serde(default)]
+    pub checks: Vec<UserCheck>,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            scratch: None,
+            scratch_url: None,
+            pg_bin_dir: None,
+            run_as: default_run_as(),
+            timeout: default_verify_timeout(),
+            amcheck: true,
+            checks: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ScratchKind {
+    Ephemeral,
+    Server,
+}
+
+/// Where a verify restores into, resolved from `[verify]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scratch {
+    Ephemeral,
+    Server(String),
+}
+
+/// One `[[verify.checks]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserCheck {
+    pub name: String,
+    /// Run in a read-only transaction in the restored database; must return one row.
+    pub sql: String,
+    /// The first column's value, as text (`expect = 0` and `expect = "0"` are the same).
+    pub expect: Expected,
+    /// Only for backups of this database (default: every database).
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Expected {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Expected {
+    /// As PostgreSQL's text output would print it.
+    pub fn as_text(&self) -> String {
+        match self {
+            Expected::Text(t) => t.clone(),
+            Expected::Integer(n) => n.to_string(),
+            Expected::Float(f) => f.to_string(),
+            Expected::Bool(b) => if *b { "t" } else { "f" }.to_string(),
+        }
+    }
+}
+
+fn default_run_as() -> String {
+    "postgres".into()
+}
+fn default_verify_timeout() -> String {
+    "6h".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl VerifyConfig {
+    pub fn scratch(&self) -> Result<Scratch> {
+        match (self.scratch, &self.scratch_url) {
+            (Some(ScratchKind::Ephemeral), Some(_)) => Err(Error::Config(
+                "verify.scratch = \"ephemeral\" and verify.scratch_url are both set: remove \
+                 scratch_url to use a throwaway cluster, or scratch to use that server"
+                    .into(),
+            )),
+            (Some(ScratchKind::Server), None) => Err(Error::Config(
+                "verify.scratch = \"server\" needs verify.scratch_url = \"postgresql://...\" \
+                 (a server vault may create and drop databases on)"
+                    .into(),
+            )),
+            (_, Some(url)) => Ok(Scratch::Server(url.clone())),
+            (_, None) => Ok(Scratch::Ephemeral),
+        }
+    }
+
+    pub fn timeout(&self) -> Result<chrono::Duration> {
+        duration("verify.timeout", &self.timeout)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if let Scratch::Server(url) = self.scratch()? {
+            crate::postgres::ConnInfo::parse(&url)
+                .map_err(|e| Error::Config(format!("verify.scratch_url: {e}")))?;
+        }
+        self.timeout()?;
+        let mut names = std::collections::HashSet::new();
+        for check in &self.checks {
+            if check.name.trim().is_empty() || check.sql.trim().is_empty() {
+                return Err(Error::Config(
+                    "every [[verify.checks]] needs a non-empty `name` and `sql`".into(),
+                ));
+            }
+            if !names.insert(check.name.as_str()) {
+                return Err(Error::Config(format!(
+                    "two [[verify.checks]] are named `{}`: names identify checks in reports",
+                    check.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ChecksumMode {
@@ -251,6 +401,7 @@ impl Config {
         }
         self.retention.policy()?;
         self.retention.garbage_grace()?;
+        self.verify.validate()?;
         if let Some(lock) = &self.repository.object_lock
             && lock.days == 0
         {
@@ -286,6 +437,26 @@ impl Config {
                 "source.url `{}` names no database: add /DBNAME to it or list source.databases",
                 info.redacted()
             ))),
+        }
+    }
+
+    /// The host-local state directory (see `state_dir`).
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.state_dir {
+            return dir.clone();
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            return PathBuf::from("/var/lib/vault");
+        }
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        if let Some(state) = var("XDG_STATE_HOME") {
+            return PathBuf::from(state).join("vault");
+        }
+        match var("HOME") {
+            Some(home) => PathBuf::from(home).join(".local/state/vault"),
+            // SAFETY: as above.
+            None => std::env::temp_dir().join(format!("vault-{}", unsafe { libc::geteuid() })),
         }
     }
 

@@ -30,6 +30,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Another vault process holds the lock this operation needs; try again later.
+    #[error("{0}")]
+    Busy(String),
     /// The operator interrupted the operation (Ctrl-C / SIGTERM); nothing was committed.
     #[error("interrupted: {0}")]
     Interrupted(String),

@@ -54,6 +54,19 @@ impl Recipients {
         Ok(Recipients { keys })
     }
 
+    /// Parses recipients already known to be vault's (a manifest's list); `origin` names
+    /// where they come from in errors.
+    pub fn parse(texts: &[String], origin: &str) -> Result<Recipients> {
+        if texts.is_empty() {
+            return Err(Error::Key(format!("{origin} lists no age recipients")));
+        }
+        let keys = texts
+            .iter()
+            .map(|text| parse_recipient(text, origin))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Recipients { keys })
+    }
+
     /// The canonical `age1...` strings, in configuration order.
     pub fn public_keys(&self) -> Vec<String> {
         self.keys.iter().map(|k| k.to_string()).collect()

@@ -12,6 +12,7 @@ pub mod check;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod lock;
 pub mod pipeline;
 pub mod postgres;
 pub mod progress;
@@ -20,5 +21,6 @@ pub mod restore;
 pub mod retention;
 pub mod storage;
 pub mod timespec;
+pub mod verify;
 
 pub use error::{Error, Result};

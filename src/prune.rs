@@ -77,6 +77,8 @@ pub async fn plan(
     now: DateTime<Utc>,
 ) -> Result<PrunePlan> {
     let listing = catalog::list_backups(store, None).await?;
+    let data = store.list(DATA_PREFIX).await?;
+    let verified = crate::verify::record::states_from(data.iter().map(|o| o.key.as_str()));
     let backups: Vec<BackupRef> = listing
         .backups
         .iter()
@@ -85,8 +87,8 @@ pub async fn plan(
             database: m.database.clone(),
             started_at: m.started_at,
             pinned: m.pinned,
-            // Verification records arrive with `vault verify`; until then none is verified.
-            verified: false,
+            // The newest verify of the backup passed.
+            verified: crate::verify::record::state_of(&verified, m).is_some_and(|v| v.passed),
         })
         .collect();
     let retention = retention::plan(&backups, policy, now);
@@ -96,7 +98,6 @@ pub async fn plan(
         .into_iter()
         .map(|o| o.key)
         .collect();
-    let data = store.list(DATA_PREFIX).await?;
     let uploads = store.list_incomplete("").await?;
     Ok(PrunePlan {
         retention,

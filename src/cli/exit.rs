@@ -8,7 +8,8 @@
 //! | 3    | the source database or its tools failed (connection, pg_dump, pg_dumpall) |
 //! | 4    | the repository failed (unreachable, missing bucket, access denied) |
 //! | 5    | a key problem (bad recipient, missing or unsafe identity file) |
-//! | 6    | integrity: stored data does not match its checksum or cannot be decrypted |
+//! | 6    | integrity: stored data does not match its checksum or cannot be decrypted, or a verification check failed |
+//! | 7    | busy: another vault process holds the lock this command needs (e.g. a verify of the same scratch target); retry later |
 //! | 130  | interrupted (SIGINT / SIGTERM); nothing was committed |
 
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ pub const SOURCE: u8 = 3;
 pub const REPOSITORY: u8 = 4;
 pub const KEY: u8 = 5;
 pub const INTEGRITY: u8 = 6;
+pub const BUSY: u8 = 7;
 pub const INTERRUPTED: u8 = 130;
 
 /// An error whose exit code the command chose itself (e.g. "2 of 3 backups failed").
@@ -48,6 +50,7 @@ pub fn code_of(error: &Error) -> u8 {
         Error::Repository(_) => REPOSITORY,
         Error::Key(_) => KEY,
         Error::Integrity(_) => INTEGRITY,
+        Error::Busy(_) => BUSY,
         Error::Interrupted(_) => INTERRUPTED,
         Error::Io { .. } => FAILURE,
     }

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use vault::catalog::{self, Manifest};
+use vault::verify::record::{self, VerifyState};
 
 use super::exit::{self, Exit};
 
@@ -31,14 +32,17 @@ struct Entry<'a> {
     pinned: bool,
     key: &'a str,
     recipients: &'a [String],
+    /// The newest `vault verify` passed (true), failed (false), or none yet (null).
+    verified: Option<bool>,
+    verified_at: Option<String>,
 }
 
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-impl<'a> From<&'a Manifest> for Entry<'a> {
-    fn from(m: &'a Manifest) -> Self {
+impl<'a> Entry<'a> {
+    fn new(m: &'a Manifest, verify: Option<&VerifyState>) -> Self {
         Entry {
             id: m.id.as_str(),
             database: &m.database,
@@ -51,6 +55,8 @@ impl<'a> From<&'a Manifest> for Entry<'a> {
             pinned: m.pinned,
             key: &m.dump.stored.key,
             recipients: &m.encryption.recipients,
+            verified: verify.map(|v| v.passed),
+            verified_at: verify.map(|v| rfc3339(v.at)),
         }
     }
 }
@@ -60,13 +66,17 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let store = vault::storage::open(&config.repository).await?;
     let listing = catalog::list_backups(store.as_ref(), args.database.as_deref()).await?;
     let backups = &listing.backups;
+    let states = record::states(store.as_ref(), args.database.as_deref()).await?;
+    let entries: Vec<Entry> = backups
+        .iter()
+        .map(|m| Entry::new(m, record::state_of(&states, m)))
+        .collect();
     if args.json {
-        let entries: Vec<Entry> = backups.iter().map(Entry::from).collect();
         println!("{}", serde_json::to_string_pretty(&entries)?);
     } else if backups.is_empty() {
         eprintln!("no backups in {}", store.location());
     } else {
-        print_table(backups);
+        print_table(&entries);
     }
     // Listed what could be read; a damaged manifest still makes the exit code honest.
     for problem in &listing.unreadable {
@@ -86,21 +96,26 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_table(backups: &[Manifest]) {
+fn print_table(entries: &[Entry]) {
     println!(
-        "{:<23} {:<16} {:<19} {:>10} {:>10}  LABEL",
-        "ID", "DATABASE", "STARTED (UTC)", "STORED", "DUMP"
+        "{:<23} {:<16} {:<19} {:>10} {:>10}  {:<8}  LABEL",
+        "ID", "DATABASE", "STARTED (UTC)", "STORED", "DUMP", "VERIFIED"
     );
-    for m in backups {
+    for e in entries {
         println!(
-            "{:<23} {:<16} {:<19} {:>10} {:>10}  {}{}",
-            m.id,
-            m.database,
-            m.started_at.format("%Y-%m-%d %H:%M:%S"),
-            indicatif::HumanBytes(m.dump.stored.size_bytes).to_string(),
-            indicatif::HumanBytes(m.dump.raw_bytes).to_string(),
-            m.label.as_deref().unwrap_or(""),
-            if m.pinned { " (pinned)" } else { "" }
+            "{:<23} {:<16} {:<19} {:>10} {:>10}  {:<8}  {}{}",
+            e.id,
+            e.database,
+            e.started_at.replace('T', " ").trim_end_matches('Z'),
+            indicatif::HumanBytes(e.size_bytes).to_string(),
+            indicatif::HumanBytes(e.raw_bytes).to_string(),
+            match e.verified {
+                Some(true) => "yes",
+                Some(false) => "FAILED",
+                None => "not yet",
+            },
+            e.label.unwrap_or(""),
+            if e.pinned { " (pinned)" } else { "" }
         );
     }
 }

@@ -12,6 +12,7 @@ pub mod prune;
 pub mod quickstart;
 pub mod restore;
 pub mod snapshot;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -59,6 +60,8 @@ pub enum Command {
     List(list::Args),
     /// Restore a backup into a new database, or over the live one with --replace.
     Restore(restore::Args),
+    /// Restore a backup into a scratch PostgreSQL and prove it matches what was dumped.
+    Verify(verify::Args),
     /// Delete what the retention policy no longer keeps, and the garbage of failed backups.
     Prune(prune::Args),
     /// Keep a backup whatever the retention policy says.
@@ -83,6 +86,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshot(args) => snapshot::run(&cli.config, args).await,
         Command::List(args) => list::run(&cli.config, args).await,
         Command::Restore(args) => restore::run(&cli.config, args).await,
+        Command::Verify(args) => verify::run(&cli.config, args).await,
         Command::Prune(args) => prune::run(&cli.config, args).await,
         Command::Pin(args) => pin::run(&cli.config, args, true).await,
         Command::Unpin(args) => pin::run(&cli.config, args, false).await,

@@ -45,6 +45,7 @@ pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
 }
 
 /// What the server says about itself and the connected role.
+#[derive(Debug, Clone)]
 pub struct ServerInfo {
     /// e.g. "15.18 (Debian 15.18-0+deb12u1)"
     pub version: String,

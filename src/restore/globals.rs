@@ -24,6 +24,15 @@ pub struct GlobalsPlan {
     pub kept_existing: Vec<String>,
 }
 
+impl GlobalsPlan {
+    /// Leaves out every statement about a tablespace (a scratch server has none of the
+    /// original directories; pg_restore runs with `--no-tablespaces` there).
+    pub fn drop_tablespaces(&mut self) {
+        self.statements
+            .retain(|statement| !matches!(subject(statement), Subject::Tablespace(_)));
+    }
+}
+
 /// Chooses what to apply from a globals script, given the roles and tablespaces the target
 /// server already has.
 pub fn plan(sql: &str, roles: &HashSet<String>, tablespaces: &HashSet<String>) -> GlobalsPlan {

@@ -15,11 +15,11 @@
 //! was. Nothing reads the clock here: `now` comes from the caller.
 
 pub mod globals;
-mod server;
+pub(crate) mod server;
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
@@ -153,7 +153,7 @@ impl RestorePlan {
 }
 
 /// One table's rows at dump time and after the restore.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct TableCount {
     pub schema: String,
     pub name: String,
@@ -190,6 +190,100 @@ pub struct RestoreReport {
     pub seconds: f64,
 }
 
+/// How pg_restore runs (see [`RestoreJob::pg_restore`]).
+pub(crate) struct PgRestoreRun<'a> {
+    /// The database to restore into (it exists and is empty).
+    pub into: &'a str,
+    pub jobs: Option<u32>,
+    pub no_owner: bool,
+    pub temp_dir: Option<&'a Path>,
+    /// Stop at the first error (restore); otherwise restore what can be and report every
+    /// error at the end (verify counts them).
+    pub exit_on_error: bool,
+    /// Put everything in the default tablespace (a scratch server has none of the originals).
+    pub no_tablespaces: bool,
+}
+
+/// A dump fed to pg_restore, and how that went.
+pub(crate) struct Restored {
+    /// Bytes of pg_dump output.
+    pub bytes: u64,
+    pub timings: RestoreTimings,
+    /// Every byte was read and matched the manifest; false when pg_restore stopped reading
+    /// early (its error is then in `pg_restore`).
+    pub read_whole: bool,
+    /// How pg_restore ended (`Error::Source` with its errors).
+    pub pg_restore: Result<()>,
+}
+
+/// How long the phases of getting a dump into pg_restore took, each measured from the
+/// start of the download.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RestoreTimings {
+    /// Until the first stored byte arrived.
+    pub first_byte_seconds: Option<f64>,
+    /// Until the whole dump was downloaded, checked and decrypted.
+    pub download_decrypt_seconds: f64,
+    /// Until pg_restore finished. Streamed, this includes the download, which overlaps it.
+    pub restore_seconds: f64,
+    /// Streamed into pg_restore (phases overlap) rather than via a temporary file.
+    pub streamed: bool,
+}
+
+/// The start of a restore's download, and when its first byte arrived.
+struct PhaseClock {
+    start: Instant,
+    first_byte: Arc<OnceLock<Instant>>,
+}
+
+impl PhaseClock {
+    fn start() -> PhaseClock {
+        PhaseClock {
+            start: Instant::now(),
+            first_byte: Arc::default(),
+        }
+    }
+
+    fn elapsed(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// Wraps the download so its first byte is timed.
+    fn watch<R: std::io::Read>(&self, inner: R) -> FirstByte<R> {
+        FirstByte {
+            inner,
+            at: Arc::clone(&self.first_byte),
+        }
+    }
+
+    fn timings(&self, decrypted: f64, streamed: bool) -> RestoreTimings {
+        RestoreTimings {
+            first_byte_seconds: self
+                .first_byte
+                .get()
+                .map(|at| at.duration_since(self.start).as_secs_f64()),
+            download_decrypt_seconds: decrypted,
+            restore_seconds: self.elapsed(),
+            streamed,
+        }
+    }
+}
+
+struct FirstByte<R> {
+    inner: R,
+    at: Arc<OnceLock<Instant>>,
+}
+
+impl<R: std::io::Read> std::io::Read for FirstByte<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 && self.at.get().is_none() {
+            let _ = self.at.set(Instant::now());
+        }
+        Ok(n)
+    }
+}
+
 /// Everything a restore needs.
 pub struct RestoreJob {
     pub store: Arc<dyn ObjectStore>,
@@ -219,16 +313,7 @@ impl RestoreJob {
                 .warn(&format!("not considered for the restore: {problem}"));
         }
         let backup = catalog::select(&listing.backups, &request.selector, &request.database)?;
-        check_identity(backup, &self.identities)?;
-        // The facts object is encrypted to the same recipients in the same run: opening it
-        // proves the key before any database is created.
-        let facts_json = self.fetch_small(&backup.facts, "facts").await?;
-        let facts: DumpFacts = serde_json::from_slice(&facts_json).map_err(|e| {
-            Error::Integrity(format!(
-                "the facts of backup {} are not readable: {e}",
-                backup.id
-            ))
-        })?;
+        let facts = read_facts(self.store.as_ref(), &self.identities, backup).await?;
 
         let stamp = |t: DateTime<Utc>| t.format("%Y%m%d_%H%M%S").to_string();
         let target = if request.replace {
@@ -274,7 +359,7 @@ impl RestoreJob {
         let admin = ServerAdmin::connect(&self.target, live).await?;
         let roles_created = if plan.globals {
             self.progress.phase("applying saved roles");
-            self.apply_globals(&admin, plan).await?
+            self.apply_globals(&admin, &plan.backup, false).await?
         } else {
             Vec::new()
         };
@@ -284,7 +369,17 @@ impl RestoreJob {
 
         let mut cancelled = cancel.clone();
         let work = async {
-            let restored_bytes = self.pg_restore(plan, &admin).await?;
+            let run = PgRestoreRun {
+                into,
+                jobs: plan.jobs,
+                no_owner: plan.no_owner,
+                temp_dir: plan.temp_dir.as_deref(),
+                exit_on_error: true,
+                no_tablespaces: false,
+            };
+            let restored = self.pg_restore(&plan.backup, &admin, &run).await?;
+            restored.pg_restore?;
+            let restored_bytes = restored.bytes;
             let properties_restored = match &plan.facts.database_properties {
                 Some(props) => {
                     let failures = admin.apply_properties(into, props).await;
@@ -352,33 +447,27 @@ impl RestoreJob {
         Ok(report)
     }
 
-    async fn fetch_small(&self, object: &StoredObject, what: &str) -> Result<Vec<u8>> {
-        let sealed = self.store.get(&object.key).await?;
-        let digest = pipeline::Digest::of(&sealed);
-        if digest.sha256_hex() != object.sha256 || digest.bytes != object.size_bytes {
-            return Err(Error::Integrity(format!(
-                "the {what} object `{}` does not match its manifest ({} bytes, sha256 {}; \
-                 expected {} bytes, sha256 {}): it was altered or damaged in the repository",
-                object.key,
-                digest.bytes,
-                digest.sha256_hex(),
-                object.size_bytes,
-                object.sha256
-            )));
-        }
-        pipeline::decrypt_small(&sealed, &self.identities).map_err(|e| {
-            Error::Integrity(format!(
-                "cannot decrypt the {what} object `{}`: {e}",
-                object.key
-            ))
-        })
-    }
-
-    async fn apply_globals(&self, admin: &ServerAdmin, plan: &RestorePlan) -> Result<Vec<String>> {
-        let sql = self.fetch_small(&plan.backup.globals, "globals").await?;
+    /// Applies the roles (and, unless `skip_tablespaces`, tablespaces) saved with `backup`,
+    /// leaving existing ones alone; returns the roles created.
+    pub(crate) async fn apply_globals(
+        &self,
+        admin: &ServerAdmin,
+        backup: &Manifest,
+        skip_tablespaces: bool,
+    ) -> Result<Vec<String>> {
+        let sql = fetch_small(
+            self.store.as_ref(),
+            &self.identities,
+            &backup.globals,
+            "globals",
+        )
+        .await?;
         let sql = String::from_utf8_lossy(&sql);
         let (roles, tablespaces) = admin.roles_and_tablespaces().await?;
-        let to_apply = globals::plan(&sql, &roles, &tablespaces);
+        let mut to_apply = globals::plan(&sql, &roles, &tablespaces);
+        if skip_tablespaces {
+            to_apply.drop_tablespaces();
+        }
         for statement in &to_apply.statements {
             if let Err(message) = admin.execute_quietly(statement).await {
                 // The first words name the statement; the rest may hold a password hash.
@@ -397,9 +486,15 @@ impl RestoreJob {
             .collect())
     }
 
-    /// Runs pg_restore into the plan's database; returns the dump bytes restored.
-    async fn pg_restore(&self, plan: &RestorePlan, admin: &ServerAdmin) -> Result<u64> {
-        let backup = &plan.backup;
+    /// Runs pg_restore into `run.into`. An error means the dump could not be read and
+    /// checked (`Integrity`, `Repository`) or pg_restore could not run; pg_restore's own
+    /// verdict is in [`Restored::pg_restore`].
+    pub(crate) async fn pg_restore(
+        &self,
+        backup: &Manifest,
+        admin: &ServerAdmin,
+        run: &PgRestoreRun<'_>,
+    ) -> Result<Restored> {
         let tools = PgTools::locate(self.pg_bin_dir.as_deref(), Some(admin.server.major));
         let (version, major) = tools.version("pg_restore").await?;
         let dump_major =
@@ -414,25 +509,33 @@ impl RestoreJob {
                 admin.server.major.max(dump_major)
             )));
         }
-        let into = plan.target.restore_into();
+        let into = run.into;
         let mut command = tools.command("pg_restore");
         command
-            .args(["--no-password", "--exit-on-error"])
+            .arg("--no-password")
             .arg(format!("--dbname={}", self.target.url_for(into)));
-        if plan.no_owner {
+        if run.exit_on_error {
+            command.arg("--exit-on-error");
+        }
+        if run.no_owner {
             command.args(["--no-owner", "--no-acl"]);
+        }
+        if run.no_tablespaces {
+            command.arg("--no-tablespaces");
         }
         if let Some(password) = self.target.explicit_password() {
             command.env("PGPASSWORD", password);
         }
         self.progress
             .phase(&format!("restoring backup {} into `{into}`", backup.id));
-        match plan.jobs {
-            None => self.stream_into_pg_restore(backup, command).await,
+        let clock = PhaseClock::start();
+        match run.jobs {
+            None => self.stream_into_pg_restore(backup, command, clock).await,
             Some(jobs) => {
                 let (file, summary) = self
-                    .decrypt_to_temp_file(backup, plan.temp_dir.as_deref())
+                    .decrypt_to_temp_file(backup, run.temp_dir, &clock)
                     .await?;
+                let decrypted = clock.elapsed();
                 self.progress
                     .phase(&format!("pg_restore -j {jobs} into `{into}`"));
                 pass_as_fd3(&mut command, &file);
@@ -440,8 +543,12 @@ impl RestoreJob {
                 let pg_restore = ChildProcess::spawn("pg_restore", command)?;
                 let finished = pg_restore.wait().await;
                 drop(file);
-                finished.map_err(explain_pg_restore)?;
-                Ok(summary.raw.bytes)
+                Ok(Restored {
+                    bytes: summary.raw.bytes,
+                    timings: clock.timings(decrypted, false),
+                    read_whole: true,
+                    pg_restore: finished.map(drop).map_err(explain_pg_restore),
+                })
             }
         }
     }
@@ -450,10 +557,12 @@ impl RestoreJob {
         &self,
         backup: &Manifest,
         command: tokio::process::Command,
-    ) -> Result<u64> {
+        clock: PhaseClock,
+    ) -> Result<Restored> {
         let (reader, pump) =
             pipeline::download_channel(Arc::clone(&self.store), backup.dump.stored.key.clone())
                 .await?;
+        let reader = clock.watch(reader);
         let pump = tokio::spawn(pump);
         let (pg_restore, stdin) = ChildProcess::spawn_with_stdin("pg_restore", command)?;
         // This function keeps its own handle on pg_restore's stdin, so the input closes
@@ -472,16 +581,23 @@ impl RestoreJob {
         .await
         .map_err(|e| Error::Integrity(format!("the decrypt thread failed: {e}")))?;
         pump.abort();
+        let decrypted = clock.elapsed();
         let (sink, summary) = match stages {
             Ok(done) => done,
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                 // pg_restore stopped reading: its own error is the cause.
-                return match pg_restore.wait().await {
-                    Err(e) => Err(explain_pg_restore(e)),
-                    Ok(_) => Err(Error::Source(
-                        "pg_restore exited before reading the whole dump".into(),
-                    )),
+                let failure = match pg_restore.wait().await {
+                    Err(e) => explain_pg_restore(e),
+                    Ok(_) => {
+                        Error::Source("pg_restore exited before reading the whole dump".into())
+                    }
                 };
+                return Ok(Restored {
+                    bytes: 0,
+                    timings: clock.timings(decrypted, true),
+                    read_whole: false,
+                    pg_restore: Err(failure),
+                });
             }
             Err(e) => {
                 // pg_restore is killed (dropped) before its input is closed, so it never
@@ -498,8 +614,13 @@ impl RestoreJob {
         }
         drop(sink);
         drop(stdin);
-        pg_restore.wait().await.map_err(explain_pg_restore)?;
-        Ok(summary.raw.bytes)
+        let finished = pg_restore.wait().await;
+        Ok(Restored {
+            bytes: summary.raw.bytes,
+            timings: clock.timings(decrypted, true),
+            read_whole: true,
+            pg_restore: finished.map(drop).map_err(explain_pg_restore),
+        })
     }
 
     /// Decrypts the dump into a file that has no name: created with O_TMPFILE inside a
@@ -509,6 +630,7 @@ impl RestoreJob {
         &self,
         backup: &Manifest,
         temp_dir: Option<&Path>,
+        clock: &PhaseClock,
     ) -> Result<(std::fs::File, StreamSummary)> {
         let base = temp_dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
         let private = tempfile::Builder::new()
@@ -539,6 +661,7 @@ impl RestoreJob {
         let (reader, pump) =
             pipeline::download_channel(Arc::clone(&self.store), backup.dump.stored.key.clone())
                 .await?;
+        let reader = clock.watch(reader);
         let pump = tokio::spawn(pump);
         let identities = Arc::clone(&self.identities);
         let progress = Arc::clone(&self.progress);
@@ -640,6 +763,52 @@ impl RestoreJob {
     }
 }
 
+/// Checks the identity opens `backup` and reads its dump-time facts. The facts object is
+/// encrypted to the same recipients in the same run: opening it proves the key before
+/// anything heavy starts.
+pub(crate) async fn read_facts(
+    store: &dyn ObjectStore,
+    identities: &Identities,
+    backup: &Manifest,
+) -> Result<DumpFacts> {
+    check_identity(backup, identities)?;
+    let facts_json = fetch_small(store, identities, &backup.facts, "facts").await?;
+    serde_json::from_slice(&facts_json).map_err(|e| {
+        Error::Integrity(format!(
+            "the facts of backup {} are not readable: {e}",
+            backup.id
+        ))
+    })
+}
+
+/// Fetches a small object, checks it against its manifest entry and decrypts it.
+async fn fetch_small(
+    store: &dyn ObjectStore,
+    identities: &Identities,
+    object: &StoredObject,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let sealed = store.get(&object.key).await?;
+    let digest = pipeline::Digest::of(&sealed);
+    if digest.sha256_hex() != object.sha256 || digest.bytes != object.size_bytes {
+        return Err(Error::Integrity(format!(
+            "the {what} object `{}` does not match its manifest ({} bytes, sha256 {}; \
+             expected {} bytes, sha256 {}): it was altered or damaged in the repository",
+            object.key,
+            digest.bytes,
+            digest.sha256_hex(),
+            object.size_bytes,
+            object.sha256
+        )));
+    }
+    pipeline::decrypt_small(&sealed, identities).map_err(|e| {
+        Error::Integrity(format!(
+            "cannot decrypt the {what} object `{}`: {e}",
+            object.key
+        ))
+    })
+}
+
 /// Compares facts captured on the restored database with the dump-time ones.
 fn compare_facts(
     plan: &RestorePlan,
@@ -648,6 +817,25 @@ fn compare_facts(
     restored_bytes: u64,
 ) -> RestoreReport {
     let expected = &plan.facts;
+    RestoreReport {
+        backup_id: plan.backup_id.clone(),
+        database: into.to_string(),
+        kept_as: None,
+        tables: table_counts(expected, restored),
+        large_objects_expected: expected.large_objects,
+        large_objects_restored: restored.large_objects,
+        sequences_match: expected.sequences == restored.sequences,
+        schema_fingerprint_matches: expected.schema_fingerprint == restored.schema_fingerprint,
+        roles_created: Vec::new(),
+        database_properties_restored: None,
+        restored_bytes,
+        seconds: 0.0,
+    }
+}
+
+/// Every table's rows at dump time beside its rows now: the dump's tables in order, then
+/// tables that exist only now.
+pub(crate) fn table_counts(expected: &DumpFacts, restored: &DumpFacts) -> Vec<TableCount> {
     let mut tables: Vec<TableCount> = expected
         .tables
         .iter()
@@ -676,24 +864,11 @@ fn compare_facts(
             });
         }
     }
-    RestoreReport {
-        backup_id: plan.backup_id.clone(),
-        database: into.to_string(),
-        kept_as: None,
-        tables,
-        large_objects_expected: expected.large_objects,
-        large_objects_restored: restored.large_objects,
-        sequences_match: expected.sequences == restored.sequences,
-        schema_fingerprint_matches: expected.schema_fingerprint == restored.schema_fingerprint,
-        roles_created: Vec::new(),
-        database_properties_restored: None,
-        restored_bytes,
-        seconds: 0.0,
-    }
+    tables
 }
 
 /// The identity must match one of the backup's recipients; says which keys would.
-fn check_identity(backup: &Manifest, identities: &Identities) -> Result<()> {
+pub(crate) fn check_identity(backup: &Manifest, identities: &Identities) -> Result<()> {
     let mine = identities.public_keys();
     let recipients = &backup.encryption.recipients;
     if recipients.iter().any(|r| mine.contains(r)) {
@@ -809,6 +984,7 @@ fn with_suffix(e: Error, suffix: &str) -> Error {
         Error::Repository(m) => Error::Repository(m + suffix),
         Error::Integrity(m) => Error::Integrity(m + suffix),
         Error::Interrupted(m) => Error::Interrupted(m + suffix),
+        Error::Busy(m) => Error::Busy(m + suffix),
         Error::Io { context, source } => Error::Io {
             context: context + suffix,
             source,

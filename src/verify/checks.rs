@@ -1,0 +1,515 @@
+//! The checks a verify runs on the restored scratch database, each an outcome with a one-line
+//! summary and optional details. Summaries name no tables and hold no data (they are stored
+//! in plain text in the repository); details may, and are stored only encrypted.
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::config::UserCheck;
+use crate::postgres::DumpFacts;
+use crate::postgres::client::describe_pg_error;
+use crate::restore::{TableCount, table_counts};
+
+/// Names of the built-in checks: a stable contract of the report.
+pub const CHECKSUM: &str = "checksum";
+pub const PG_RESTORE: &str = "pg_restore";
+pub const ROW_COUNTS: &str = "row_counts";
+pub const LARGE_OBJECTS: &str = "large_objects";
+pub const SEQUENCES: &str = "sequences";
+pub const SCHEMA_FINGERPRINT: &str = "schema_fingerprint";
+pub const AMCHECK: &str = "amcheck";
+pub const TIME_LIMIT: &str = "time_limit";
+
+/// Details kept per check; the rest is counted.
+const MAX_DETAILS: usize = 50;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    Builtin,
+    User,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Pass,
+    Fail,
+    /// Not run because an earlier check made it meaningless (e.g. the data did not download).
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckOutcome {
+    pub name: String,
+    pub kind: CheckKind,
+    pub status: CheckStatus,
+    /// One line, no table names or data values.
+    pub summary: String,
+    /// Which tables, indexes, values: in the encrypted report only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+impl CheckOutcome {
+    pub fn builtin(name: &str, status: CheckStatus, summary: impl Into<String>) -> CheckOutcome {
+        CheckOutcome {
+            name: name.to_string(),
+            kind: CheckKind::Builtin,
+            status,
+            summary: summary.into(),
+            details: Vec::new(),
+        }
+    }
+
+    pub fn with_details(mut self, details: Vec<String>) -> CheckOutcome {
+        let total = details.len();
+        self.details = details;
+        if total > MAX_DETAILS {
+            self.details.truncate(MAX_DETAILS);
+            self.details
+                .push(format!("... and {} more", total - MAX_DETAILS));
+        }
+        self
+    }
+
+    pub fn failed(&self) -> bool {
+        self.status == CheckStatus::Fail
+    }
+}
+
+fn status(ok: bool) -> CheckStatus {
+    if ok {
+        CheckStatus::Pass
+    } else {
+        CheckStatus::Fail
+    }
+}
+
+/// The restored database against the dump-time facts: row counts, large objects, sequences
+/// and the schema fingerprint. Returns the outcomes and the per-table counts.
+pub fn compare_facts(
+    expected: &DumpFacts,
+    restored: &DumpFacts,
+) -> (Vec<CheckOutcome>, Vec<TableCount>) {
+    let tables = table_counts(expected, restored);
+    let differing: Vec<String> = tables
+        .iter()
+        .filter(|t| !t.matches())
+        .map(|t| {
+            let show = |n: Option<i64>| n.map_or("no table".to_string(), |n| n.to_string());
+            format!(
+                "{}.{}: {} restored, {} at dump time",
+                t.schema,
+                t.name,
+                show(t.restored),
+                show(t.expected)
+            )
+        })
+        .collect();
+    let rows: i64 = expected.tables.iter().map(|t| t.rows).sum();
+    let row_counts = if differing.is_empty() {
+        CheckOutcome::builtin(
+            ROW_COUNTS,
+            CheckStatus::Pass,
+            format!(
+                "{} tables, {rows} rows: every count equals the dump-time count",
+                expected.tables.len()
+            ),
+        )
+    } else {
+        CheckOutcome::builtin(
+            ROW_COUNTS,
+            CheckStatus::Fail,
+            format!(
+                "{} of {} tables differ from their dump-time row counts",
+                differing.len(),
+                tables.len()
+            ),
+        )
+        .with_details(differing)
+    };
+
+    let large_objects = CheckOutcome::builtin(
+        LARGE_OBJECTS,
+        status(expected.large_objects == restored.large_objects),
+        format!(
+            "{} restored, {} at dump time",
+            restored.large_objects, expected.large_objects
+        ),
+    );
+
+    let show = |v: Option<i64>| v.map_or("never used".to_string(), |v| v.to_string());
+    let mut sequence_diffs = Vec::new();
+    for e in &expected.sequences {
+        match restored
+            .sequences
+            .iter()
+            .find(|r| r.schema == e.schema && r.name == e.name)
+        {
+            Some(r) if r.last_value == e.last_value => {}
+            Some(r) => sequence_diffs.push(format!(
+                "{}.{}: {} restored, {} at dump time",
+                e.schema,
+                e.name,
+                show(r.last_value),
+                show(e.last_value)
+            )),
+            None => sequence_diffs.push(format!("{}.{}: missing", e.schema, e.name)),
+        }
+    }
+    for r in &restored.sequences {
+        if !expected
+            .sequences
+            .iter()
+            .any(|e| e.schema == r.schema && e.name == r.name)
+        {
+            sequence_diffs.push(format!(
+                "{}.{}: not in the dump-time facts",
+                r.schema, r.name
+            ));
+        }
+    }
+    let sequences = if sequence_diffs.is_empty() {
+        CheckOutcome::builtin(
+            SEQUENCES,
+            CheckStatus::Pass,
+            format!(
+                "{} sequences at their dump-time values",
+                expected.sequences.len()
+            ),
+        )
+    } else {
+        CheckOutcome::builtin(
+            SEQUENCES,
+            CheckStatus::Fail,
+            format!(
+                "{} of {} sequences differ from their dump-time values",
+                sequence_diffs.len(),
+                expected.sequences.len().max(restored.sequences.len())
+            ),
+        )
+        .with_details(sequence_diffs)
+    };
+
+    let same_schema = expected.schema_fingerprint == restored.schema_fingerprint;
+    let fingerprint = CheckOutcome::builtin(
+        SCHEMA_FINGERPRINT,
+        status(same_schema),
+        if same_schema {
+            format!("sha256 {}", short(&expected.schema_fingerprint))
+        } else {
+            format!(
+                "restored schema hashes to {}, the dump-time schema to {}",
+                short(&restored.schema_fingerprint),
+                short(&expected.schema_fingerprint)
+            )
+        },
+    );
+    (
+        vec![row_counts, large_objects, sequences, fingerprint],
+        tables,
+    )
+}
+
+fn short(hex: &str) -> &str {
+    &hex[..hex.len().min(16)]
+}
+
+/// The outcome of a pg_restore run that failed (exit status or stderr errors).
+pub fn pg_restore_failed(message: &str) -> CheckOutcome {
+    let errors: Vec<String> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.contains("error:") || l.starts_with("ERROR:") || l.starts_with("Command was:")
+        })
+        .map(str::to_string)
+        .collect();
+    // pg_restore ends a run that went on past errors with this count.
+    let ignored = message
+        .lines()
+        .find_map(|l| l.split("errors ignored on restore: ").nth(1))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    let summary = match ignored {
+        Some(n) => format!("pg_restore reported {n} error(s)"),
+        None => "pg_restore failed".to_string(),
+    };
+    let details = if errors.is_empty() {
+        vec![message.trim().to_string()]
+    } else {
+        errors
+    };
+    CheckOutcome::builtin(PG_RESTORE, CheckStatus::Fail, summary).with_details(details)
+}
+
+/// amcheck's `bt_index_check(index, heapallindexed => true)` on every valid B-tree index in
+/// the user's schemas: the index structure is sound and holds every heap tuple.
+pub async fn amcheck(client: &Client, server_major: u32) -> CheckOutcome {
+    let setup = "CREATE SCHEMA IF NOT EXISTS vault_verify; \
+                 CREATE EXTENSION IF NOT EXISTS amcheck WITH SCHEMA vault_verify";
+    if let Err(e) = client.batch_execute(setup).await {
+        let text = describe_pg_error(&e);
+        let summary = if text.contains("control file") || text.contains("is not available") {
+            format!(
+                "the amcheck extension is not installed on the scratch server: install \
+                 PostgreSQL {server_major}'s contrib modules (Debian/Ubuntu: the \
+                 postgresql-{server_major} package; RHEL: postgresql{server_major}-contrib), \
+                 or set verify.amcheck = false"
+            )
+        } else {
+            "cannot install the amcheck extension in the scratch database".to_string()
+        };
+        return CheckOutcome::builtin(AMCHECK, CheckStatus::Fail, summary).with_details(vec![text]);
+    }
+    let schema = match client
+        .query_one(
+            "SELECT n.nspname::text FROM pg_extension e \
+             JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'amcheck'",
+            &[],
+        )
+        .await
+    {
+        Ok(row) => row.get::<_, String>(0),
+        Err(e) => {
+            return CheckOutcome::builtin(AMCHECK, CheckStatus::Fail, "cannot find amcheck")
+                .with_details(vec![describe_pg_error(&e)]);
+        }
+    };
+    let indexes = match client
+        .query(
+            "SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) \
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_am am ON am.oid = c.relam \
+             WHERE am.amname = 'btree' AND c.relkind = 'i' AND i.indisvalid AND i.indisready \
+             AND c.relpersistence <> 't' \
+             AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'vault_verify') \
+             AND n.nspname NOT LIKE 'pg\\_toast%' \
+             ORDER BY 2",
+            &[],
+        )
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            return CheckOutcome::builtin(AMCHECK, CheckStatus::Fail, "cannot list the indexes")
+                .with_details(vec![describe_pg_error(&e)]);
+        }
+    };
+    let call = format!(
+        "SELECT {}.bt_index_check(index => $1::oid::regclass, heapallindexed => true)",
+        crate::postgres::facts::quote_ident(&schema)
+    );
+    let mut broken = Vec::new();
+    for row in &indexes {
+        let oid: tokio_postgres::types::Oid = row.get(0);
+        let name: String = row.get(1);
+        if let Err(e) = client.query(&call, &[&oid]).await {
+            broken.push(format!("{name}: {}", describe_pg_error(&e)));
+        }
+    }
+    if broken.is_empty() {
+        CheckOutcome::builtin(
+            AMCHECK,
+            CheckStatus::Pass,
+            format!(
+                "{} B-tree indexes pass bt_index_check (heapallindexed)",
+                indexes.len()
+            ),
+        )
+    } else {
+        CheckOutcome::builtin(
+            AMCHECK,
+            CheckStatus::Fail,
+            format!(
+                "{} of {} B-tree indexes fail bt_index_check",
+                broken.len(),
+                indexes.len()
+            ),
+        )
+        .with_details(broken)
+    }
+}
+
+/// Runs a `[[verify.checks]]` query in a read-only transaction: it must return one row, and
+/// its first column, as text, must equal `expect`.
+pub async fn user_check(client: &Client, check: &UserCheck) -> CheckOutcome {
+    let expect = check.expect.as_text();
+    let outcome = |status, summary: String, details: Vec<String>| {
+        CheckOutcome {
+            name: check.name.clone(),
+            kind: CheckKind::User,
+            status,
+            summary,
+            details: Vec::new(),
+        }
+        .with_details(details)
+    };
+    if let Err(e) = client.batch_execute("BEGIN READ ONLY").await {
+        return outcome(
+            CheckStatus::Fail,
+            "cannot open a read-only transaction".into(),
+            vec![describe_pg_error(&e)],
+        );
+    }
+    let result = client.simple_query(&check.sql).await;
+    let _ = client.batch_execute("ROLLBACK").await;
+    let messages = match result {
+        Ok(messages) => messages,
+        Err(e) => {
+            return outcome(
+                CheckStatus::Fail,
+                "the query failed".into(),
+                vec![describe_pg_error(&e)],
+            );
+        }
+    };
+    let rows: Vec<_> = messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .collect();
+    let [row] = rows.as_slice() else {
+        return outcome(
+            CheckStatus::Fail,
+            format!("the query returned {} rows; it must return one", rows.len()),
+            Vec::new(),
+        );
+    };
+    let value = row.get(0).unwrap_or("NULL");
+    if value.trim() == expect.trim() {
+        outcome(
+            CheckStatus::Pass,
+            "returned the expected value".into(),
+            vec![format!("returned `{value}`")],
+        )
+    } else {
+        outcome(
+            CheckStatus::Fail,
+            "returned a value other than `expect`".into(),
+            vec![format!("returned `{value}`, expected `{expect}`")],
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::postgres::facts::{SequenceValue, TableRows};
+
+    fn facts() -> DumpFacts {
+        DumpFacts {
+            format_version: 2,
+            database: "app".into(),
+            tables: vec![
+                TableRows {
+                    schema: "shop".into(),
+                    name: "orders".into(),
+                    rows: 3000,
+                },
+                TableRows {
+                    schema: "shop".into(),
+                    name: "customers".into(),
+                    rows: 503,
+                },
+            ],
+            sequences: vec![SequenceValue {
+                schema: "shop".into(),
+                name: "invoice_numbers".into(),
+                last_value: Some(1014),
+            }],
+            large_objects: 2,
+            schema_fingerprint: "a".repeat(64),
+            database_properties: None,
+        }
+    }
+
+    fn statuses(outcomes: &[CheckOutcome]) -> Vec<(&str, CheckStatus)> {
+        outcomes
+            .iter()
+            .map(|o| (o.name.as_str(), o.status))
+            .collect()
+    }
+
+    #[test]
+    fn identical_facts_pass_every_check_and_summaries_name_no_table() {
+        let (outcomes, tables) = compare_facts(&facts(), &facts());
+        assert_eq!(
+            statuses(&outcomes),
+            vec![
+                (ROW_COUNTS, CheckStatus::Pass),
+                (LARGE_OBJECTS, CheckStatus::Pass),
+                (SEQUENCES, CheckStatus::Pass),
+                (SCHEMA_FINGERPRINT, CheckStatus::Pass),
+            ]
+        );
+        assert_eq!(tables.len(), 2);
+        assert!(
+            outcomes[0].summary.contains("3503 rows"),
+            "{:?}",
+            outcomes[0]
+        );
+        for o in &outcomes {
+            assert!(!o.summary.contains("orders"), "{o:?}");
+        }
+    }
+
+    #[test]
+    fn each_kind_of_difference_fails_its_own_check_and_names_the_object_in_details() {
+        let mut restored = facts();
+        restored.tables[0].rows = 2999;
+        restored.tables.push(TableRows {
+            schema: "public".into(),
+            name: "extra".into(),
+            rows: 1,
+        });
+        restored.sequences[0].last_value = None;
+        restored.large_objects = 1;
+        restored.schema_fingerprint = "b".repeat(64);
+        let (outcomes, _) = compare_facts(&facts(), &restored);
+        assert!(outcomes.iter().all(CheckOutcome::failed), "{outcomes:?}");
+        assert_eq!(
+            outcomes[0].details,
+            vec![
+                "shop.orders: 2999 restored, 3000 at dump time",
+                "public.extra: 1 restored, no table at dump time"
+            ]
+        );
+        assert_eq!(
+            outcomes[0].summary,
+            "2 of 3 tables differ from their dump-time row counts"
+        );
+        assert_eq!(
+            outcomes[2].details,
+            vec!["shop.invoice_numbers: never used restored, 1014 at dump time"]
+        );
+        assert_eq!(outcomes[1].summary, "1 restored, 2 at dump time");
+    }
+
+    #[test]
+    fn pg_restore_errors_are_counted_and_listed() {
+        let stderr = "pg_restore failed (exit status 1): pg_restore: error: could not execute \
+                      query: ERROR:  relation \"x\" already exists\nCommand was: CREATE TABLE x \
+                      ();\npg_restore: warning: errors ignored on restore: 1";
+        let outcome = pg_restore_failed(stderr);
+        assert_eq!(outcome.summary, "pg_restore reported 1 error(s)");
+        assert_eq!(outcome.details.len(), 2, "{:?}", outcome.details);
+        let garbage = pg_restore_failed(
+            "pg_restore failed (exit status 1): pg_restore: error: input file does not appear \
+             to be a valid archive",
+        );
+        assert_eq!(garbage.summary, "pg_restore failed");
+        assert!(garbage.details[0].contains("valid archive"));
+    }
+
+    #[test]
+    fn details_are_capped() {
+        let outcome = CheckOutcome::builtin("x", CheckStatus::Fail, "s")
+            .with_details((0..60).map(|n| n.to_string()).collect());
+        assert_eq!(outcome.details.len(), MAX_DETAILS + 1);
+        assert_eq!(outcome.details.last().unwrap(), "... and 10 more");
+    }
+}

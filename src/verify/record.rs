@@ -1,0 +1,272 @@
+//! Verification records: what a verify found, stored beside the backup it verified.
+//!
+//! ```text
+//! data/<database>/<backup-id>/verify/<YYYYMMDDTHHMMSSZ>-pass.json           public summary
+//! data/<database>/<backup-id>/verify/<YYYYMMDDTHHMMSSZ>-pass.full.json.age  full report, age
+//! ```
+//! (`-fail` for a failed verify). The outcome is in the key, so `list` and `prune` learn
+//! every backup's state from one listing, without reading records and without a key. The
+//! public summary names no tables and holds no data; the full report (per-table counts,
+//! failing indexes, values returned by user checks) is encrypted to the backup's own
+//! recipients. Records live under the backup's data prefix, so pruning the backup removes
+//! them, and a backup's manifest is never rewritten by a verify.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::checks::CheckOutcome;
+use crate::catalog::{BackupId, Manifest, data_prefix, database_data_prefix};
+use crate::error::{Error, Result};
+use crate::keys::Recipients;
+use crate::restore::TableCount;
+use crate::storage::ObjectStore;
+
+/// The record format this version writes.
+pub const VERIFY_FORMAT: u32 = 1;
+
+const DIR: &str = "verify/";
+const STAMP: &str = "%Y%m%dT%H%M%SZ";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VerifyReport {
+    pub format_version: u32,
+    pub backup_id: String,
+    pub database: String,
+    pub backup_started_at: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// Every check passed.
+    pub passed: bool,
+    pub scratch: ScratchInfo,
+    pub vault_version: String,
+    pub phases: Phases,
+    /// Bytes of pg_dump output restored.
+    pub restored_bytes: u64,
+    pub checks: Vec<CheckOutcome>,
+    /// Per-table counts (full report only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableCount>,
+    /// This is the public summary: details and tables are in the encrypted full report.
+    #[serde(default)]
+    pub summary_only: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScratchInfo {
+    /// `ephemeral` (a throwaway cluster vault ran) or `server` (verify.scratch_url).
+    pub kind: String,
+    /// Where, without credentials.
+    pub server: String,
+    pub server_version: String,
+    /// The database restored into (dropped afterwards).
+    pub database: String,
+}
+
+/// Seconds per phase. Streamed, download+decrypt overlaps restore: both are measured from
+/// the start of the download.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Phases {
+    pub scratch_start_seconds: Option<f64>,
+    pub time_to_first_byte_seconds: Option<f64>,
+    pub download_decrypt_seconds: Option<f64>,
+    pub restore_seconds: Option<f64>,
+    pub checks_seconds: Option<f64>,
+    pub total_seconds: f64,
+    pub streamed: bool,
+}
+
+impl VerifyReport {
+    pub fn failed_checks(&self) -> Vec<&str> {
+        self.checks
+            .iter()
+            .filter(|c| c.failed())
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
+    /// The public summary: no details, no per-table counts.
+    pub fn summary(&self) -> VerifyReport {
+        let mut public = self.clone();
+        public.tables.clear();
+        for check in &mut public.checks {
+            check.details.clear();
+        }
+        public.summary_only = true;
+        public
+    }
+
+    pub fn from_json(bytes: &[u8], key: &str) -> Result<VerifyReport> {
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let version: Version = serde_json::from_slice(bytes).map_err(|e| {
+            Error::Integrity(format!("`{key}` is not a vault verification record: {e}"))
+        })?;
+        if version.format_version > VERIFY_FORMAT {
+            return Err(Error::Integrity(format!(
+                "verification record `{key}` has format {} but this vault reads up to \
+                 {VERIFY_FORMAT}: upgrade vault to read it",
+                version.format_version
+            )));
+        }
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::Integrity(format!("verification record `{key}` is damaged: {e}")))
+    }
+}
+
+/// The key of the public record of a verify of `backup` that started at `at`.
+pub fn record_key(database: &str, id: &BackupId, at: DateTime<Utc>, passed: bool) -> String {
+    format!(
+        "{}{DIR}{}-{}.json",
+        data_prefix(database, id),
+        at.format(STAMP),
+        if passed { "pass" } else { "fail" }
+    )
+}
+
+/// Stores the report: the encrypted full report first, then the public summary, whose key
+/// carries the outcome. Returns the summary's key.
+pub async fn store(
+    store: &dyn ObjectStore,
+    backup: &Manifest,
+    report: &VerifyReport,
+) -> Result<String> {
+    let key = record_key(
+        &report.database,
+        &backup.id,
+        report.started_at,
+        report.passed,
+    );
+    let recipients = Recipients::parse(&backup.encryption.recipients, "the backup's manifest")?;
+    let full = serde_json::to_vec_pretty(report).expect("a report always serializes");
+    let sealed = crate::pipeline::encrypt_small(&full, &recipients)
+        .map_err(|e| Error::io("encrypting the verification report", e))?;
+    let full_key = format!("{}.full.json.age", key.trim_end_matches(".json"));
+    store.put(&full_key, bytes::Bytes::from(sealed)).await?;
+    let summary = serde_json::to_vec_pretty(&report.summary()).expect("serializes");
+    store.put(&key, bytes::Bytes::from(summary)).await?;
+    Ok(key)
+}
+
+/// A backup's newest verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyState {
+    pub at: DateTime<Utc>,
+    pub passed: bool,
+    pub key: String,
+}
+
+/// The newest verification of every backup, keyed by the backup's data prefix, from the
+/// keys of a listing of `data/`.
+pub fn states_from<'a>(keys: impl IntoIterator<Item = &'a str>) -> HashMap<String, VerifyState> {
+    let mut states: HashMap<String, VerifyState> = HashMap::new();
+    for key in keys {
+        let Some((prefix, name)) = key.split_once(&format!("/{DIR}")) else {
+            continue;
+        };
+        let Some((stamp, passed)) = name
+            .strip_suffix("-pass.json")
+            .map(|s| (s, true))
+            .or_else(|| name.strip_suffix("-fail.json").map(|s| (s, false)))
+        else {
+            continue;
+        };
+        let Ok(at) = NaiveDateTime::parse_from_str(stamp, STAMP) else {
+            continue;
+        };
+        let state = VerifyState {
+            at: at.and_utc(),
+            passed,
+            key: key.to_string(),
+        };
+        let prefix = format!("{prefix}/");
+        match states.get(&prefix) {
+            // Same second: a failure outranks a pass.
+            Some(seen) if (seen.at, !seen.passed) >= (state.at, !state.passed) => {}
+            _ => {
+                states.insert(prefix, state);
+            }
+        }
+    }
+    states
+}
+
+/// Reads the verification states of every backup (of one database, or all).
+pub async fn states(
+    store: &dyn ObjectStore,
+    database: Option<&str>,
+) -> Result<HashMap<String, VerifyState>> {
+    let prefix = match database {
+        Some(db) => database_data_prefix(db),
+        None => "data/".to_string(),
+    };
+    let objects = store.list(&prefix).await?;
+    Ok(states_from(objects.iter().map(|o| o.key.as_str())))
+}
+
+/// The state of `backup` in `states`.
+pub fn state_of<'a>(
+    states: &'a HashMap<String, VerifyState>,
+    backup: &Manifest,
+) -> Option<&'a VerifyState> {
+    states.get(&data_prefix(&backup.database, &backup.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_record_decides_and_other_objects_are_ignored() {
+        let keys = [
+            "data/app/20261101T000000Z-aaaaaa/dump.pgdump.zst.age",
+            "data/app/20261101T000000Z-aaaaaa/verify/20261102T000000Z-pass.json",
+            "data/app/20261101T000000Z-aaaaaa/verify/20261102T000000Z-pass.full.json.age",
+            "data/app/20261101T000000Z-aaaaaa/verify/20261109T000000Z-fail.json",
+            "data/app/20261108T000000Z-bbbbbb/verify/20261109T000000Z-fail.json",
+            "data/app/20261108T000000Z-bbbbbb/verify/20261116T000000Z-pass.json",
+            "data/app/20261115T000000Z-cccccc/verify/garbage-pass.json",
+        ];
+        let states = states_from(keys);
+        assert_eq!(states.len(), 2);
+        let a = &states["data/app/20261101T000000Z-aaaaaa/"];
+        assert!(!a.passed);
+        assert_eq!(
+            a.at,
+            "2026-11-09T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert!(states["data/app/20261108T000000Z-bbbbbb/"].passed);
+    }
+
+    #[test]
+    fn a_failure_in_the_same_second_as_a_pass_wins() {
+        let pass = "data/app/20261101T000000Z-aaaaaa/verify/20261102T000000Z-pass.json";
+        let fail = "data/app/20261101T000000Z-aaaaaa/verify/20261102T000000Z-fail.json";
+        for order in [[pass, fail], [fail, pass]] {
+            let states = states_from(order);
+            assert!(!states["data/app/20261101T000000Z-aaaaaa/"].passed);
+        }
+    }
+
+    #[test]
+    fn record_keys_carry_the_outcome() {
+        let id = BackupId::from("20261101T000000Z-aaaaaa");
+        let at = "2026-11-27T03:04:05Z".parse().unwrap();
+        let key = record_key("app", &id, at, true);
+        assert_eq!(
+            key,
+            "data/app/20261101T000000Z-aaaaaa/verify/20261127T030405Z-pass.json"
+        );
+        let states = states_from([key.as_str()]);
+        assert!(states["data/app/20261101T000000Z-aaaaaa/"].passed);
+    }
+
+    #[test]
+    fn a_newer_record_format_is_refused_with_advice() {
+        let err = VerifyReport::from_json(br#"{"format_version": 9}"#, "k").unwrap_err();
+        assert!(err.to_string().contains("upgrade vault"), "{err}");
+    }
+}

@@ -1,0 +1,208 @@
+//! The scratch PostgreSQL a verify restores into: a throwaway cluster vault starts itself
+//! (initdb + pg_ctl of the backup's major version, private temp dir, free loopback port),
+//! or an existing scratch server from `verify.scratch_url` where vault creates one uniquely
+//! named database. [`Scratch::remove`] undoes either, whatever happened in between.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{Scratch as ScratchConfig, VerifyConfig};
+use crate::error::{Error, Result};
+use crate::postgres::cluster::ScratchCluster;
+use crate::postgres::facts::quote_ident;
+use crate::postgres::{ConnInfo, PgTools};
+use crate::progress::Progress;
+use crate::restore::server::ServerAdmin;
+
+pub(crate) struct Scratch {
+    /// The throwaway cluster, when vault runs one.
+    cluster: Option<ScratchCluster>,
+    pub conn: ConnInfo,
+    /// Where pg_restore (and, ephemeral, initdb / pg_ctl) come from.
+    pub bin_dir: Option<PathBuf>,
+    /// `ephemeral` or `server`.
+    pub kind: &'static str,
+    /// Where, without credentials.
+    pub shown: String,
+}
+
+impl Scratch {
+    /// Starts a throwaway cluster of `major` (or later), or points at the configured
+    /// scratch server.
+    pub async fn start(
+        config: &VerifyConfig,
+        major: u32,
+        client_bin_dir: Option<&Path>,
+        progress: &dyn Progress,
+    ) -> Result<Scratch> {
+        match config.scratch()? {
+            ScratchConfig::Server(url) => {
+                let conn = ConnInfo::parse(&url)?;
+                Ok(Scratch {
+                    cluster: None,
+                    shown: conn.url_for(""),
+                    conn,
+                    bin_dir: config
+                        .pg_bin_dir
+                        .clone()
+                        .or_else(|| client_bin_dir.map(Path::to_path_buf)),
+                    kind: "server",
+                })
+            }
+            ScratchConfig::Ephemeral => {
+                let bin_dir = server_bin_dir(config.pg_bin_dir.as_deref(), major, progress).await?;
+                progress.phase(&format!(
+                    "starting a scratch PostgreSQL cluster ({})",
+                    bin_dir.display()
+                ));
+                let run_as = config.run_as.clone();
+                let dir = bin_dir.clone();
+                let cluster =
+                    tokio::task::spawn_blocking(move || ScratchCluster::start(Some(&dir), &run_as))
+                        .await
+                        .map_err(|e| {
+                            Error::Source(format!("starting the scratch cluster failed: {e}"))
+                        })??;
+                let conn = ConnInfo::parse(&cluster.url("postgres"))?;
+                Ok(Scratch {
+                    shown: format!("an ephemeral cluster on 127.0.0.1:{}", cluster.port()),
+                    cluster: Some(cluster),
+                    conn,
+                    bin_dir: Some(bin_dir),
+                    kind: "ephemeral",
+                })
+            }
+        }
+    }
+
+    /// Removes everything this verify made: the whole cluster, or on a scratch server the
+    /// database and the roles the verify created. Returns what could not be removed.
+    pub async fn remove(mut self, database: &str, roles_created: &[String]) -> Vec<String> {
+        if let Some(cluster) = self.cluster.take() {
+            // Stopping waits for the server to exit: off the async threads.
+            let _ = tokio::task::spawn_blocking(move || drop(cluster)).await;
+            return Vec::new();
+        }
+        let admin = match ServerAdmin::connect(&self.conn, database).await {
+            Ok(admin) => admin,
+            Err(e) => {
+                return vec![format!(
+                    "database `{database}` on {} (drop it by hand): {e}",
+                    self.shown
+                )];
+            }
+        };
+        let mut problems = Vec::new();
+        if let Err(e) = admin.drop_database(database).await {
+            problems.push(format!("database `{database}` (drop it by hand): {e}"));
+        }
+        // New roles own nothing once their database is gone; one still in use elsewhere
+        // is refused by the server and left.
+        for role in roles_created {
+            if let Err(e) = admin
+                .execute_quietly(&format!("DROP ROLE IF EXISTS {}", quote_ident(role)))
+                .await
+            {
+                problems.push(format!("role `{role}`: {e}"));
+            }
+        }
+        admin.close().await;
+        problems
+    }
+}
+
+/// The directory of initdb / pg_ctl for a backup of PostgreSQL `major`: `configured`, else
+/// the first of `/usr/lib/postgresql/<major>/bin`, `pg_config --bindir`, the other
+/// `/usr/lib/postgresql/*/bin` and `PATH` whose initdb is `major`; else the nearest newer
+/// major (restoring into a newer server works), with a warning.
+async fn server_bin_dir(
+    configured: Option<&Path>,
+    major: u32,
+    progress: &dyn Progress,
+) -> Result<PathBuf> {
+    if let Some(dir) = configured {
+        let found = initdb_major(dir).await.ok_or_else(|| {
+            Error::Config(format!(
+                "verify.pg_bin_dir `{}` holds no working initdb: point it at a PostgreSQL \
+                 {major} bin directory (e.g. /usr/lib/postgresql/{major}/bin)",
+                dir.display()
+            ))
+        })?;
+        if found < major {
+            return Err(Error::Config(format!(
+                "verify.pg_bin_dir `{}` is PostgreSQL {found}, older than the backup's \
+                 PostgreSQL {major}: point it at PostgreSQL {major} or later",
+                dir.display()
+            )));
+        }
+        return Ok(dir.to_path_buf());
+    }
+    let mut candidates = vec![PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"))];
+    if let Ok(out) = tokio::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .await
+        && out.status.success()
+    {
+        candidates.push(PathBuf::from(
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        ));
+    }
+    let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .collect();
+    debian.sort();
+    candidates.extend(debian.into_iter().map(|(_, dir)| dir));
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path));
+    }
+    let mut seen = Vec::new();
+    let mut newer: Option<(u32, PathBuf)> = None;
+    for dir in candidates {
+        if seen.contains(&dir) {
+            continue;
+        }
+        seen.push(dir.clone());
+        let Some(found) = initdb_major(&dir).await else {
+            continue;
+        };
+        if found == major {
+            return Ok(dir);
+        }
+        if found > major && newer.as_ref().is_none_or(|(n, _)| found < *n) {
+            newer = Some((found, dir));
+        }
+    }
+    match newer {
+        Some((found, dir)) => {
+            progress.warn(&format!(
+                "no PostgreSQL {major} server programs found; verifying in PostgreSQL {found} \
+                 ({}). Install postgresql-{major} or set verify.pg_bin_dir to verify on the \
+                 backup's own major version",
+                dir.display()
+            ));
+            Ok(dir)
+        }
+        None => Err(Error::Source(format!(
+            "verifying needs PostgreSQL {major} server programs (initdb, pg_ctl) and none were \
+             found in /usr/lib/postgresql/{major}/bin, pg_config --bindir or PATH: install \
+             them (Debian/Ubuntu: apt install postgresql-{major}; RHEL: \
+             postgresql{major}-server), set verify.pg_bin_dir, or use an existing scratch \
+             server with verify.scratch_url"
+        ))),
+    }
+}
+
+/// The major version of `dir/initdb`, if it runs.
+async fn initdb_major(dir: &Path) -> Option<u32> {
+    if !dir.join("initdb").is_file() {
+        return None;
+    }
+    PgTools::locate(Some(dir), None)
+        .version("initdb")
+        .await
+        .ok()
+        .map(|(_, major)| major)
+}
