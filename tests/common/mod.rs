@@ -412,14 +412,28 @@ pub fn run_ok(command: &mut Command) -> String {
 
 /// Starts vault (`VAULT_LOG=vault=debug`) and reads its log until a line contains
 /// `needle`; returns the child, the rest of its stderr, and the log so far.
-#[expect(
-    clippy::zombie_processes,
-    reason = "the caller receives the child and waits for it"
-)]
 pub fn spawn_until(
     config: &Path,
     args: &[&str],
     needle: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStderr>,
+    String,
+) {
+    spawn_until_with(config, args, needle, &[])
+}
+
+/// As [`spawn_until`], with extra environment variables for vault.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the caller receives the child and waits for it"
+)]
+pub fn spawn_until_with(
+    config: &Path,
+    args: &[&str],
+    needle: &str,
+    envs: &[(&str, &Path)],
 ) -> (
     std::process::Child,
     std::io::BufReader<std::process::ChildStderr>,
@@ -430,6 +444,7 @@ pub fn spawn_until(
         .arg("--config")
         .arg(config)
         .args(args)
+        .envs(envs.iter().copied())
         .env("VAULT_LOG", "vault=debug")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
