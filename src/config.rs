@@ -22,8 +22,9 @@ pub struct Config {
     pub retention: RetentionConfig,
     #[serde(default)]
     pub verify: VerifyConfig,
-    /// Where vault keeps host-local state (lock files). Default: `/var/lib/vault` as root,
-    /// else `$XDG_STATE_HOME/vault` or `~/.local/state/vault`.
+    /// Where vault keeps host-local state (lock files). Default: systemd's
+    /// `$STATE_DIRECTORY`, else `/var/lib/vault` as root, else `$XDG_STATE_HOME/vault` or
+    /// `~/.local/state/vault`.
     pub state_dir: Option<PathBuf>,
 }
 
@@ -445,11 +446,17 @@ impl Config {
         if let Some(dir) = &self.state_dir {
             return dir.clone();
         }
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        // systemd's StateDirectory= (may list several, colon-separated: the first is ours).
+        if let Some(dirs) = var("STATE_DIRECTORY")
+            && let Some(first) = std::env::split_paths(&dirs).next()
+        {
+            return first;
+        }
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             return PathBuf::from("/var/lib/vault");
         }
-        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         if let Some(state) = var("XDG_STATE_HOME") {
             return PathBuf::from(state).join("vault");
         }
@@ -541,6 +548,63 @@ mod tests {
             chrono::Duration::hours(24)
         );
         assert_eq!(config.compression.level, 1);
+    }
+
+    #[test]
+    fn verify_defaults_to_an_ephemeral_cluster_and_rejects_contradictions() {
+        let config = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
+        assert_eq!(config.verify.scratch().unwrap(), Scratch::Ephemeral);
+        assert_eq!(config.verify.timeout().unwrap(), chrono::Duration::hours(6));
+        assert!(config.verify.amcheck);
+        assert_eq!(config.verify.run_as, "postgres");
+
+        let server = format!(
+            "{MINIMAL}\n[verify]\nscratch_url = \"postgresql://postgres@scratch:5433/postgres\"\n"
+        );
+        let config = Config::parse(&server, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            config.verify.scratch().unwrap(),
+            Scratch::Server("postgresql://postgres@scratch:5433/postgres".into())
+        );
+
+        let both = server.replace("[verify]\n", "[verify]\nscratch = \"ephemeral\"\n");
+        let err = Config::parse(&both, Path::new("t.toml")).unwrap_err();
+        assert!(err.to_string().contains("both set"), "{err}");
+        let no_url = format!("{MINIMAL}\n[verify]\nscratch = \"server\"\n");
+        let err = Config::parse(&no_url, Path::new("t.toml")).unwrap_err();
+        assert!(
+            err.to_string().contains("needs verify.scratch_url"),
+            "{err}"
+        );
+        let bad_timeout = format!("{MINIMAL}\n[verify]\ntimeout = \"soon\"\n");
+        let err = Config::parse(&bad_timeout, Path::new("t.toml")).unwrap_err();
+        assert!(err.to_string().contains("verify.timeout"), "{err}");
+    }
+
+    #[test]
+    fn user_checks_take_any_scalar_as_expected_text_and_need_unique_names() {
+        let checks = format!(
+            "{MINIMAL}\n[[verify.checks]]\nname = \"a\"\nsql = \"SELECT 1\"\nexpect = 0\n\
+             [[verify.checks]]\nname = \"b\"\nsql = \"SELECT true\"\nexpect = true\n\
+             [[verify.checks]]\nname = \"c\"\nsql = \"SELECT 'x'\"\nexpect = \"x\"\n\
+             database = \"app\"\n"
+        );
+        let config = Config::parse(&checks, Path::new("t.toml")).unwrap();
+        let expected: Vec<String> = config
+            .verify
+            .checks
+            .iter()
+            .map(|c| c.expect.as_text())
+            .collect();
+        assert_eq!(expected, ["0", "t", "x"]);
+        assert_eq!(config.verify.checks[2].database.as_deref(), Some("app"));
+        let twice = checks.replace("name = \"b\"", "name = \"a\"");
+        let err = Config::parse(&twice, Path::new("t.toml")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("two [[verify.checks]] are named `a`"),
+            "{err}"
+        );
     }
 
     #[test]

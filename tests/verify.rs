@@ -401,7 +401,7 @@ fn nothing_is_left_after_a_failing_pg_restore_or_ctrl_c() {
     let id = backup(&config);
 
     // Ctrl-C while pg_restore is filling the scratch database.
-    let (mut child, _stderr, _log) = spawn_until_with(
+    let (mut child, mut stderr, _log) = spawn_until_with(
         &config,
         &["verify", "--latest"],
         "restoring backup",
@@ -413,13 +413,28 @@ fn nothing_is_left_after_a_failing_pg_restore_or_ctrl_c() {
         libc::kill(child.id() as libc::pid_t, libc::SIGINT);
     }
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert!(rest.contains("the scratch cluster was removed"), "{rest}");
     assert_nothing_left(tmp.path());
     assert!(
         s3.keys(&format!("{prefix}/data/big/{id}/verify/"))
             .is_empty(),
         "an interrupted verify stores no record"
     );
+
+    // The time limit cuts the restore off: a failed verify, and the cluster removed.
+    let hasty = verify_config(
+        &ws,
+        &pg,
+        "big",
+        &s3_repository(&s3, &prefix),
+        "[verify]\ntimeout = \"1s\"\n",
+    );
+    let report = verify_json(&hasty, tmp.path(), &["--latest"], 6);
+    assert_eq!(check(&report, "time_limit")["status"], "fail", "{report:#}");
+    assert_nothing_left(tmp.path());
 
     // A dump pg_restore cannot read (checksums and encryption in order).
     let (manifest_key, mut manifest) = stored_manifest(&s3, &prefix, "big", &id);

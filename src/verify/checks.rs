@@ -249,18 +249,7 @@ pub async fn amcheck(client: &Client, server_major: u32) -> CheckOutcome {
     let setup = "CREATE SCHEMA IF NOT EXISTS vault_verify; \
                  CREATE EXTENSION IF NOT EXISTS amcheck WITH SCHEMA vault_verify";
     if let Err(e) = client.batch_execute(setup).await {
-        let text = describe_pg_error(&e);
-        let summary = if text.contains("control file") || text.contains("is not available") {
-            format!(
-                "the amcheck extension is not installed on the scratch server: install \
-                 PostgreSQL {server_major}'s contrib modules (Debian/Ubuntu: the \
-                 postgresql-{server_major} package; RHEL: postgresql{server_major}-contrib), \
-                 or set verify.amcheck = false"
-            )
-        } else {
-            "cannot install the amcheck extension in the scratch database".to_string()
-        };
-        return CheckOutcome::builtin(AMCHECK, CheckStatus::Fail, summary).with_details(vec![text]);
+        return amcheck_unavailable(&describe_pg_error(&e), server_major);
     }
     let schema = match client
         .query_one(
@@ -330,6 +319,20 @@ pub async fn amcheck(client: &Client, server_major: u32) -> CheckOutcome {
         )
         .with_details(broken)
     }
+}
+
+/// Installing amcheck failed: say plainly when its contrib package is missing.
+fn amcheck_unavailable(error: &str, server_major: u32) -> CheckOutcome {
+    let summary = if error.contains("control file") || error.contains("is not available") {
+        format!(
+            "the amcheck extension is not installed on the scratch server: install PostgreSQL \
+             {server_major}'s contrib modules (Debian/Ubuntu: the postgresql-{server_major} \
+             package; RHEL: postgresql{server_major}-contrib), or set verify.amcheck = false"
+        )
+    } else {
+        "cannot install the amcheck extension in the scratch database".to_string()
+    };
+    CheckOutcome::builtin(AMCHECK, CheckStatus::Fail, summary).with_details(vec![error.to_string()])
 }
 
 /// Runs a `[[verify.checks]]` query in a read-only transaction: it must return one row, and
@@ -503,6 +506,30 @@ mod tests {
         );
         assert_eq!(garbage.summary, "pg_restore failed");
         assert!(garbage.details[0].contains("valid archive"));
+    }
+
+    #[test]
+    fn a_missing_amcheck_package_is_named_with_the_fix() {
+        // PostgreSQL's words when the contrib files are not installed.
+        let missing = amcheck_unavailable(
+            "ERROR: could not open extension control file \
+             \"/usr/share/postgresql/16/extension/amcheck.control\": No such file or directory",
+            16,
+        );
+        assert!(missing.failed());
+        assert!(
+            missing.summary.contains("postgresql-16 package"),
+            "{missing:?}"
+        );
+        assert!(
+            missing.summary.contains("verify.amcheck = false"),
+            "{missing:?}"
+        );
+        let other = amcheck_unavailable("ERROR: permission denied to create extension", 16);
+        assert_eq!(
+            other.summary,
+            "cannot install the amcheck extension in the scratch database"
+        );
     }
 
     #[test]
