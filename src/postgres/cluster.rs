@@ -1,7 +1,7 @@
 //! Throwaway PostgreSQL clusters: initdb into a private temporary directory, pg_ctl start on
 //! a free loopback port, and stop + remove on drop, also when the owner panics. Used by the
-//! quick start (a demo database when none is running) and by the test harness; the weekly
-//! restore check will use it for its scratch server. PostgreSQL refuses to run as root, so
+//! quick start (a demo database when none is running), by `vault verify` as its ephemeral
+//! scratch server, and by the test harness. PostgreSQL refuses to run as root, so
 //! as root the cluster runs as an unprivileged user (default `postgres`).
 
 use std::ffi::CString;
