@@ -21,6 +21,7 @@ pub struct ScratchCluster {
     port: u16,
     tools: PgTools,
     run_as: Option<(u32, u32)>,
+    run_as_name: String,
     /// Extra `-c name=value` server options.
     settings: String,
     stopped: bool,
@@ -43,6 +44,7 @@ impl ScratchCluster {
         settings: &[(&str, &str)],
     ) -> Result<ScratchCluster> {
         let tools = PgTools::locate(bin_dir, None);
+        let run_as_name = run_as;
         // SAFETY: geteuid has no preconditions.
         let run_as = if unsafe { libc::geteuid() } == 0 {
             Some(lookup_user(run_as)?)
@@ -68,6 +70,7 @@ impl ScratchCluster {
             port: 0,
             tools,
             run_as,
+            run_as_name: run_as_name.to_string(),
             settings: settings
                 .iter()
                 .map(|(k, v)| format!(" -c {k}={v}"))
@@ -124,6 +127,18 @@ impl ScratchCluster {
             ]),
         )
         .map(drop)
+        .map_err(|e| match (self.run_as, e) {
+            (Some(_), Error::Source(message)) if message.contains("Permission denied") => {
+                Error::Source(format!(
+                    "{message}\nhint: vault runs as root, so the scratch cluster runs as OS user \
+                     `{}`, which must be able to reach `{}`: point TMPDIR at a directory every \
+                     user can traverse (e.g. /tmp)",
+                    self.run_as_name,
+                    self.dir().display()
+                ))
+            }
+            (_, e) => e,
+        })
     }
 
     fn start_server(&self) -> Result<()> {
