@@ -317,6 +317,16 @@ impl VerifyJob {
                 .checks
                 .push(checks::amcheck(client, server.major).await);
         }
+        // The operator's queries only read (each also runs inside BEGIN READ ONLY).
+        client
+            .batch_execute("SET default_transaction_read_only = on")
+            .await
+            .map_err(|e| {
+                Error::Source(format!(
+                    "cannot make the scratch session read-only: {}",
+                    crate::postgres::client::describe_pg_error(&e)
+                ))
+            })?;
         for check in &self.config.checks {
             if check
                 .database

@@ -158,25 +158,18 @@ async fn server_bin_dir(
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path));
     }
-    let mut seen = Vec::new();
-    let mut newer: Option<(u32, PathBuf)> = None;
+    let mut found = Vec::new();
     for dir in candidates {
-        if seen.contains(&dir) {
+        if found.iter().any(|(seen, _)| seen == &dir) {
             continue;
         }
-        seen.push(dir.clone());
-        let Some(found) = initdb_major(&dir).await else {
-            continue;
-        };
-        if found == major {
-            return Ok(dir);
-        }
-        if found > major && newer.as_ref().is_none_or(|(n, _)| found < *n) {
-            newer = Some((found, dir));
+        if let Some(version) = initdb_major(&dir).await {
+            found.push((dir, version));
         }
     }
-    match newer {
-        Some((found, dir)) => {
+    match choose(&found, major) {
+        Some((dir, version)) if version == major => Ok(dir),
+        Some((dir, found)) => {
             progress.warn(&format!(
                 "no PostgreSQL {major} server programs found; verifying in PostgreSQL {found} \
                  ({}). Install postgresql-{major} or set verify.pg_bin_dir to verify on the \
@@ -195,6 +188,19 @@ async fn server_bin_dir(
     }
 }
 
+/// Among directories with the major version of their initdb, in search order: the first of
+/// exactly `major`, else the nearest newer one.
+fn choose(found: &[(PathBuf, u32)], major: u32) -> Option<(PathBuf, u32)> {
+    let exact = found.iter().find(|(_, m)| *m == major);
+    let nearest_newer = || {
+        found
+            .iter()
+            .filter(|(_, m)| *m > major)
+            .min_by_key(|(_, m)| *m)
+    };
+    exact.or_else(nearest_newer).cloned()
+}
+
 /// The major version of `dir/initdb`, if it runs.
 async fn initdb_major(dir: &Path) -> Option<u32> {
     if !dir.join("initdb").is_file() {
@@ -205,4 +211,26 @@ async fn initdb_major(dir: &Path) -> Option<u32> {
         .await
         .ok()
         .map(|(_, major)| major)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backups_own_major_wins_then_the_nearest_newer_never_an_older() {
+        let dirs = |list: &[(&str, u32)]| -> Vec<(PathBuf, u32)> {
+            list.iter().map(|(d, m)| (PathBuf::from(d), *m)).collect()
+        };
+        let found = dirs(&[
+            ("/pg17", 17),
+            ("/pg15", 15),
+            ("/pg16", 16),
+            ("/other15", 15),
+        ]);
+        assert_eq!(choose(&found, 15), Some((PathBuf::from("/pg15"), 15)));
+        assert_eq!(choose(&found, 14), Some((PathBuf::from("/pg15"), 15)));
+        assert_eq!(choose(&found, 18), None);
+        assert_eq!(choose(&dirs(&[("/pg13", 13)]), 15), None);
+    }
 }
