@@ -1,7 +1,9 @@
 //! Host-local exclusive locks: an advisory `flock` on a file in the state directory, held
 //! for as long as the [`Lock`] lives and released by the kernel when the process dies (no
 //! stale lock after a crash or SIGKILL). The holder writes its pid and start time into the
-//! file so whoever is turned away can be told who holds it.
+//! file so whoever is turned away can be told who holds it, and may add notes about work in
+//! progress ([`Lock::note`]). A clean release empties the file; notes still there for the
+//! next holder mean the previous one died mid-work ([`Lock::previous_notes`]).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -11,8 +13,10 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 pub struct Lock {
-    _file: File,
+    file: File,
     path: PathBuf,
+    holder: String,
+    previous_notes: Vec<String>,
 }
 
 impl Lock {
@@ -62,16 +66,57 @@ impl Lock {
                 return Err(Error::io(format!("cannot lock `{}`", path.display()), e));
             }
         }
+        let mut previous = String::new();
+        let _ = file.read_to_string(&mut previous);
+        let previous_notes = previous
+            .lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect();
         let stamp = crate::timespec::rfc3339(chrono::Utc::now());
+        let lock = Lock {
+            file,
+            path,
+            holder: format!("pid {} since {stamp}", std::process::id()),
+            previous_notes,
+        };
+        lock.write(&[]);
+        Ok(lock)
+    }
+
+    /// Notes left by a previous holder that did not release the lock cleanly.
+    pub fn previous_notes(&self) -> &[String] {
+        &self.previous_notes
+    }
+
+    /// Replaces this holder's notes (one per line) about what it has in progress.
+    pub fn note(&self, notes: &[String]) {
+        self.write(notes);
+    }
+
+    fn write(&self, notes: &[String]) {
+        let mut file = &self.file;
+        let mut text = format!("{}\n", self.holder);
+        for note in notes {
+            text.push_str(note.replace('\n', " ").as_str());
+            text.push('\n');
+        }
         let _ = file
             .set_len(0)
             .and_then(|()| file.rewind())
-            .and_then(|()| writeln!(file, "pid {} since {stamp}", std::process::id()));
-        Ok(Lock { _file: file, path })
+            .and_then(|()| file.write_all(text.as_bytes()));
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl Drop for Lock {
+    /// A clean release leaves no notes behind (the kernel drops the flock itself).
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
     }
 }
 
@@ -113,6 +158,29 @@ mod tests {
         Lock::try_acquire(&state, "verify-y", "verifying").unwrap();
         drop(first);
         Lock::try_acquire(&state, "verify-x", "verifying").unwrap();
+    }
+
+    #[test]
+    fn notes_survive_only_a_holder_that_did_not_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = Lock::try_acquire(dir.path(), "l", "working").unwrap();
+        assert!(lock.previous_notes().is_empty());
+        lock.note(&["cluster /tmp/x".into(), "database d".into()]);
+        // A holder that dies keeps its notes in the file (simulated: the flock goes, the
+        // content stays).
+        std::mem::forget(lock);
+        let text = std::fs::read_to_string(dir.path().join("l.lock")).unwrap();
+        let path = dir.path().join("copy");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("l.lock"), &text).unwrap();
+        let next = Lock::try_acquire(&path, "l", "working").unwrap();
+        assert_eq!(next.previous_notes(), ["cluster /tmp/x", "database d"]);
+        drop(next);
+        let again = Lock::try_acquire(&path, "l", "working").unwrap();
+        assert!(
+            again.previous_notes().is_empty(),
+            "a clean release leaves no notes"
+        );
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! of the fixture database is proven and marked verified (and retention keeps it); a failing
 //! user check, a corrupted dump and facts that do not match the data each fail the check
 //! that names them; nothing of the scratch server is left after success, a failing
-//! pg_restore or Ctrl-C; a scratch server keeps nothing of the verify; the lock turns a
-//! second verify away.
+//! pg_restore, the time limit or Ctrl-C, and what a SIGKILLed verify left is removed by the
+//! next one; a scratch server keeps nothing of the verify; the lock turns a second verify
+//! away.
 
 mod common;
 
@@ -384,7 +385,7 @@ fn verify_fails_naming_the_check_a_failing_query_a_corrupted_dump_and_altered_fa
 }
 
 #[test]
-fn nothing_is_left_after_a_failing_pg_restore_or_ctrl_c() {
+fn nothing_is_left_after_a_failing_pg_restore_the_time_limit_ctrl_c_or_sigkill() {
     let s3 = S3Env::from_env();
     let pg = cluster();
     pg.psql("postgres", "CREATE DATABASE big").unwrap();
@@ -423,6 +424,30 @@ fn nothing_is_left_after_a_failing_pg_restore_or_ctrl_c() {
             .is_empty(),
         "an interrupted verify stores no record"
     );
+
+    // SIGKILL leaves the cluster running; the next verify removes it before its own work.
+    let (mut child, _stderr, _log) = spawn_until_with(
+        &config,
+        &["verify", "--latest"],
+        "restoring backup",
+        &[("TMPDIR", tmp.path())],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "a killed verify cannot clean up"
+    );
+    let out = verify(&config, tmp.path(), &["--latest"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("removed the scratch cluster") && stderr.contains("a killed verify left"),
+        "{stderr}"
+    );
+    assert_nothing_left(tmp.path());
 
     // The time limit cuts the restore off: a failed verify, and the cluster removed.
     let hasty = verify_config(

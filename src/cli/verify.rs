@@ -99,7 +99,10 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         client_bin_dir: config.source.pg_bin_dir.clone(),
         progress: Arc::clone(&progress),
     };
-    let _lock = job.lock(&config.state_dir())?;
+    let lock = job.lock(&config.state_dir())?;
+    for note in job.remove_abandoned(&lock).await {
+        progress.warn(&note);
+    }
     let (trigger, cancel) = Cancel::new();
     tokio::spawn(async move {
         super::shutdown_signal().await;
@@ -109,7 +112,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let mut done: Vec<Verified> = Vec::new();
     let mut error = None;
     for backup in &backups {
-        match job.verify(backup, cancel.clone()).await {
+        match job.verify(backup, &lock, cancel.clone()).await {
             Ok(verified) => {
                 progress.finish();
                 tracing::info!(

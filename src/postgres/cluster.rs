@@ -165,6 +165,53 @@ impl ScratchCluster {
         })
     }
 
+    /// The private directory holding the cluster (`vault-scratch-*`).
+    pub fn directory(&self) -> &Path {
+        self.dir()
+    }
+
+    /// Stops and removes a cluster left by a process that died before it could (SIGKILL):
+    /// `dir` is what [`Self::directory`] returned then. Only `vault-scratch-*` directories
+    /// are touched, and only a postmaster whose command line names that directory is
+    /// signalled (immediate shutdown).
+    pub fn remove_abandoned(dir: &Path) -> Result<()> {
+        let named_like_ours = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("vault-scratch-"));
+        if !named_like_ours || !dir.is_absolute() {
+            return Err(Error::Config(format!(
+                "`{}` is not a vault scratch cluster directory; not touching it",
+                dir.display()
+            )));
+        }
+        if !dir.exists() {
+            return Ok(());
+        }
+        let pid_file = std::fs::read_to_string(dir.join("data/postmaster.pid")).unwrap_or_default();
+        if let Some(pid) = pid_file
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+        {
+            let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+            let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
+            let needle = dir.as_os_str().as_encoded_bytes();
+            if cmdline.windows(needle.len()).any(|w| w == needle) {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(pid, libc::SIGQUIT);
+                }
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                while proc_dir.exists() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        }
+        std::fs::remove_dir_all(dir)
+            .map_err(|e| Error::io(format!("cannot remove `{}`", dir.display()), e))
+    }
+
     /// The OS user and group the server runs as (when vault runs as root).
     pub fn server_owner(&self) -> Option<(u32, u32)> {
         self.run_as
@@ -271,4 +318,30 @@ fn lookup_user(name: &str) -> Result<(u32, u32)> {
 fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
     std::os::unix::fs::chown(path, Some(uid), Some(gid))
         .map_err(|e| Error::io(format!("cannot chown `{}`", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_vault_scratch_directories_are_ever_removed_as_abandoned() {
+        for path in ["/etc", "/", "relative/vault-scratch-x", "/tmp/not-ours"] {
+            let err = ScratchCluster::remove_abandoned(Path::new(path)).unwrap_err();
+            assert!(err.to_string().contains("not touching it"), "{path}: {err}");
+        }
+        assert!(Path::new("/etc").exists());
+        // Ours, with no server running: removed.
+        let dir = tempfile::Builder::new()
+            .prefix("vault-scratch-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        std::fs::create_dir(dir.join("data")).unwrap();
+        std::fs::write(dir.join("data/postmaster.pid"), "999999999\n").unwrap();
+        ScratchCluster::remove_abandoned(&dir).unwrap();
+        assert!(!dir.exists());
+        // Already gone: nothing to do.
+        ScratchCluster::remove_abandoned(&dir).unwrap();
+    }
 }

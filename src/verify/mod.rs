@@ -85,8 +85,19 @@ impl VerifyJob {
         Lock::try_acquire(state_dir, &name, &what)
     }
 
+    /// Removes what a verify killed before it could clean up left behind (the notes in the
+    /// lock it held): its scratch cluster, or its database on the scratch server. Returns a
+    /// sentence for each thing removed or not removable.
+    pub async fn remove_abandoned(&self, lock: &Lock) -> Vec<String> {
+        if lock.previous_notes().is_empty() {
+            return Vec::new();
+        }
+        Scratch::remove_abandoned(lock.previous_notes(), &self.config).await
+    }
+
     /// Verifies one backup and stores the record. `Ok` whether or not the checks passed.
-    pub async fn verify(&self, backup: &Manifest, cancel: Cancel) -> Result<Verified> {
+    /// `lock` (from [`Self::lock`]) carries notes of what to remove should this process die.
+    pub async fn verify(&self, backup: &Manifest, lock: &Lock, cancel: Cancel) -> Result<Verified> {
         let started_at = Utc::now();
         let clock = Instant::now();
         self.progress.phase(&format!(
@@ -110,6 +121,8 @@ impl VerifyJob {
             started_at.format("%Y%m%d%H%M%S"),
             rand::random::<u32>() & 0xff_ffff
         );
+
+        lock.note(&scratch.notes(&database));
 
         let mut cancelled = cancel.clone();
         let work = self.restore_and_check(&scratch, &database, backup, &facts, &mut collected);
@@ -136,6 +149,9 @@ impl VerifyJob {
             self.progress.warn(&format!(
                 "could not remove from the scratch server: {leftover}"
             ));
+        }
+        if leftovers.is_empty() {
+            lock.note(&[]);
         }
         let cleanup_note = if leftovers.is_empty() {
             format!(

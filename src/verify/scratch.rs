@@ -74,6 +74,65 @@ impl Scratch {
         }
     }
 
+    /// Notes for the lock file: what to remove if this process dies before [`Self::remove`].
+    pub fn notes(&self, database: &str) -> Vec<String> {
+        match &self.cluster {
+            Some(cluster) => vec![format!("cluster {}", cluster.directory().display())],
+            None => vec![
+                format!("server {}", self.shown),
+                format!("database {database}"),
+            ],
+        }
+    }
+
+    /// Removes what a verify that died left (from its [`Self::notes`]): its cluster, or its
+    /// database on `current`'s server when that is the same server. Returns what was done.
+    pub async fn remove_abandoned(notes: &[String], current: &VerifyConfig) -> Vec<String> {
+        let value = |key: &str| {
+            notes
+                .iter()
+                .find_map(|n| n.strip_prefix(key)?.strip_prefix(' '))
+                .map(str::to_string)
+        };
+        let mut done = Vec::new();
+        if let Some(dir) = value("cluster") {
+            let path = PathBuf::from(&dir);
+            let result =
+                tokio::task::spawn_blocking(move || ScratchCluster::remove_abandoned(&path))
+                    .await
+                    .map_err(|e| Error::Source(e.to_string()))
+                    .and_then(|r| r);
+            done.push(match result {
+                Ok(()) => format!("removed the scratch cluster `{dir}` a killed verify left"),
+                Err(e) => format!(
+                    "could not remove the scratch cluster `{dir}` a killed verify left: {e}"
+                ),
+            });
+        }
+        if let (Some(server), Some(database), Ok(ScratchConfig::Server(url))) =
+            (value("server"), value("database"), current.scratch())
+            && database.starts_with("vault_verify_")
+            && let Ok(conn) = ConnInfo::parse(&url)
+            && conn.url_for("") == server
+        {
+            let outcome = match ServerAdmin::connect(&conn, &database).await {
+                Ok(admin) => {
+                    let dropped = admin.drop_database(&database).await;
+                    admin.close().await;
+                    dropped
+                }
+                Err(e) => Err(e),
+            };
+            done.push(match outcome {
+                Ok(()) => format!("dropped database `{database}` a killed verify left on {server}"),
+                Err(e) => format!(
+                    "could not drop database `{database}` a killed verify left on {server}: {e}"
+                ),
+            });
+        }
+        done
+    }
+
     /// Removes everything this verify made: the whole cluster, or on a scratch server the
     /// database and the roles the verify created. Returns what could not be removed.
     pub async fn remove(mut self, database: &str, roles_created: &[String]) -> Vec<String> {
