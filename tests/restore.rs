@@ -390,7 +390,7 @@ fn missing_roles_fail_the_restore_and_globals_create_them_without_touching_exist
     let ws = Workspace::new();
     let repo = format!("url = \"{}\"", ws.path("repo").display());
     let source_config = ws.config_for(&source, "app", &repo, "");
-    backup(&source_config);
+    let id = backup(&source_config);
 
     let fresh = cluster_with(
         "app",
@@ -437,6 +437,40 @@ fn missing_roles_fail_the_restore_and_globals_create_them_without_touching_exist
             .trim(),
         "0"
     );
+
+    // A restore with --globals that fails later takes back the roles it created.
+    let dump = ws.path(&format!("repo/data/app/{id}/dump.pgdump.zst.age"));
+    let intact = std::fs::read(&dump).unwrap();
+    let mut damaged = intact.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    std::fs::write(&dump, &damaged).unwrap();
+    let err = expect_exit(
+        vault_cmd(Some(&fresh_config)).args([
+            "restore",
+            "--latest",
+            "--replace",
+            "--yes",
+            "--globals",
+        ]),
+        6,
+    );
+    assert!(
+        err.contains("the roles it created (") && err.contains("app_owner"),
+        "{err}"
+    );
+    assert_eq!(
+        fresh
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_roles WHERE rolname IN ('app_owner', 'équipe-analyse')"
+            )
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    assert_eq!(content_fingerprint(&fresh, "app"), live);
+    std::fs::write(&dump, &intact).unwrap();
 
     let out = restore(
         &fresh_config,

@@ -365,7 +365,11 @@ impl RestoreJob {
         };
         let into = plan.target.restore_into();
         self.progress.phase(&format!("creating database `{into}`"));
-        admin.create_database(into, live).await?;
+        if let Err(e) = admin.create_database(into, live).await {
+            let roles = undo_roles(&admin, &roles_created).await;
+            admin.close().await;
+            return Err(with_suffix(e, &roles));
+        }
 
         let mut cancelled = cancel.clone();
         let work = async {
@@ -420,6 +424,11 @@ impl RestoreJob {
             Ok(report) => report,
             Err(e) => {
                 let cleanup = admin.drop_database(into).await;
+                let roles = if cleanup.is_ok() {
+                    undo_roles(&admin, &roles_created).await
+                } else {
+                    String::new()
+                };
                 admin.close().await;
                 let untouched = match &plan.target {
                     Target::Replace { live, .. } => format!("; `{live}` was not changed"),
@@ -428,7 +437,9 @@ impl RestoreJob {
                 return Err(with_suffix(
                     e,
                     &match cleanup {
-                        Ok(()) => format!("; the partial restore `{into}` was dropped{untouched}"),
+                        Ok(()) => {
+                            format!("; the partial restore `{into}` was dropped{roles}{untouched}")
+                        }
                         Err(drop_error) => format!(
                             "; dropping the partial restore `{into}` also failed ({drop_error}): \
                              drop it by hand{untouched}"
@@ -865,6 +876,22 @@ pub(crate) fn table_counts(expected: &DumpFacts, restored: &DumpFacts) -> Vec<Ta
         }
     }
     tables
+}
+
+/// Drops the roles a failed restore created; says what happened, for the error message.
+async fn undo_roles(admin: &ServerAdmin, roles: &[String]) -> String {
+    if roles.is_empty() {
+        return String::new();
+    }
+    let failures = admin.drop_roles(roles).await;
+    if failures.is_empty() {
+        format!("; the roles it created ({}) were dropped", roles.join(", "))
+    } else {
+        format!(
+            "; some roles it created could not be dropped ({})",
+            failures.join("; ")
+        )
+    }
 }
 
 /// The identity must match one of the backup's recipients; says which keys would.

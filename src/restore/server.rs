@@ -318,6 +318,21 @@ impl ServerAdmin {
             .map_err(|e| describe_pg_error(&e))
     }
 
+    /// Drops roles this run created (after the database that used them is gone). A role
+    /// still referenced elsewhere is refused by the server and left; returns those failures.
+    pub async fn drop_roles(&self, roles: &[String]) -> Vec<String> {
+        let mut failures = Vec::new();
+        for role in roles {
+            if let Err(e) = self
+                .execute_quietly(&format!("DROP ROLE IF EXISTS {}", quote_ident(role)))
+                .await
+            {
+                failures.push(format!("role `{role}`: {e}"));
+            }
+        }
+        failures
+    }
+
     pub async fn close(self) {
         drop(self.client);
         let _ = self.task.await;

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use crate::config::{Scratch as ScratchConfig, VerifyConfig};
 use crate::error::{Error, Result};
 use crate::postgres::cluster::ScratchCluster;
-use crate::postgres::facts::quote_ident;
 use crate::postgres::{ConnInfo, PgTools};
 use crate::progress::Progress;
 use crate::restore::server::ServerAdmin;
@@ -154,16 +153,7 @@ impl Scratch {
         if let Err(e) = admin.drop_database(database).await {
             problems.push(format!("database `{database}` (drop it by hand): {e}"));
         }
-        // New roles own nothing once their database is gone; one still in use elsewhere
-        // is refused by the server and left.
-        for role in roles_created {
-            if let Err(e) = admin
-                .execute_quietly(&format!("DROP ROLE IF EXISTS {}", quote_ident(role)))
-                .await
-            {
-                problems.push(format!("role `{role}`: {e}"));
-            }
-        }
+        problems.extend(admin.drop_roles(roles_created).await);
         admin.close().await;
         problems
     }
