@@ -266,6 +266,41 @@ async fn initdb_major(dir: &Path) -> Option<u32> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_configured_directory_must_hold_an_initdb_at_least_as_new_as_the_backup() {
+        let silent = crate::progress::Silent;
+        let err = server_bin_dir(Some(Path::new("/nonexistent/bin")), 15, &silent)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("holds no working initdb"), "{err}");
+        // The suite's own server programs, from the harness's search.
+        let Some(installed) = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find_map(|e| {
+                let major: u32 = e.file_name().to_str()?.parse().ok()?;
+                e.path()
+                    .join("bin/initdb")
+                    .exists()
+                    .then(|| (major, e.path().join("bin")))
+            })
+        else {
+            panic!("the test suite needs PostgreSQL server programs in /usr/lib/postgresql");
+        };
+        let (major, bin) = installed;
+        assert_eq!(
+            server_bin_dir(Some(&bin), major, &silent).await.unwrap(),
+            bin
+        );
+        let err = server_bin_dir(Some(&bin), major + 1, &silent)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("older than the backup's"), "{err}");
+        // Found by search for the backup's own major.
+        assert_eq!(server_bin_dir(None, major, &silent).await.unwrap(), bin);
+    }
+
     #[test]
     fn the_backups_own_major_wins_then_the_nearest_newer_never_an_older() {
         let dirs = |list: &[(&str, u32)]| -> Vec<(PathBuf, u32)> {
