@@ -10,8 +10,10 @@ use common::*;
 use vault::postgres::cluster::ScratchCluster;
 
 /// A private CA, a server certificate it signed for 127.0.0.1, and a cluster that refuses
-/// plaintext over TCP. Returns the cluster and the CA certificate.
-fn tls_only_cluster(dir: &Path) -> (ScratchCluster, PathBuf) {
+/// plaintext over TCP and authenticates TLS connections to database `app` with `method`
+/// (`trust`, or `cert`: a client certificate the CA signed, whose CN is the user; other
+/// databases trust). Returns the cluster and the CA certificate.
+fn tls_only_cluster(dir: &Path, method: &str) -> (ScratchCluster, PathBuf) {
     let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
     let (ca_key, ca, key, csr, cert, ext) = (
         path("ca.key"),
@@ -76,7 +78,10 @@ fn tls_only_cluster(dir: &Path) -> (ScratchCluster, PathBuf) {
     let hba = dir.join("pg_hba.conf");
     std::fs::write(
         &hba,
-        "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        format!(
+            "local all all trust\nhostssl app all 127.0.0.1/32 {method}\n\
+             hostssl all all 127.0.0.1/32 trust\n"
+        ),
     )
     .unwrap();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -89,6 +94,7 @@ fn tls_only_cluster(dir: &Path) -> (ScratchCluster, PathBuf) {
             ("ssl", "on"),
             ("ssl_cert_file", cert.to_str().unwrap()),
             ("ssl_key_file", key.to_str().unwrap()),
+            ("ssl_ca_file", ca.as_str()),
             ("hba_file", hba.to_str().unwrap()),
         ],
     );
@@ -114,7 +120,7 @@ fn sslmode_require_and_verify_full_work_and_plaintext_is_refused() {
     let ws = Workspace::new();
     let tls_dir = ws.path("tls");
     std::fs::create_dir(&tls_dir).unwrap();
-    let (pg, ca) = tls_only_cluster(&tls_dir);
+    let (pg, ca) = tls_only_cluster(&tls_dir, "trust");
     pg.psql("postgres", "CREATE DATABASE app").unwrap();
     pg.psql(
         "app",
@@ -164,4 +170,116 @@ fn sslmode_require_and_verify_full_work_and_plaintext_is_refused() {
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("cannot connect"), "{stderr}");
     assert_eq!(list_json(&config_for("")).len(), 3);
+}
+
+/// A client certificate the test CA in `dir` signs for `user`: (certificate, key), key 0600.
+fn client_certificate(dir: &Path, user: &str) -> (PathBuf, PathBuf) {
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (key, csr, cert, ext) = (
+        path("client.key"),
+        path("client.csr"),
+        path("client.crt"),
+        path("client.ext"),
+    );
+    // Extensions make it an X.509 v3 certificate, which rustls (like browsers) requires.
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    let subject = format!("/CN={user}");
+    run_tool(
+        "openssl",
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subject, "-keyout", &key, "-out",
+            &csr,
+        ],
+    );
+    run_tool(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &path("ca.crt"),
+            "-CAkey",
+            &path("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (PathBuf::from(cert), PathBuf::from(key))
+}
+
+/// A server that authenticates by client certificate: vault's own connection and pg_dump
+/// present `sslcert`/`sslkey`; without them the server refuses; a key file others can read
+/// is refused before connecting.
+#[test]
+fn client_certificates_authenticate_and_a_readable_key_is_refused() {
+    let ws = Workspace::new();
+    let tls_dir = ws.path("tls");
+    std::fs::create_dir(&tls_dir).unwrap();
+    let (pg, ca) = tls_only_cluster(&tls_dir, "cert");
+    // `app` takes client certificates only: seed it through its template.
+    pg.psql(
+        "template1",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g",
+    )
+    .unwrap();
+    pg.psql("postgres", "CREATE DATABASE app").unwrap();
+    let (cert, key) = client_certificate(&tls_dir, "postgres");
+    let base = format!(
+        "postgresql://postgres@127.0.0.1:{}/app?sslmode=verify-full&sslrootcert={}",
+        pg.port(),
+        ca.display()
+    );
+    let config_for = |query: &str| {
+        ws.config(&format!(
+            "[source]\nurl = \"{base}{query}\"\n[repository]\nurl = \"{}\"\n[encryption]\nrecipients = [\"{}\"]\n",
+            ws.path("repo").display(),
+            ws.recipient
+        ))
+    };
+    let run = |config: &Path| {
+        vault_cmd(Some(config))
+            .env("HOME", ws.dir.path())
+            .env_remove("PGSSLCERT")
+            .env_remove("PGSSLKEY")
+            .arg("backup")
+            .output()
+            .unwrap()
+    };
+    let with_cert = format!("&sslcert={}&sslkey={}", cert.display(), key.display());
+
+    let out = run(&config_for(&with_cert));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(list_json(&config_for(&with_cert)).len(), 1);
+
+    let out = run(&config_for(""));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&config_for(&with_cert));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    assert_eq!(
+        list_json(&config_for(&with_cert)).len(),
+        1,
+        "nothing more was stored"
+    );
 }

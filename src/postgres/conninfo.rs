@@ -157,11 +157,16 @@ impl ConnInfo {
             })
     }
 
-    /// The TLS policy of the URL's `sslmode` / `sslrootcert` (or `PGSSLMODE` ...).
+    /// The TLS policy of the URL's `sslmode` / `sslrootcert` / `sslcert` / `sslkey` (or
+    /// `PGSSLMODE` ...).
     pub fn tls(&self) -> Result<TlsSettings> {
         TlsSettings::from_params(
             self.param("sslmode").as_deref(),
             self.param("sslrootcert").as_deref(),
+        )?
+        .with_client_cert(
+            self.param("sslcert").as_deref(),
+            self.param("sslkey").as_deref(),
         )
     }
 

@@ -9,15 +9,18 @@
 //! | `verify-ca`, `verify-full` | yes | yes, against `sslrootcert` or the system roots; vault always checks the host name too |
 //!
 //! tokio-postgres itself knows only disable/prefer/require; the certificate policy lives in
-//! the rustls configuration built here.
+//! the rustls configuration built here. A client certificate (`sslcert` + `sslkey`, else
+//! `PGSSLCERT` / `PGSSLKEY`, else `~/.postgresql/postgresql.crt` / `.key`) is presented in
+//! every mode that encrypts; a key file others can read is refused, as libpq refuses it.
 
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -37,6 +40,14 @@ pub struct TlsSettings {
     pub mode: SslMode,
     /// `sslrootcert`: PEM file of trusted roots for verify-ca / verify-full.
     pub root_cert: Option<PathBuf>,
+    /// `sslcert` + `sslkey`: a client certificate to authenticate with.
+    pub client_cert: Option<ClientCert>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl TlsSettings {
@@ -61,7 +72,45 @@ impl TlsSettings {
             .map(str::to_string)
             .or_else(|| std::env::var("PGSSLROOTCERT").ok())
             .map(PathBuf::from);
-        Ok(TlsSettings { mode, root_cert })
+        Ok(TlsSettings {
+            mode,
+            root_cert,
+            client_cert: None,
+        })
+    }
+
+    /// Adds the client certificate of the URL's `sslcert` / `sslkey`, else `PGSSLCERT` /
+    /// `PGSSLKEY`, else libpq's default files `~/.postgresql/postgresql.crt` / `.key` when
+    /// the certificate exists. A certificate without its key is an error.
+    pub fn with_client_cert(
+        mut self,
+        sslcert: Option<&str>,
+        sslkey: Option<&str>,
+    ) -> Result<TlsSettings> {
+        let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".postgresql"));
+        let pick = |param: Option<&str>, env: &str, default: &str| {
+            param
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os(env).map(PathBuf::from))
+                .or_else(|| {
+                    home.as_ref()
+                        .map(|h| h.join(default))
+                        .filter(|p| p.exists())
+                })
+        };
+        let cert = pick(sslcert, "PGSSLCERT", "postgresql.crt");
+        let key = pick(sslkey, "PGSSLKEY", "postgresql.key");
+        self.client_cert = match (cert, key) {
+            (Some(cert), Some(key)) => Some(ClientCert { cert, key }),
+            (None, None) | (None, Some(_)) => None,
+            (Some(cert), None) => {
+                return Err(Error::Config(format!(
+                    "the client certificate `{}` has no private key: add sslkey=FILE to                      source.url (or set PGSSLKEY)",
+                    cert.display()
+                )));
+            }
+        };
+        Ok(self)
     }
 
     /// The mode to hand tokio-postgres.
@@ -81,14 +130,28 @@ impl TlsSettings {
         let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Config(format!("TLS setup failed: {e}")))?;
-        let config = match self.mode {
+        let wants_client_cert = match self.mode {
             SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(EncryptionOnly(provider)))
-                .with_no_client_auth(),
-            SslMode::VerifyCa | SslMode::VerifyFull => builder
-                .with_root_certificates(self.roots()?)
-                .with_no_client_auth(),
+                .with_custom_certificate_verifier(Arc::new(EncryptionOnly(provider))),
+            SslMode::VerifyCa | SslMode::VerifyFull => {
+                builder.with_root_certificates(self.roots()?)
+            }
+        };
+        let config = match &self.client_cert {
+            None => wants_client_cert.with_no_client_auth(),
+            Some(client) => {
+                let (certs, key) = client.load()?;
+                wants_client_cert
+                    .with_client_auth_cert(certs, key)
+                    .map_err(|e| {
+                        Error::Config(format!(
+                            "the client certificate `{}` and key `{}` do not go together: {e}",
+                            client.cert.display(),
+                            client.key.display()
+                        ))
+                    })?
+            }
         };
         Ok(MakeRustlsConnect::new(config))
     }
@@ -127,6 +190,54 @@ impl TlsSettings {
         }
         Ok(roots)
     }
+}
+
+impl ClientCert {
+    /// Reads the certificate chain and the key, refusing a key file others may read (libpq's
+    /// rule: 0600 or stricter when owned by the user, 0640 or stricter when owned by root).
+    fn load(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+        check_key_permissions(&self.key)?;
+        let certs = CertificateDer::pem_file_iter(&self.cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot read sslcert `{}`: {e}",
+                    self.cert.display()
+                ))
+            })?;
+        if certs.is_empty() {
+            return Err(Error::Config(format!(
+                "sslcert `{}` holds no PEM certificate",
+                self.cert.display()
+            )));
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| {
+            Error::Key(format!(
+                "cannot read the private key sslkey `{}`: {e}",
+                self.key.display()
+            ))
+        })?;
+        Ok((certs, key))
+    }
+}
+
+fn check_key_permissions(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::Key(format!("cannot read sslkey `{}`: {e}", path.display())))?;
+    let mode = meta.mode() & 0o777;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let too_open =
+        (meta.uid() == me && mode & 0o077 != 0) || (meta.uid() == 0 && mode & 0o037 != 0);
+    if too_open {
+        return Err(Error::Key(format!(
+            "sslkey `{}` is accessible by group or others (mode {mode:03o}); fix it with \
+             `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// libpq's `require`: encrypt, but accept any server certificate. Handshake signatures
@@ -193,5 +304,39 @@ mod tests {
         assert_eq!(s.negotiation(), tokio_postgres::config::SslMode::Disable);
         let err = TlsSettings::from_params(Some("sometimes"), None).unwrap_err();
         assert!(err.to_string().contains("sslmode `sometimes`"), "{err}");
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key_and_a_private_key_file() {
+        let s = TlsSettings::from_params(Some("require"), None)
+            .unwrap()
+            .with_client_cert(Some("/etc/c.crt"), Some("/etc/c.key"))
+            .unwrap();
+        assert_eq!(
+            s.client_cert,
+            Some(ClientCert {
+                cert: "/etc/c.crt".into(),
+                key: "/etc/c.key".into()
+            })
+        );
+        let err = TlsSettings::from_params(Some("require"), None)
+            .unwrap()
+            .with_client_cert(Some("/etc/c.crt"), None);
+        // PGSSLKEY or ~/.postgresql/postgresql.key could supply it; neither is set in tests.
+        if std::env::var_os("PGSSLKEY").is_none() {
+            let err = err.unwrap_err();
+            assert!(err.to_string().contains("has no private key"), "{err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.key");
+        std::fs::write(&key, "not a key").unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let err = check_key_permissions(&key).unwrap_err();
+        assert!(matches!(err, Error::Key(_)), "{err:?}");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        check_key_permissions(&key).unwrap();
     }
 }
