@@ -164,12 +164,34 @@ fn sslmode_require_and_verify_full_work_and_plaintext_is_refused() {
         "the server's refusal is shown: {stderr}"
     );
 
+    // By the name `localhost`, which the certificate (for 127.0.0.1) does not carry:
+    // verify-ca checks only the chain, verify-full the name too — as libpq does.
+    let by_name = |mode: &str| {
+        ws.config(&format!(
+            "[source]\nurl = \"postgresql://postgres@localhost:{}/app?sslmode={mode}&sslrootcert={}\"\n[repository]\nurl = \"{}\"\n[encryption]\nrecipients = [\"{}\"]\n",
+            pg.port(),
+            ca.display(),
+            ws.path("repo").display(),
+            ws.recipient
+        ))
+    };
+    let out = run(&by_name("verify-ca"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&by_name("verify-full"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("not valid for name"), "{stderr}");
+
     // verify-full against the system roots: the private CA is not trusted.
     let out = run(&config_for("?sslmode=verify-full"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("cannot connect"), "{stderr}");
-    assert_eq!(list_json(&config_for("")).len(), 3);
+    assert_eq!(list_json(&config_for("")).len(), 4);
 }
 
 /// A client certificate the test CA in `dir` signs for `user`: (certificate, key), key 0600.

@@ -6,7 +6,8 @@
 //! | `disable` | no | — |
 //! | `prefer` (default, as libpq) | if the server offers TLS | no |
 //! | `require` | yes | no (libpq's meaning: only encryption) |
-//! | `verify-ca`, `verify-full` | yes | yes, against `sslrootcert` or the system roots; vault always checks the host name too |
+//! | `verify-ca` | yes | yes, against `sslrootcert` or the system roots (the host name is not checked) |
+//! | `verify-full` | yes | yes, and the host name must match it |
 //!
 //! tokio-postgres itself knows only disable/prefer/require; the certificate policy lives in
 //! the rustls configuration built here. A client certificate (`sslcert` + `sslkey`, else
@@ -133,10 +134,17 @@ impl TlsSettings {
         let wants_client_cert = match self.mode {
             SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(EncryptionOnly(provider))),
-            SslMode::VerifyCa | SslMode::VerifyFull => {
-                builder.with_root_certificates(self.roots()?)
-            }
+                .with_custom_certificate_verifier(Arc::new(WithoutHostName {
+                    provider,
+                    roots: None,
+                })),
+            SslMode::VerifyCa => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(WithoutHostName {
+                    provider,
+                    roots: Some(self.roots()?),
+                })),
+            SslMode::VerifyFull => builder.with_root_certificates(self.roots()?),
         };
         let config = match &self.client_cert {
             None => wants_client_cert.with_no_client_auth(),
@@ -240,20 +248,35 @@ fn check_key_permissions(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// libpq's `require`: encrypt, but accept any server certificate. Handshake signatures
-/// are still verified, so the session key really belongs to the presented certificate.
+/// libpq's `require` (no `roots`: any server certificate) and `verify-ca` (`roots`: the
+/// chain must lead to one of them, whatever host name the certificate names). Handshake
+/// signatures are verified either way, so the session key really belongs to the presented
+/// certificate.
 #[derive(Debug)]
-struct EncryptionOnly(Arc<CryptoProvider>);
+struct WithoutHostName {
+    provider: Arc<CryptoProvider>,
+    roots: Option<rustls::RootCertStore>,
+}
 
-impl ServerCertVerifier for EncryptionOnly {
+impl ServerCertVerifier for WithoutHostName {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -267,7 +290,7 @@ impl ServerCertVerifier for EncryptionOnly {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -281,12 +304,14 @@ impl ServerCertVerifier for EncryptionOnly {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
