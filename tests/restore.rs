@@ -497,6 +497,70 @@ fn missing_roles_fail_the_restore_and_globals_create_them_without_touching_exist
     );
 }
 
+/// On a terminal, `--replace` asks for the database's name: a wrong answer changes
+/// nothing, the right one restores. (`script` gives vault a pseudo-terminal.)
+#[test]
+fn replace_on_a_terminal_asks_for_the_database_name() {
+    let pg = cluster_with(
+        "app",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g",
+    );
+    let ws = Workspace::new();
+    let repo = format!("url = \"{}\"", ws.path("repo").display());
+    let config = ws.config_for(&pg, "app", &repo, "");
+    backup(&config);
+    pg.psql("app", "DELETE FROM t WHERE g > 50").unwrap();
+    let rows = || {
+        pg.psql("app", "SELECT count(*) FROM t")
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let on_terminal = |answer: &str| {
+        use std::io::Write;
+        let command = format!(
+            "{} --config {} restore --latest --replace",
+            assert_cmd::cargo::cargo_bin("vault").display(),
+            config.display()
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("VAULT_LOG", "vault=warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{answer}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let before = databases(&pg);
+
+    let (code, screen) = on_terminal("wrong");
+    assert_eq!(code, Some(1), "{screen}");
+    assert!(
+        screen.contains("Type the database name to confirm")
+            && screen.contains("not confirmed; nothing was changed"),
+        "{screen}"
+    );
+    assert_eq!(rows(), "50");
+    assert_eq!(databases(&pg), before);
+
+    let (code, screen) = on_terminal("app");
+    assert_eq!(code, Some(0), "{screen}");
+    assert_eq!(rows(), "100");
+    assert!(
+        databases(&pg)
+            .iter()
+            .any(|d| d.starts_with("app_before_restore_")),
+        "{screen}"
+    );
+}
+
 /// `vault snapshot` is a labelled, pinned backup; `unpin` and `pin` flip the flag that
 /// retention honours, and `list` shows it.
 #[test]
