@@ -126,16 +126,20 @@ impl VerifyJob {
 
         let mut cancelled = cancel.clone();
         let work = self.restore_and_check(&scratch, &database, backup, &facts, &mut collected);
-        let outcome = tokio::select! {
+        // Ok(Some(check)): the time limit cut the work off, and that check failed.
+        let outcome: Result<Option<CheckOutcome>> = tokio::select! {
             outcome = tokio::time::timeout(limit.to_std().unwrap_or_default(), work) => {
-                outcome.unwrap_or_else(|_| Ok(Some(CheckOutcome::builtin(
-                    checks::TIME_LIMIT,
-                    CheckStatus::Fail,
-                    format!(
-                        "the verify did not finish within {} (verify.timeout)",
-                        self.config.timeout
-                    ),
-                ))))
+                match outcome {
+                    Ok(done) => done.map(|()| None),
+                    Err(_) => Ok(Some(CheckOutcome::builtin(
+                        checks::TIME_LIMIT,
+                        CheckStatus::Fail,
+                        format!(
+                            "the verify did not finish within {} (verify.timeout)",
+                            self.config.timeout
+                        ),
+                    ))),
+                }
             }
             _ = cancelled.cancelled() => Err(Error::Interrupted(format!(
                 "verify of backup {} cancelled", backup.id
@@ -150,18 +154,14 @@ impl VerifyJob {
                 "could not remove from the scratch server: {leftover}"
             ));
         }
-        if leftovers.is_empty() {
-            lock.note(&[]);
-        }
         let cleanup_note = if leftovers.is_empty() {
-            format!(
-                "; the scratch {} was removed",
-                if kind == "server" {
-                    "database"
-                } else {
-                    "cluster"
-                }
-            )
+            lock.note(&[]);
+            let what = if kind == "server" {
+                "database"
+            } else {
+                "cluster"
+            };
+            format!("; the scratch {what} was removed")
         } else {
             String::new()
         };
@@ -200,8 +200,8 @@ impl VerifyJob {
     }
 
     /// Restores into `database` on the scratch server and runs every check, pushing outcomes
-    /// into `collected` as they come. `Ok(Some)` is a final outcome to add (unused here, the
-    /// time limit's slot); errors are operational failures (no verdict).
+    /// into `collected` as they come (so a time limit keeps what was found); errors are
+    /// operational failures (no verdict).
     async fn restore_and_check(
         &self,
         scratch: &Scratch,
@@ -209,7 +209,7 @@ impl VerifyJob {
         backup: &Manifest,
         facts: &DumpFacts,
         collected: &mut Collected,
-    ) -> Result<Option<CheckOutcome>> {
+    ) -> Result<()> {
         let admin = ServerAdmin::connect(&scratch.conn, database).await?;
         collected.server_version = admin.server.version.clone();
         if admin.database_exists(database).await? {
@@ -255,7 +255,7 @@ impl VerifyJob {
                     .with_details(vec![message]),
                 );
                 admin.close().await;
-                return Ok(None);
+                return Ok(());
             }
             Err(e) => {
                 admin.close().await;
@@ -273,7 +273,7 @@ impl VerifyJob {
                 .checks
                 .push(checks::pg_restore_failed(failure.as_deref().unwrap_or("")));
             admin.close().await;
-            return Ok(None);
+            return Ok(());
         }
         collected.restored_bytes = restored.bytes;
         collected.phases.time_to_first_byte_seconds = restored.timings.first_byte_seconds;
@@ -312,7 +312,7 @@ impl VerifyJob {
         drop(client);
         let _ = task.await;
         collected.phases.checks_seconds = Some(checks_started.elapsed().as_secs_f64());
-        result.map(|()| None)
+        result
     }
 
     async fn run_checks(
