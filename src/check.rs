@@ -1,7 +1,8 @@
 //! `vault check`: is the configuration usable? Each probe yields one line a person can act
 //! on: recipients parse, the identity file (if configured) is private and loads, every
 //! database answers and pg_dump is new enough for it, and the repository is reachable and
-//! writable (a probe object is written, read back and deleted).
+//! writable (a probe object is written, read back and deleted), and — where the identity is
+//! — that `vault verify` can get a scratch server for the newest backup.
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -73,6 +74,13 @@ pub async fn run(config: &Config) -> Vec<Probe> {
         "repository".into(),
         check_repository(config).await,
     ));
+    // A host that holds the identity reads backups, and verifying is what it does with it.
+    if config.identity_file().is_some() {
+        probes.push(Probe::from_result(
+            "verify".into(),
+            crate::verify::probe(config).await,
+        ));
+    }
     probes
 }
 

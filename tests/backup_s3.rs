@@ -331,6 +331,10 @@ fn check_reports_each_problem_in_one_sentence() {
     );
     assert!(stdout.contains("ok   repository"), "{stdout}");
     assert!(stdout.contains("ok   database app"), "{stdout}");
+    assert!(
+        stdout.contains("ok   verify: no backups yet; ephemeral scratch clusters can use"),
+        "{stdout}"
+    );
 
     let bad = ws.config(&format!(
         "[source]\nurl = \"postgresql://postgres:hunter2secret@127.0.0.1:{}/app\"\n[repository]\n{}\n[encryption]\nrecipients = [\"age1nope\"]\n",

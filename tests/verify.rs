@@ -506,6 +506,11 @@ fn a_scratch_server_keeps_nothing_and_a_held_lock_turns_a_second_verify_away() {
         &repository,
         &format!("[verify]\nscratch_url = \"{}\"\n", scratch.url("postgres")),
     );
+    let checked = run_ok(vault_cmd(Some(&config)).arg("check"));
+    assert!(
+        checked.contains("ok   verify: scratch server") && checked.contains("may create databases"),
+        "{checked}"
+    );
     backup(&config);
     let tmp = scratch_tmp();
     let report = verify_json(&config, tmp.path(), &[], 0);
@@ -527,6 +532,12 @@ fn a_scratch_server_keeps_nothing_and_a_held_lock_turns_a_second_verify_away() {
 
     // Another process holds the host's ephemeral-verify lock.
     let config = verify_config(&ws, &pg, "app", &repository, "");
+    let checked = run_ok(vault_cmd(Some(&config)).arg("check"));
+    assert!(
+        checked.contains("ok   verify: ephemeral scratch clusters of PostgreSQL")
+            && checked.contains("the newest backup's version"),
+        "{checked}"
+    );
     let state = ws.path("state");
     std::fs::create_dir_all(&state).unwrap();
     let holder = std::fs::File::create(state.join("verify-ephemeral.lock")).unwrap();

@@ -61,6 +61,19 @@ impl ServerAdmin {
         Ok(row.get(0))
     }
 
+    /// Whether the connected role may create databases (CREATEDB or superuser).
+    pub async fn may_create_databases(&self) -> Result<bool> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await
+            .map_err(|e| self.failed("reading the role's privileges", e))?;
+        Ok(row.get(0))
+    }
+
     /// Sessions connected to `name` now, other than this one.
     pub async fn sessions_in(&self, name: &str) -> Result<i64> {
         let row = self

@@ -360,6 +360,18 @@ impl VerifyJob {
     }
 }
 
+/// For `vault check`: whether verify can get a scratch server for the newest backup.
+pub async fn probe(config: &crate::config::Config) -> Result<String> {
+    let store = crate::storage::open(&config.repository).await?;
+    let listing = crate::catalog::list_backups(store.as_ref(), None).await?;
+    let major = listing
+        .backups
+        .first()
+        .and_then(|b| parse_version(&b.server_version))
+        .map_or(0, |(_, m)| m);
+    scratch::probe(&config.verify, major).await
+}
+
 fn with_note(e: Error, note: &str) -> Error {
     match e {
         Error::Interrupted(m) => Error::Interrupted(m + note),

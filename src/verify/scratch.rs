@@ -159,6 +159,60 @@ impl Scratch {
     }
 }
 
+/// For `vault check`: can a verify of a PostgreSQL `major` backup get a scratch server?
+/// (`major` 0: no backup yet, any server programs will do.)
+pub(crate) async fn probe(config: &VerifyConfig, major: u32) -> Result<String> {
+    match config.scratch()? {
+        ScratchConfig::Server(url) => {
+            let conn = ConnInfo::parse(&url)?;
+            let admin = ServerAdmin::connect(&conn, "").await?;
+            let may_create = admin.may_create_databases().await;
+            let version = admin.server.version.clone();
+            admin.close().await;
+            if !may_create? {
+                return Err(Error::Config(format!(
+                    "the scratch server {} lets this role connect but not create databases: \
+                     grant it CREATEDB (ALTER ROLE ... CREATEDB) or use another role in \
+                     verify.scratch_url",
+                    conn.url_for("")
+                )));
+            }
+            Ok(format!(
+                "scratch server {} answers (PostgreSQL {version}) and this role may create \
+                 databases",
+                conn.url_for("")
+            ))
+        }
+        ScratchConfig::Ephemeral => {
+            let dir = server_bin_dir(
+                config.pg_bin_dir.as_deref(),
+                major,
+                &crate::progress::Silent,
+            )
+            .await?;
+            let found = initdb_major(&dir).await.unwrap_or(0);
+            Ok(match major {
+                0 => format!(
+                    "no backups yet; ephemeral scratch clusters can use PostgreSQL {found} from \
+                     `{}` (a backup needs its own major version or later)",
+                    dir.display()
+                ),
+                m if m == found => format!(
+                    "ephemeral scratch clusters of PostgreSQL {found} (the newest backup's \
+                     version) from `{}`",
+                    dir.display()
+                ),
+                m => format!(
+                    "ephemeral scratch clusters of PostgreSQL {found} from `{}`: the newest \
+                     backup is PostgreSQL {m}; install postgresql-{m} to verify on its own \
+                     major version",
+                    dir.display()
+                ),
+            })
+        }
+    }
+}
+
 /// The directory of initdb / pg_ctl for a backup of PostgreSQL `major`: `configured`, else
 /// the first of `/usr/lib/postgresql/<major>/bin`, `pg_config --bindir`, the other
 /// `/usr/lib/postgresql/*/bin` and `PATH` whose initdb is `major`; else the nearest newer
