@@ -296,7 +296,7 @@ fn damaged_or_wrongly_keyed_backups_never_touch_the_live_database() {
 
 /// `--jobs 2` (pg_restore -j from a nameless temporary file) restores the same contents as
 /// the stream, and leaves nothing in the temporary directory: after success, after Ctrl-C,
-/// and after SIGKILL.
+/// and after SIGKILL — and pg_restore does not outlive vault either way.
 #[test]
 fn parallel_restore_matches_the_stream_and_leaves_no_temp_files() {
     let pg = cluster();
@@ -362,9 +362,20 @@ fn parallel_restore_matches_the_stream_and_leaves_no_temp_files() {
         ];
         let (mut child, _stderr, seen) = spawn_until(&config, &args, "pg_restore -j 2 into");
         std::thread::sleep(Duration::from_millis(300));
+        let pg_restore = children_named(child.id(), "pg_restore");
+        assert!(!pg_restore.is_empty(), "pg_restore runs under vault");
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(child.id() as i32, signal) };
         let status = child.wait().unwrap();
+        // pg_restore does not outlive vault, however vault ended (SIGKILL: the kernel's
+        // parent-death signal).
+        std::thread::sleep(Duration::from_millis(300));
+        for pid in &pg_restore {
+            assert!(
+                !is_running(*pid),
+                "pg_restore {pid} outlived vault ({signal})"
+            );
+        }
         assert_eq!(
             left_in_temp(),
             0,
@@ -495,6 +506,35 @@ fn missing_roles_fail_the_restore_and_globals_create_them_without_touching_exist
         "7",
         "an existing role keeps its attributes"
     );
+}
+
+/// The processes named `name` whose parent is `parent`.
+fn children_named(parent: u32, name: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let field = |key: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .map(|v| v.trim().to_string())
+            };
+            (field("Name:")? == name && field("PPid:")? == parent.to_string()).then_some(pid)
+        })
+        .collect()
+}
+
+/// Alive and not a zombie.
+fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .is_some_and(|state| !state.trim().starts_with('Z'))
+    })
 }
 
 /// On a terminal, `--replace` asks for the database's name: a wrong answer changes

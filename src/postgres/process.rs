@@ -1,7 +1,8 @@
 //! The one wrapper for every child process vault runs (pg_dump, pg_dumpall, pg_restore,
 //! psql, initdb, pg_ctl, ...). It runs the child in its own process group, drains stderr on the side
 //! keeping the tail for error messages, checks the exit status, and kills the whole group
-//! if the wrapper is dropped before the child was waited for (cancellation, errors).
+//! if the wrapper is dropped before the child was waited for (cancellation, errors) — and
+//! the kernel kills the child if vault dies without dropping it (`PR_SET_PDEATHSIG`).
 
 use std::process::{ExitStatus, Stdio};
 
@@ -49,6 +50,19 @@ impl ChildProcess {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        // If vault itself is killed outright (SIGKILL, OOM), the child is killed too instead
+        // of running on alone (pg_restore -j would keep filling a database nobody watches).
+        // Linux sends this when the *thread* that spawned the child ends: children are
+        // spawned from async code, whose runtime threads live as long as vault does.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = command.spawn().map_err(|e| {
             Error::Source(format!(
                 "cannot start {name}: {e}; install the PostgreSQL client tools or set \
