@@ -172,6 +172,9 @@ fn at_chooses_among_three_backups_and_refuses_a_time_before_the_first() {
             .any(|d| d.starts_with("app_restored_"))
     );
 
+    // What a killed `--replace` leaves: a side database (see the dry run below).
+    pg.psql("postgres", "CREATE DATABASE app_restoring_20260101_000000")
+        .unwrap();
     let before = databases(&pg);
     // An hour ago is before the first backup.
     let err = expect_exit(vault_cmd(Some(&config)).args(["restore", "--at", "1h"]), 2);
@@ -188,12 +191,18 @@ fn at_chooses_among_three_backups_and_refuses_a_time_before_the_first() {
     );
     assert!(err.contains("`r1` already exists"), "{err}");
     assert_eq!(marks("r1"), "1");
-    // A dry run of a replace prints the plan and changes nothing.
+    // A dry run of a replace prints the plan and changes nothing; it points out the side
+    // database a killed restore left.
     let out = vault_cmd(Some(&config))
         .args(["restore", "--id", &ids[0], "--replace", "--dry-run"])
         .output()
         .unwrap();
     assert!(out.status.success());
+    let warned = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warned.contains("`app_restoring_20260101_000000` is left from a restore that was killed"),
+        "{warned}"
+    );
     let plan = String::from_utf8_lossy(&out.stdout);
     assert!(
         plan.contains("dry run") && plan.contains("rename `app` to `app_before_restore_"),

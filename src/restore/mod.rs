@@ -330,6 +330,16 @@ impl RestoreJob {
             }
         };
         let admin = ServerAdmin::connect(&self.target, &request.database).await?;
+        // A side database only outlives its restore when vault was killed mid-way.
+        let leftovers = admin
+            .databases_starting_with(&format!("{}_restoring_", request.database))
+            .await;
+        for name in leftovers.iter().flatten() {
+            self.progress.warn(&format!(
+                "database `{name}` is left from a restore that was killed before it finished \
+                 (it is not the live database); drop it when you no longer need it"
+            ));
+        }
         let live_sessions = check_names(&admin, &target).await;
         let server = admin.shown.clone();
         admin.close().await;

@@ -61,6 +61,20 @@ impl ServerAdmin {
         Ok(row.get(0))
     }
 
+    /// Databases whose names start with `prefix` (taken literally).
+    pub async fn databases_starting_with(&self, prefix: &str) -> Result<Vec<String>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT datname::text FROM pg_database WHERE left(datname, length($1)) = $1 \
+                 ORDER BY 1",
+                &[&prefix],
+            )
+            .await
+            .map_err(|e| self.failed("looking up databases", e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// Whether the connected role may create databases (CREATEDB or superuser).
     pub async fn may_create_databases(&self) -> Result<bool> {
         let row = self
