@@ -80,7 +80,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!(
         "\nNext: restore it into a new database beside the demo one:\n  \
          {vault} --config {config} restore --latest\n\
-         or by hand, without vault:\n  \
+         prove it restores, in a throwaway cluster, with every check:\n  \
+         {vault} --config {config} verify --latest\n\
+         or restore by hand, without vault:\n  \
          age -d -i {identity} <dump.pgdump.zst.age> | zstd -d | pg_restore -d <new database>",
         vault = vault.display(),
         config = config_path.display(),
