@@ -127,6 +127,15 @@ fn a_good_backup_is_proven_marked_verified_and_kept_by_retention() {
     seed_fixture(&pg, "app");
     let ws = Workspace::new();
     let prefix = unique_prefix("verify-good");
+    // A database with its own settings, comment and grants (applied to the scratch database
+    // from the facts, with roles from the saved globals) verifies too.
+    pg.psql(
+        "postgres",
+        "ALTER DATABASE app SET search_path = shop, public; COMMENT ON DATABASE app IS 'the shop'; \
+         ALTER ROLE app_reader IN DATABASE app SET work_mem = '8MB'; \
+         REVOKE CONNECT ON DATABASE app FROM PUBLIC; GRANT CONNECT ON DATABASE app TO app_reader",
+    )
+    .unwrap();
     let config = verify_config(
         &ws,
         &pg,
