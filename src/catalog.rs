@@ -141,23 +141,33 @@ impl Manifest {
     }
 
     pub fn from_json(bytes: &[u8], key: &str) -> Result<Manifest> {
-        #[derive(Deserialize)]
-        struct Version {
-            format_version: u32,
-        }
-        let version: Version = serde_json::from_slice(bytes).map_err(|e| {
-            Error::Integrity(format!("manifest `{key}` is not a vault manifest: {e}"))
-        })?;
-        if version.format_version > MANIFEST_FORMAT {
-            return Err(Error::Integrity(format!(
-                "manifest `{key}` has format {} but this vault reads up to {MANIFEST_FORMAT}: \
-                 upgrade vault to read it",
-                version.format_version
-            )));
-        }
-        serde_json::from_slice(bytes)
-            .map_err(|e| Error::Integrity(format!("manifest `{key}` is damaged: {e}")))
+        read_versioned(bytes, key, "manifest", MANIFEST_FORMAT)
     }
+}
+
+/// Reads a versioned JSON document of the repository (a manifest, a verification record):
+/// any `format_version` up to `newest` reads; a newer one asks for a newer vault.
+pub fn read_versioned<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    key: &str,
+    what: &str,
+    newest: u32,
+) -> Result<T> {
+    #[derive(Deserialize)]
+    struct Version {
+        format_version: u32,
+    }
+    let version: Version = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Integrity(format!("{what} `{key}` is not a vault {what}: {e}")))?;
+    if version.format_version > newest {
+        return Err(Error::Integrity(format!(
+            "{what} `{key}` has format {} but this vault reads up to {newest}: upgrade vault \
+             to read it",
+            version.format_version
+        )));
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::Integrity(format!("{what} `{key}` is damaged: {e}")))
 }
 
 /// What a listing found: the readable backups, newest first, and a sentence for every

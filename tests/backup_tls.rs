@@ -102,6 +102,29 @@ fn tls_only_cluster(dir: &Path, method: &str) -> (ScratchCluster, PathBuf) {
     (pg, PathBuf::from(ca))
 }
 
+/// A config backing up `url` into the workspace's local repository.
+fn config_with_url(ws: &Workspace, url: &str) -> PathBuf {
+    ws.config(&format!(
+        "[source]\nurl = \"{url}\"\n[repository]\nurl = \"{}\"\n[encryption]\nrecipients = [\"{}\"]\n",
+        ws.path("repo").display(),
+        ws.recipient
+    ))
+}
+
+/// `vault backup`, with HOME in the workspace (no `~/.postgresql` files) and no `PGSSL*`
+/// settings from the environment.
+fn backup_output(ws: &Workspace, config: &Path) -> std::process::Output {
+    vault_cmd(Some(config))
+        .env("HOME", ws.dir.path())
+        .env_remove("PGSSLCERT")
+        .env_remove("PGSSLKEY")
+        .env_remove("PGSSLMODE")
+        .env_remove("PGSSLROOTCERT")
+        .arg("backup")
+        .output()
+        .unwrap()
+}
+
 /// The server must own its key file: as root, that is the `postgres` user.
 fn chown_for_server(path: &Path) {
     // SAFETY: geteuid has no preconditions.
@@ -128,20 +151,8 @@ fn sslmode_require_and_verify_full_work_and_plaintext_is_refused() {
     )
     .unwrap();
     let base = format!("postgresql://postgres@127.0.0.1:{}/app", pg.port());
-    let config_for = |query: &str| {
-        ws.config(&format!(
-            "[source]\nurl = \"{base}{query}\"\n[repository]\nurl = \"{}\"\n[encryption]\nrecipients = [\"{}\"]\n",
-            ws.path("repo").display(),
-            ws.recipient
-        ))
-    };
-    let run = |config: &Path| {
-        vault_cmd(Some(config))
-            .env("HOME", ws.dir.path())
-            .arg("backup")
-            .output()
-            .unwrap()
-    };
+    let config_for = |query: &str| config_with_url(&ws, &format!("{base}{query}"));
+    let run = |config: &Path| backup_output(&ws, config);
 
     for query in [
         "",
@@ -167,13 +178,14 @@ fn sslmode_require_and_verify_full_work_and_plaintext_is_refused() {
     // By the name `localhost`, which the certificate (for 127.0.0.1) does not carry:
     // verify-ca checks only the chain, verify-full the name too — as libpq does.
     let by_name = |mode: &str| {
-        ws.config(&format!(
-            "[source]\nurl = \"postgresql://postgres@localhost:{}/app?sslmode={mode}&sslrootcert={}\"\n[repository]\nurl = \"{}\"\n[encryption]\nrecipients = [\"{}\"]\n",
-            pg.port(),
-            ca.display(),
-            ws.path("repo").display(),
-            ws.recipient
-        ))
+        config_with_url(
+            &ws,
+            &format!(
+                "postgresql://postgres@localhost:{}/app?sslmode={mode}&sslrootcert={}",
+                pg.port(),
+                ca.display()
+            ),
+        )
     };
     let out = run(&by_name("verify-ca"));
     assert!(
@@ -263,22 +275,8 @@ fn client_certificates_authenticate_and_a_readable_key_is_refused() {
         pg.port(),
         ca.display()
     );
-    let config_for = |query: &str| {
-        ws.config(&format!(
-            "[source]\nurl = \"{base}{query}\"\n[repository]\nurl = \"{}\"\n[encryption]\nrecipients = [\"{}\"]\n",
-            ws.path("repo").display(),
-            ws.recipient
-        ))
-    };
-    let run = |config: &Path| {
-        vault_cmd(Some(config))
-            .env("HOME", ws.dir.path())
-            .env_remove("PGSSLCERT")
-            .env_remove("PGSSLKEY")
-            .arg("backup")
-            .output()
-            .unwrap()
-    };
+    let config_for = |query: &str| config_with_url(&ws, &format!("{base}{query}"));
+    let run = |config: &Path| backup_output(&ws, config);
     let with_cert = format!("&sslcert={}&sslkey={}", cert.display(), key.display());
 
     let out = run(&config_for(&with_cert));

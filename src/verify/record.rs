@@ -98,22 +98,7 @@ impl VerifyReport {
     }
 
     pub fn from_json(bytes: &[u8], key: &str) -> Result<VerifyReport> {
-        #[derive(Deserialize)]
-        struct Version {
-            format_version: u32,
-        }
-        let version: Version = serde_json::from_slice(bytes).map_err(|e| {
-            Error::Integrity(format!("`{key}` is not a vault verification record: {e}"))
-        })?;
-        if version.format_version > VERIFY_FORMAT {
-            return Err(Error::Integrity(format!(
-                "verification record `{key}` has format {} but this vault reads up to \
-                 {VERIFY_FORMAT}: upgrade vault to read it",
-                version.format_version
-            )));
-        }
-        serde_json::from_slice(bytes)
-            .map_err(|e| Error::Integrity(format!("verification record `{key}` is damaged: {e}")))
+        crate::catalog::read_versioned(bytes, key, "verification record", VERIFY_FORMAT)
     }
 }
 
