@@ -43,6 +43,17 @@ impl ScratchCluster {
         run_as: &str,
         settings: &[(&str, &str)],
     ) -> Result<ScratchCluster> {
+        Self::prepare(bin_dir, run_as, settings)?.launch()
+    }
+
+    /// The first half of [`Self::start_with`]: the private directory exists (see
+    /// [`Self::directory`], e.g. to note it somewhere), nothing runs yet. [`Self::launch`]
+    /// does the rest; dropping it instead removes the directory.
+    pub fn prepare(
+        bin_dir: Option<&Path>,
+        run_as: &str,
+        settings: &[(&str, &str)],
+    ) -> Result<ScratchCluster> {
         let tools = PgTools::locate(bin_dir, None);
         let run_as_name = run_as;
         // SAFETY: geteuid has no preconditions.
@@ -65,7 +76,7 @@ impl ScratchCluster {
         }
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io("cannot restrict the scratch cluster directory", e))?;
-        let mut cluster = ScratchCluster {
+        Ok(ScratchCluster {
             dir: Some(dir),
             port: 0,
             tools,
@@ -76,7 +87,12 @@ impl ScratchCluster {
                 .map(|(k, v)| format!(" -c {k}={v}"))
                 .collect(),
             stopped: true,
-        };
+        })
+    }
+
+    /// initdb, then pg_ctl start on a free loopback port (blocking).
+    pub fn launch(self) -> Result<ScratchCluster> {
+        let mut cluster = self;
         cluster.init()?;
         // A port found free can be taken before the server binds it: try a few.
         let mut last_error = None;

@@ -76,12 +76,17 @@ impl Scratch {
     /// Notes for the lock file: what to remove if this process dies before [`Self::remove`].
     pub fn notes(&self, database: &str) -> Vec<String> {
         match &self.cluster {
-            Some(cluster) => vec![format!("cluster {}", cluster.directory().display())],
+            Some(cluster) => vec![Self::cluster_note(cluster.directory())],
             None => vec![
                 format!("server {}", self.shown),
                 format!("database {database}"),
             ],
         }
+    }
+
+    /// The note for an ephemeral cluster's directory.
+    pub fn cluster_note(dir: &Path) -> String {
+        format!("cluster {}", dir.display())
     }
 
     /// Removes what a verify that died left (from its [`Self::notes`]): its cluster, or its
