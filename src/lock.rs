@@ -50,7 +50,7 @@ impl Lock {
             Err(TryLockError::WouldBlock) => {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
+                let holder = holder.lines().next().unwrap_or("").trim();
                 return Err(Error::Busy(format!(
                     "another vault process ({}) is already {what} (lock `{}`); wait for it to \
                      finish and retry",
