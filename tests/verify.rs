@@ -458,6 +458,22 @@ fn nothing_is_left_after_a_failing_pg_restore_the_time_limit_ctrl_c_or_sigkill()
     );
     assert_nothing_left(tmp.path());
 
+    // Killed while its cluster is being created: the next verify still finds and removes
+    // whatever got that far.
+    let (mut child, _stderr, _log) = spawn_until_with(
+        &config,
+        &["verify", "--latest"],
+        "starting a scratch PostgreSQL cluster",
+        &[("TMPDIR", tmp.path())],
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = verify(&config, tmp.path(), &["--latest"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("a killed verify left"), "{stderr}");
+    assert_nothing_left(tmp.path());
+
     // The time limit cuts the restore off: a failed verify, and the cluster removed.
     let hasty = verify_config(
         &ws,

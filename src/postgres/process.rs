@@ -54,14 +54,9 @@ impl ChildProcess {
         // of running on alone (pg_restore -j would keep filling a database nobody watches).
         // Linux sends this when the *thread* that spawned the child ends: children are
         // spawned from async code, whose runtime threads live as long as vault does.
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        // SAFETY: only prctl (async-signal-safe) runs between fork and exec.
         unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            command.pre_exec(die_with_parent);
         }
         let mut child = command.spawn().map_err(|e| {
             Error::Source(format!(
@@ -139,6 +134,16 @@ impl ChildProcess {
     }
 }
 
+/// Runs in the child between fork and exec: SIGKILL it when the thread that spawned it
+/// ends (vault dying outright included).
+fn die_with_parent() -> std::io::Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches no memory.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn describe_status(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
@@ -166,6 +171,13 @@ impl Drop for ChildProcess {
 /// Runs a short-lived program to completion (initdb, pg_ctl, psql), returning its stdout;
 /// a non-zero exit is an error carrying the tail of its stderr. Blocking: for setup code.
 pub fn run_to_completion(name: &str, command: &mut std::process::Command) -> Result<String> {
+    use std::os::unix::process::CommandExt;
+    // The calling thread waits for the child, so it outlives it: the parent-death signal
+    // fires only if vault itself dies (initdb does not run on after a SIGKILLed verify).
+    // SAFETY: only prctl (async-signal-safe) runs between fork and exec.
+    unsafe {
+        command.pre_exec(die_with_parent);
+    }
     let output = command
         .stdin(Stdio::null())
         .output()

@@ -112,8 +112,17 @@ impl VerifyJob {
             major,
             self.client_bin_dir.as_deref(),
             self.progress.as_ref(),
+            |dir| lock.note(&[Scratch::cluster_note(dir)]),
         )
-        .await?;
+        .await;
+        let scratch = match scratch {
+            Ok(scratch) => scratch,
+            Err(e) => {
+                // A cluster that failed to start has removed its directory.
+                lock.note(&[]);
+                return Err(e);
+            }
+        };
         let mut collected = Collected::default();
         collected.phases.scratch_start_seconds = Some(clock.elapsed().as_secs_f64());
         let database = format!(

@@ -26,12 +26,13 @@ pub(crate) struct Scratch {
 
 impl Scratch {
     /// Starts a throwaway cluster of `major` (or later), or points at the configured
-    /// scratch server.
+    /// scratch server. `on_directory` learns the cluster's directory before it starts.
     pub async fn start(
         config: &VerifyConfig,
         major: u32,
         client_bin_dir: Option<&Path>,
         progress: &dyn Progress,
+        on_directory: impl FnOnce(&Path),
     ) -> Result<Scratch> {
         match config.scratch()? {
             ScratchConfig::Server(url) => {
@@ -49,18 +50,20 @@ impl Scratch {
             }
             ScratchConfig::Ephemeral => {
                 let bin_dir = server_bin_dir(config.pg_bin_dir.as_deref(), major, progress).await?;
+                let pending = ScratchCluster::prepare(Some(&bin_dir), &config.run_as, &[])?;
+                // Noted before anything runs, so a verify killed even during initdb leaves
+                // nothing the next one cannot find.
+                on_directory(pending.directory());
                 progress.phase(&format!(
-                    "starting a scratch PostgreSQL cluster ({})",
+                    "starting a scratch PostgreSQL cluster in `{}` ({})",
+                    pending.directory().display(),
                     bin_dir.display()
                 ));
-                let run_as = config.run_as.clone();
-                let dir = bin_dir.clone();
-                let cluster =
-                    tokio::task::spawn_blocking(move || ScratchCluster::start(Some(&dir), &run_as))
-                        .await
-                        .map_err(|e| {
-                            Error::Source(format!("starting the scratch cluster failed: {e}"))
-                        })??;
+                let cluster = tokio::task::spawn_blocking(move || pending.launch())
+                    .await
+                    .map_err(|e| {
+                        Error::Source(format!("starting the scratch cluster failed: {e}"))
+                    })??;
                 let conn = ConnInfo::parse(&cluster.url("postgres"))?;
                 Ok(Scratch {
                     shown: format!("an ephemeral cluster on 127.0.0.1:{}", cluster.port()),
