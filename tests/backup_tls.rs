@@ -113,16 +113,22 @@ fn config_with_url(ws: &Workspace, url: &str) -> PathBuf {
 
 /// `vault backup`, with HOME in the workspace (no `~/.postgresql` files) and no `PGSSL*`
 /// settings from the environment.
-fn backup_output(ws: &Workspace, config: &Path) -> std::process::Output {
-    vault_cmd(Some(config))
+fn backup_cmd(ws: &Workspace, config: &Path) -> assert_cmd::Command {
+    let mut command = vault_cmd(Some(config));
+    command
         .env("HOME", ws.dir.path())
         .env_remove("PGSSLCERT")
         .env_remove("PGSSLKEY")
         .env_remove("PGSSLMODE")
         .env_remove("PGSSLROOTCERT")
-        .arg("backup")
-        .output()
-        .unwrap()
+        .arg("backup");
+    command
+}
+
+/// The backup must fail with exit `code` and a message containing `needle`.
+fn backup_refused(ws: &Workspace, config: &Path, code: i32, needle: &str) {
+    let stderr = expect_exit(&mut backup_cmd(ws, config), code);
+    assert!(stderr.contains(needle), "expected `{needle}`: {stderr}");
 }
 
 /// The server must own its key file: as root, that is the `postgres` user.
@@ -152,28 +158,20 @@ fn sslmode_require_and_verify_full_work_and_plaintext_is_refused() {
     .unwrap();
     let base = format!("postgresql://postgres@127.0.0.1:{}/app", pg.port());
     let config_for = |query: &str| config_with_url(&ws, &format!("{base}{query}"));
-    let run = |config: &Path| backup_output(&ws, config);
+    let run = |config: &Path| run_ok(&mut backup_cmd(&ws, config));
+    let refused =
+        |config: &Path, code: i32, needle: &str| backup_refused(&ws, config, code, needle);
 
     for query in [
         "",
         "?sslmode=require",
         &format!("?sslmode=verify-full&sslrootcert={}", ca.display()),
     ] {
-        let out = run(&config_for(query));
-        assert!(
-            out.status.success(),
-            "{query}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run(&config_for(query));
     }
 
-    let out = run(&config_for("?sslmode=disable"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(
-        stderr.contains("no encryption"),
-        "the server's refusal is shown: {stderr}"
-    );
+    // The server's refusal is shown.
+    refused(&config_for("?sslmode=disable"), 3, "no encryption");
 
     // By the name `localhost`, which the certificate (for 127.0.0.1) does not carry:
     // verify-ca checks only the chain, verify-full the name too — as libpq does.
@@ -187,22 +185,11 @@ fn sslmode_require_and_verify_full_work_and_plaintext_is_refused() {
             ),
         )
     };
-    let out = run(&by_name("verify-ca"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = run(&by_name("verify-full"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("not valid for name"), "{stderr}");
+    run(&by_name("verify-ca"));
+    refused(&by_name("verify-full"), 3, "not valid for name");
 
     // verify-full against the system roots: the private CA is not trusted.
-    let out = run(&config_for("?sslmode=verify-full"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("cannot connect"), "{stderr}");
+    refused(&config_for("?sslmode=verify-full"), 3, "cannot connect");
     assert_eq!(list_json(&config_for("")).len(), 4);
 }
 
@@ -276,27 +263,18 @@ fn client_certificates_authenticate_and_a_readable_key_is_refused() {
         ca.display()
     );
     let config_for = |query: &str| config_with_url(&ws, &format!("{base}{query}"));
-    let run = |config: &Path| backup_output(&ws, config);
+    let run = |config: &Path| run_ok(&mut backup_cmd(&ws, config));
+    let refused =
+        |config: &Path, code: i32, needle: &str| backup_refused(&ws, config, code, needle);
     let with_cert = format!("&sslcert={}&sslkey={}", cert.display(), key.display());
 
-    let out = run(&config_for(&with_cert));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run(&config_for(&with_cert));
     assert_eq!(list_json(&config_for(&with_cert)).len(), 1);
 
-    let out = run(&config_for(""));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("cannot connect"), "{stderr}");
+    refused(&config_for(""), 3, "cannot connect");
 
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = run(&config_for(&with_cert));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(5), "{stderr}");
-    assert!(stderr.contains("chmod 600"), "{stderr}");
+    refused(&config_for(&with_cert), 5, "chmod 600");
     assert_eq!(
         list_json(&config_for(&with_cert)).len(),
         1,

@@ -13,9 +13,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
+use vault::postgres::cluster::ScratchCluster;
 
 const CUSTOMERS_CHECK: &str = "[[verify.checks]]\nname = \"customer count\"\n\
      sql = \"SELECT count(*) FROM shop.customers\"\nexpect = 503\n";
+
+/// The suite's S3 server, a cluster with the tricky fixture loaded as `app`, a workspace,
+/// and a fresh repository prefix for `test`.
+fn fixture_in_s3(test: &str) -> (S3Env, ScratchCluster, Workspace, String) {
+    let s3 = S3Env::from_env();
+    let pg = cluster();
+    seed_fixture(&pg, "app");
+    (s3, pg, Workspace::new(), unique_prefix(test))
+}
 
 /// A private TMPDIR for vault, reachable by the `postgres` user the scratch cluster runs as
 /// when the suite runs as root.
@@ -31,7 +41,7 @@ fn scratch_tmp() -> tempfile::TempDir {
 /// A config for `db` of `pg` with its own state directory (locks), plus `extra` sections.
 fn verify_config(
     ws: &Workspace,
-    pg: &vault::postgres::cluster::ScratchCluster,
+    pg: &ScratchCluster,
     db: &str,
     repository: &str,
     extra: &str,
@@ -122,11 +132,7 @@ fn encrypt_to(ws: &Workspace, plain: &[u8], name: &str) -> Vec<u8> {
 
 #[test]
 fn a_good_backup_is_proven_marked_verified_and_kept_by_retention() {
-    let s3 = S3Env::from_env();
-    let pg = cluster();
-    seed_fixture(&pg, "app");
-    let ws = Workspace::new();
-    let prefix = unique_prefix("verify-good");
+    let (s3, pg, ws, prefix) = fixture_in_s3("verify-good");
     // A database with its own settings, comment and grants (applied to the scratch database
     // from the facts, with roles from the saved globals) verifies too.
     pg.psql(
@@ -299,11 +305,7 @@ fn a_good_backup_is_proven_marked_verified_and_kept_by_retention() {
 
 #[test]
 fn verify_fails_naming_the_check_a_failing_query_a_corrupted_dump_and_altered_facts() {
-    let s3 = S3Env::from_env();
-    let pg = cluster();
-    seed_fixture(&pg, "app");
-    let ws = Workspace::new();
-    let prefix = unique_prefix("verify-fail");
+    let (s3, pg, ws, prefix) = fixture_in_s3("verify-fail");
     let repository = s3_repository(&s3, &prefix);
     let tmp = scratch_tmp();
     let failing_check = "[[verify.checks]]\nname = \"no cheap orders\"\n\
@@ -510,19 +512,15 @@ fn nothing_is_left_after_a_failing_pg_restore_the_time_limit_ctrl_c_or_sigkill()
 
 #[test]
 fn a_scratch_server_keeps_nothing_and_a_held_lock_turns_a_second_verify_away() {
-    let s3 = S3Env::from_env();
-    let pg = cluster();
-    seed_fixture(&pg, "app");
+    let (s3, pg, ws, prefix) = fixture_in_s3("verify-server");
     let scratch = cluster();
     let scratch_databases = databases(&scratch);
     let source_databases = databases(&pg);
-    let roles = |c: &vault::postgres::cluster::ScratchCluster| {
+    let roles = |c: &ScratchCluster| {
         c.psql("postgres", "SELECT rolname FROM pg_roles ORDER BY 1")
             .unwrap()
     };
     let scratch_roles = roles(&scratch);
-    let ws = Workspace::new();
-    let prefix = unique_prefix("verify-server");
     let repository = s3_repository(&s3, &prefix);
     let config = verify_config(
         &ws,
