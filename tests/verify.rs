@@ -546,6 +546,29 @@ fn a_scratch_server_keeps_nothing_and_a_held_lock_turns_a_second_verify_away() {
         "{report:#}"
     );
     assert_eq!(databases(&scratch), scratch_databases);
+
+    // A verify killed mid-restore leaves its database there; the next verify drops it first.
+    let (mut child, _stderr, _log) = spawn_until_with(
+        &config,
+        &["verify", "--latest"],
+        "restoring backup",
+        &[("TMPDIR", tmp.path())],
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        databases(&scratch).len(),
+        scratch_databases.len() + 1,
+        "the killed verify's database is still there"
+    );
+    let out = verify(&config, tmp.path(), &["--latest"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("dropped database `vault_verify_")
+            && stderr.contains("a killed verify left"),
+        "{stderr}"
+    );
     assert_eq!(
         roles(&scratch),
         scratch_roles,

@@ -131,10 +131,11 @@ impl VerifyJob {
             rand::random::<u32>() & 0xff_ffff
         );
 
-        lock.note(&scratch.notes(&database));
+        lock.note(&scratch.notes(&database, &[]));
 
         let mut cancelled = cancel.clone();
-        let work = self.restore_and_check(&scratch, &database, backup, &facts, &mut collected);
+        let work =
+            self.restore_and_check(&scratch, &database, backup, &facts, lock, &mut collected);
         // Ok(Some(check)): the time limit cut the work off, and that check failed.
         let outcome: Result<Option<CheckOutcome>> = tokio::select! {
             outcome = tokio::time::timeout(limit.to_std().unwrap_or_default(), work) => {
@@ -210,13 +211,14 @@ impl VerifyJob {
 
     /// Restores into `database` on the scratch server and runs every check, pushing outcomes
     /// into `collected` as they come (so a time limit keeps what was found); errors are
-    /// operational failures (no verdict).
+    /// operational failures (no verdict). The roles it creates are noted in `lock`.
     async fn restore_and_check(
         &self,
         scratch: &Scratch,
         database: &str,
         backup: &Manifest,
         facts: &DumpFacts,
+        lock: &Lock,
         collected: &mut Collected,
     ) -> Result<()> {
         let admin = ServerAdmin::connect(&scratch.conn, database).await?;
@@ -239,6 +241,7 @@ impl VerifyJob {
             self.progress
                 .phase("applying the backup's roles to the scratch server");
             collected.roles_created = job.apply_globals(&admin, backup, true).await?;
+            lock.note(&scratch.notes(database, &collected.roles_created));
             admin.create_database(database, &backup.database).await?;
             let run = PgRestoreRun {
                 into: database,

@@ -76,14 +76,18 @@ impl Scratch {
         }
     }
 
-    /// Notes for the lock file: what to remove if this process dies before [`Self::remove`].
-    pub fn notes(&self, database: &str) -> Vec<String> {
+    /// Notes for the lock file: what to remove if this process dies before [`Self::remove`]
+    /// (on a scratch server: the database and the roles this verify created).
+    pub fn notes(&self, database: &str, roles_created: &[String]) -> Vec<String> {
         match &self.cluster {
             Some(cluster) => vec![Self::cluster_note(cluster.directory())],
-            None => vec![
+            None => [
                 format!("server {}", self.shown),
                 format!("database {database}"),
-            ],
+            ]
+            .into_iter()
+            .chain(roles_created.iter().map(|role| format!("role {role}")))
+            .collect(),
         }
     }
 
@@ -112,30 +116,58 @@ impl Scratch {
             done.push(match result {
                 Ok(()) => format!("removed the scratch cluster `{dir}` a killed verify left"),
                 Err(e) => format!(
-                    "could not remove the scratch cluster `{dir}` a killed verify left: {e}"
+                    "could not remove the scratch cluster `{dir}` a killed verify left ({e}): \
+                     stop its server and delete the directory by hand"
                 ),
             });
         }
-        if let (Some(server), Some(database), Ok(ScratchConfig::Server(url))) =
-            (value("server"), value("database"), current.scratch())
-            && database.starts_with("vault_verify_")
-            && let Ok(conn) = ConnInfo::parse(&url)
-            && conn.url_for("") == server
-        {
-            let outcome = match ServerAdmin::connect(&conn, &database).await {
-                Ok(admin) => {
-                    let dropped = admin.drop_database(&database).await;
-                    admin.close().await;
-                    dropped
-                }
-                Err(e) => Err(e),
-            };
-            done.push(match outcome {
-                Ok(()) => format!("dropped database `{database}` a killed verify left on {server}"),
-                Err(e) => format!(
-                    "could not drop database `{database}` a killed verify left on {server}: {e}"
-                ),
-            });
+        let Some((server, database)) = value("server").zip(value("database")) else {
+            return done;
+        };
+        let same_server = match current.scratch() {
+            Ok(ScratchConfig::Server(url)) => ConnInfo::parse(&url)
+                .ok()
+                .filter(|conn| conn.url_for("") == server),
+            _ => None,
+        };
+        match same_server {
+            None => done.push(format!(
+                "a killed verify left database `{database}` on {server}, which is no longer the \
+                 configured scratch server: drop it there by hand"
+            )),
+            Some(_) if !database.starts_with("vault_verify_") => {}
+            Some(conn) => {
+                let roles: Vec<String> = notes
+                    .iter()
+                    .filter_map(|n| n.strip_prefix("role "))
+                    .map(str::to_string)
+                    .collect();
+                let outcome = match ServerAdmin::connect(&conn, &database).await {
+                    Ok(admin) => {
+                        let dropped = admin.drop_database(&database).await;
+                        if dropped.is_ok() {
+                            for failure in admin.drop_roles(&roles).await {
+                                done.push(format!(
+                                    "could not drop {failure} a killed verify created on \
+                                     {server}: drop it by hand"
+                                ));
+                            }
+                        }
+                        admin.close().await;
+                        dropped
+                    }
+                    Err(e) => Err(e),
+                };
+                done.push(match outcome {
+                    Ok(()) => {
+                        format!("dropped database `{database}` a killed verify left on {server}")
+                    }
+                    Err(e) => format!(
+                        "could not drop database `{database}` a killed verify left on {server} \
+                         ({e}): drop it by hand"
+                    ),
+                });
+            }
         }
         done
     }
