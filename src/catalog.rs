@@ -192,11 +192,10 @@ pub async fn list_backups(store: &dyn ObjectStore, database: Option<&str>) -> Re
         .filter(|k| k.ends_with(".json"))
         .collect();
     // Manifests are small; fetch a bounded number at once.
-    let results: Vec<Result<Manifest>> = futures_util::stream::iter(keys.iter())
-        .map(|key| async move {
-            let bytes = store.get(key).await?;
-            Manifest::from_json(&bytes, key)
-        })
+    // Owned keys and a named function keep this future `Send` for spawned callers (the
+    // daemon's refresher): a closure returning a borrowing async block is not.
+    let results: Vec<Result<Manifest>> = futures_util::stream::iter(keys)
+        .map(|key| read_manifest(store, key))
         .buffered(16)
         .collect()
         .await;
@@ -205,7 +204,7 @@ pub async fn list_backups(store: &dyn ObjectStore, database: Option<&str>) -> Re
         match result {
             Ok(manifest) => listing.backups.push(manifest),
             // The repository itself failing is not a damaged manifest: stop.
-            Err(e @ Error::Repository(_)) => return Err(e),
+            Err(e) if matches!(e.class(), Error::Repository(_)) => return Err(e),
             Err(e) => listing.unreadable.push(e),
         }
     }
@@ -213,6 +212,11 @@ pub async fn list_backups(store: &dyn ObjectStore, database: Option<&str>) -> Re
         .backups
         .sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
     Ok(listing)
+}
+
+async fn read_manifest(store: &dyn ObjectStore, key: String) -> Result<Manifest> {
+    let bytes = store.get(&key).await?;
+    Manifest::from_json(&bytes, &key)
 }
 
 /// Which backup an operator asked for.

@@ -26,6 +26,203 @@ pub struct Config {
     /// `$STATE_DIRECTORY`, else `/var/lib/vault` as root, else `$XDG_STATE_HOME/vault` or
     /// `~/.local/state/vault`.
     pub state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    /// `[[notify]]`: where the daemon sends alerts.
+    #[serde(default)]
+    pub notify: Vec<NotifyConfig>,
+    /// The file this configuration was read from (relative paths in it are relative to
+    /// its directory).
+    #[serde(skip)]
+    pub origin: PathBuf,
+}
+
+/// `[daemon]`: how `vault daemon` schedules, serves metrics and judges health.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// The folder of `*.toml` schedule files. Default: `schedules/` beside the config
+    /// file when it exists, else the default schedule built into vault (a copy of the
+    /// repository's `schedules/default.toml`). Relative to the config file's directory.
+    pub schedules_dir: Option<PathBuf>,
+    /// Where `/metrics` and `/healthz` are served; `off` serves nothing.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// On SIGTERM / SIGINT, how long a running job may go on before it is aborted.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: String,
+    /// The recovery point objective: the newest backup of every database must be younger
+    /// than this plus `rpo_grace`, or `/healthz` fails and an `rpo_breach` alert goes out.
+    #[serde(default = "default_rpo_target")]
+    pub rpo_target: String,
+    /// Slack on top of `rpo_target` for a backup that is running or slow.
+    #[serde(default = "default_rpo_grace")]
+    pub rpo_grace: String,
+    /// How many times a job that failed transiently (network, S3 5xx, a database
+    /// restarting) is retried before it is reported as failed.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// The first retry's delay; each further retry waits twice as long (at most 1h).
+    #[serde(default = "default_retry_backoff")]
+    pub retry_backoff: String,
+    /// How often the daemon re-reads the repository for metrics and the RPO check.
+    #[serde(default = "default_refresh_every")]
+    pub refresh_every: String,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            schedules_dir: None,
+            listen: default_listen(),
+            shutdown_grace: default_shutdown_grace(),
+            rpo_target: default_rpo_target(),
+            rpo_grace: default_rpo_grace(),
+            retries: default_retries(),
+            retry_backoff: default_retry_backoff(),
+            refresh_every: default_refresh_every(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9187".into()
+}
+fn default_shutdown_grace() -> String {
+    "5m".into()
+}
+fn default_rpo_target() -> String {
+    "6h".into()
+}
+fn default_rpo_grace() -> String {
+    "1h".into()
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_retry_backoff() -> String {
+    "1m".into()
+}
+fn default_refresh_every() -> String {
+    "5m".into()
+}
+
+/// `[daemon]` with its durations parsed.
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    pub listen: Option<std::net::SocketAddr>,
+    pub shutdown_grace: chrono::Duration,
+    pub rpo_target: chrono::Duration,
+    pub rpo_grace: chrono::Duration,
+    pub retries: u32,
+    pub retry_backoff: chrono::Duration,
+    pub refresh_every: chrono::Duration,
+}
+
+impl DaemonConfig {
+    pub fn settings(&self) -> Result<DaemonSettings> {
+        let listen = match self.listen.trim() {
+            "off" | "" => None,
+            addr => Some(addr.parse().map_err(|_| {
+                Error::Config(format!(
+                    "daemon.listen = `{addr}` is not an address: use IP:PORT such as \
+                     127.0.0.1:9187, or `off`"
+                ))
+            })?),
+        };
+        let refresh_every = duration("daemon.refresh_every", &self.refresh_every)?;
+        if refresh_every < chrono::Duration::seconds(1) {
+            return Err(Error::Config(
+                "daemon.refresh_every must be at least 1s".into(),
+            ));
+        }
+        Ok(DaemonSettings {
+            listen,
+            shutdown_grace: duration("daemon.shutdown_grace", &self.shutdown_grace)?,
+            rpo_target: duration("daemon.rpo_target", &self.rpo_target)?,
+            rpo_grace: duration("daemon.rpo_grace", &self.rpo_grace)?,
+            retries: self.retries,
+            retry_backoff: duration("daemon.retry_backoff", &self.retry_backoff)?,
+            refresh_every,
+        })
+    }
+}
+
+/// One `[[notify]]` target: a webhook (JSON POST), a command (the same JSON on its
+/// stdin), or both.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// `https://…` or `http://…`; only its scheme and host are ever logged (webhook URLs
+    /// often carry a token).
+    pub url: Option<String>,
+    /// Program and arguments, e.g. `["/usr/local/bin/page", "--team", "db"]`.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Which events: `failure`, `rpo_breach`, `verify_failure`, `success`. Default: the
+    /// first three.
+    #[serde(default = "default_notify_events")]
+    pub events: Vec<NotifyEvent>,
+    #[serde(default = "default_notify_timeout")]
+    pub timeout: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    /// A job failed (after its retries, or at once when the failure is permanent).
+    Failure,
+    /// A database's newest backup is older than the RPO target plus grace.
+    RpoBreach,
+    /// `vault verify` ran and a check failed.
+    VerifyFailure,
+    /// A job succeeded.
+    Success,
+}
+
+impl NotifyEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::Failure => "failure",
+            NotifyEvent::RpoBreach => "rpo_breach",
+            NotifyEvent::VerifyFailure => "verify_failure",
+            NotifyEvent::Success => "success",
+        }
+    }
+}
+
+fn default_notify_events() -> Vec<NotifyEvent> {
+    vec![
+        NotifyEvent::Failure,
+        NotifyEvent::RpoBreach,
+        NotifyEvent::VerifyFailure,
+    ]
+}
+fn default_notify_timeout() -> String {
+    "10s".into()
+}
+
+impl NotifyConfig {
+    pub fn timeout(&self) -> Result<chrono::Duration> {
+        duration("notify.timeout", &self.timeout)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.url.is_none() && self.command.is_empty() {
+            return Err(Error::Config(
+                "every [[notify]] needs a `url` (webhook) or a `command`".into(),
+            ));
+        }
+        if let Some(url) = &self.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(Error::Config(
+                "notify.url must start with http:// or https://".into(),
+            ));
+        }
+        self.timeout()?;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -383,6 +580,8 @@ impl Config {
                 origin.display()
             ))
         })?;
+        let mut config = config;
+        config.origin = origin.to_path_buf();
         config.validate()?;
         Ok(config)
     }
@@ -403,6 +602,10 @@ impl Config {
         self.retention.policy()?;
         self.retention.garbage_grace()?;
         self.verify.validate()?;
+        self.daemon.settings()?;
+        for notify in &self.notify {
+            notify.validate()?;
+        }
         if let Some(lock) = &self.repository.object_lock
             && lock.days == 0
         {

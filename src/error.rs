@@ -36,13 +36,77 @@ pub enum Error {
     /// The operator interrupted the operation (Ctrl-C / SIGTERM); nothing was committed.
     #[error("interrupted: {0}")]
     Interrupted(String),
+    /// A failure that may go away by itself (the network, an S3 5xx or throttling, a
+    /// database that refuses connections while it restarts): the same operation, retried
+    /// later, may succeed. Keeps the class (and so the exit code) of the failure inside.
+    #[error("{0}")]
+    Transient(Box<Error>),
 }
 
 impl Error {
+    /// Marks `error` as one a retry may cure.
+    pub fn transient(error: Error) -> Self {
+        match error {
+            Error::Transient(_) => error,
+            other => Error::Transient(Box::new(other)),
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Transient(_))
+    }
+
+    /// The failure's class, without the transient mark.
+    pub fn class(&self) -> &Error {
+        match self {
+            Error::Transient(inner) => inner.class(),
+            other => other,
+        }
+    }
+
+    /// The documented exit code of this failure (README.md, "Exit codes").
+    pub fn exit_code(&self) -> u8 {
+        match self.class() {
+            Error::Config(_) => code::USAGE,
+            Error::Source(_) => code::SOURCE,
+            Error::Repository(_) => code::REPOSITORY,
+            Error::Key(_) => code::KEY,
+            Error::Integrity(_) => code::INTEGRITY,
+            Error::Busy(_) => code::BUSY,
+            Error::Interrupted(_) => code::INTERRUPTED,
+            Error::Io { .. } => code::FAILURE,
+            Error::Transient(_) => unreachable!("class() looks inside Transient"),
+        }
+    }
+
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             context: context.into(),
             source,
         }
     }
+}
+
+/// Exit codes, in one place. Documented in README.md ("Exit codes").
+///
+/// | code | meaning |
+/// |------|---------|
+/// | 0    | success |
+/// | 1    | an operation failed for another reason |
+/// | 2    | bad usage or configuration (fix the command line or the config file) |
+/// | 3    | the source database or its tools failed (connection, pg_dump, pg_dumpall) |
+/// | 4    | the repository failed (unreachable, missing bucket, access denied) |
+/// | 5    | a key problem (bad recipient, missing or unsafe identity file) |
+/// | 6    | integrity: stored data does not match its checksum or cannot be decrypted, or a verification check failed |
+/// | 7    | busy: another vault process holds the lock this command needs (a backup of the same database, a verify of the same scratch target, another daemon); retry later |
+/// | 130  | interrupted (SIGINT / SIGTERM); nothing was committed |
+pub mod code {
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const SOURCE: u8 = 3;
+    pub const REPOSITORY: u8 = 4;
+    pub const KEY: u8 = 5;
+    pub const INTEGRITY: u8 = 6;
+    pub const BUSY: u8 = 7;
+    pub const INTERRUPTED: u8 = 130;
 }

@@ -23,12 +23,37 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::exit::FAILURE);
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    let result = runtime.block_on(cli::run(cli));
+    report_outcome(&result);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             cli::exit::code_for(&error)
         }
+    }
+}
+
+/// Run by the daemon: tell it how this run ended (exit code, and whether a retry may
+/// cure the failure) through the file it named.
+fn report_outcome(result: &anyhow::Result<()>) {
+    let Some(path) = std::env::var_os(vault::daemon::run::OUTCOME_ENV) else {
+        return;
+    };
+    let outcome = match result {
+        Ok(()) => vault::daemon::run::ChildOutcome {
+            exit_code: 0,
+            transient: false,
+            message: None,
+        },
+        Err(error) => vault::daemon::run::ChildOutcome {
+            exit_code: cli::exit::code_number(error),
+            transient: cli::exit::is_transient(error),
+            message: Some(format!("{error:#}")),
+        },
+    };
+    if let Err(e) = std::fs::write(&path, serde_json::to_vec(&outcome).unwrap_or_default()) {
+        eprintln!("warning: cannot report this run's outcome to the daemon: {e}");
     }
 }
 

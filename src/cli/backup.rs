@@ -6,6 +6,7 @@ use std::sync::Arc;
 use vault::backup::BackupJob;
 use vault::cancel::Cancel;
 use vault::keys::Recipients;
+use vault::lock::{self, Lock};
 use vault::pipeline::Compression;
 use vault::postgres::ConnInfo;
 
@@ -70,11 +71,22 @@ pub async fn back_up(
         trigger.cancel();
     });
 
+    let state_dir = config.state_dir();
     let mut failures = Vec::new();
     for database in &databases {
-        let result = job
-            .run(database, label.clone(), pinned, cancel.clone())
-            .await;
+        // One backup of a database at a time on this host (the daemon and a manual run).
+        let server = job.source.host_port();
+        let result = match Lock::try_acquire(
+            &state_dir,
+            &lock::name_for("backup", &format!("{server}-{database}")),
+            &format!("backing up {database} on {server}"),
+        ) {
+            Ok(_held) => {
+                job.run(database, label.clone(), pinned, cancel.clone())
+                    .await
+            }
+            Err(busy) => Err(busy),
+        };
         progress.finish();
         match result {
             Ok(manifest) => {
@@ -106,6 +118,7 @@ pub async fn back_up(
             }
             Err(Exit {
                 code: failures[0].1,
+                transient: failures.iter().all(|(_, _, e)| e.is_transient()),
                 message: format!("{} of {} backups failed", failures.len(), databases.len()),
             }
             .into())

@@ -26,6 +26,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     if failed > 0 {
         return Err(Exit {
             code: USAGE,
+            transient: false,
             message: format!("{failed} of {} checks failed", probes.len()),
         }
         .into());

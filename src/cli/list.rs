@@ -85,6 +85,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     if let Some(first) = listing.unreadable.first() {
         return Err(Exit {
             code: exit::code_of(first),
+            transient: false,
             message: format!(
                 "{} manifest(s) in {} could not be read; the backups above are the readable ones",
                 listing.unreadable.len(),

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod daemon;
 pub mod exit;
 pub mod keygen;
 pub mod list;
@@ -12,6 +13,7 @@ pub mod prune;
 pub mod quickstart;
 pub mod restore;
 pub mod snapshot;
+pub mod status;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
@@ -68,6 +70,12 @@ pub enum Command {
     Pin(pin::Args),
     /// Hand a pinned backup back to the retention policy.
     Unpin(pin::Args),
+    /// Run the schedules (backup, prune, verify...) until SIGTERM; serve /metrics and
+    /// /healthz; alert on failures.
+    Daemon(daemon::Args),
+    /// Per database: newest backup and its age against the RPO, last verify, pinned
+    /// backups, repository size, next scheduled runs.
+    Status(status::Args),
     /// Check the configuration, the database and the repository.
     Check(check::Args),
     /// Take a first backup from nothing: a demo database (unless --source) into a local
@@ -90,6 +98,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prune(args) => prune::run(&cli.config, args).await,
         Command::Pin(args) => pin::run(&cli.config, args, true).await,
         Command::Unpin(args) => pin::run(&cli.config, args, false).await,
+        Command::Daemon(args) => daemon::run(&cli.config, cli.log_format, args).await,
+        Command::Status(args) => status::run(&cli.config, args).await,
         Command::Check(args) => check::run(&cli.config, args).await,
         Command::Quickstart(args) => quickstart::run(args).await,
     }

@@ -7,8 +7,11 @@ use std::sync::{Arc, Mutex};
 use indicatif::{ProgressBar, ProgressStyle};
 use vault::progress::Progress;
 
+/// A bar on a terminal, log lines otherwise or when `VAULT_PROGRESS=log` (set by the
+/// daemon for its jobs, which share its terminal).
 pub fn for_stderr() -> Arc<dyn Progress> {
-    if std::io::stderr().is_terminal() {
+    let forced_log = std::env::var_os("VAULT_PROGRESS").is_some_and(|v| v == "log");
+    if std::io::stderr().is_terminal() && !forced_log {
         Arc::new(TerminalProgress::new())
     } else {
         Arc::new(LogProgress)

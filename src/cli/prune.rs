@@ -95,6 +95,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
             }
             return Err(Exit {
                 code: exit::REPOSITORY,
+                transient: false,
                 message: format!(
                     "{} deletion(s) failed in {}; what was deleted left no manifest pointing \
                      at missing data — run prune again",

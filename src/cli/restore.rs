@@ -213,6 +213,7 @@ fn confirm(live: &str, plan: &RestorePlan) -> anyhow::Result<()> {
     if answer.trim() != live {
         return Err(Exit {
             code: exit::FAILURE,
+            transient: false,
             message: "not confirmed; nothing was changed".into(),
         }
         .into());

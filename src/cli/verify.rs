@@ -159,6 +159,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     if !failed.is_empty() {
         return Err(Exit {
             code: exit::INTEGRITY,
+            transient: false,
             message: format!(
                 "verification failed for {} of {} backup(s): {}",
                 failed.len(),

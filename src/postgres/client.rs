@@ -14,11 +14,16 @@ pub async fn connect(source: &ConnInfo, database: &str) -> Result<(Client, JoinH
     let tls = source.tls()?;
     config.ssl_mode(tls.negotiation());
     let (client, connection) = config.connect(tls.connector()?).await.map_err(|e| {
-        Error::Source(format!(
+        let error = Error::Source(format!(
             "cannot connect to PostgreSQL at {shown_as}: {}; check source.url, that the \
              server is running, and the password (PGPASSWORD or ~/.pgpass)",
             describe_pg_error(&e)
-        ))
+        ));
+        if connection_may_recover(&e) {
+            Error::transient(error)
+        } else {
+            error
+        }
     })?;
     let task = tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -26,6 +31,21 @@ pub async fn connect(source: &ConnInfo, database: &str) -> Result<(Client, JoinH
         }
     });
     Ok((client, task))
+}
+
+/// Whether a failed connection may succeed later: the server could not be reached (network,
+/// restart) or said it cannot take connections now. A refused password or a missing
+/// database is permanent.
+fn connection_may_recover(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        Some(db) => matches!(
+            db.code().code(),
+            // cannot_connect_now (starting up, shutting down), too_many_connections,
+            // admin_shutdown, crash_shutdown
+            "57P03" | "53300" | "57P01" | "57P02"
+        ),
+        None => std::error::Error::source(e).is_some_and(|cause| cause.is::<std::io::Error>()),
+    }
 }
 
 /// The server's own message when there is one (tokio-postgres's Display says only "db error").

@@ -107,6 +107,11 @@ impl ConnInfo {
         self.database.as_deref()
     }
 
+    /// `host:port` as written in the URL (identifies the server, e.g. in lock names).
+    pub fn host_port(&self) -> &str {
+        &self.host_port
+    }
+
     pub fn user(&self) -> Option<String> {
         self.user.as_deref().map(decode)
     }

@@ -137,8 +137,14 @@ impl ChildProcess {
 /// Runs in the child between fork and exec: SIGKILL it when the thread that spawned it
 /// ends (vault dying outright included).
 fn die_with_parent() -> std::io::Result<()> {
+    on_parent_death(libc::SIGKILL)
+}
+
+/// In a child between fork and exec: the kernel sends `signal` when the spawning thread
+/// ends. Async-signal-safe.
+pub(crate) fn on_parent_death(signal: libc::c_int) -> std::io::Result<()> {
     // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches no memory.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } == -1 {
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal) } == -1 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())

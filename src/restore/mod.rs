@@ -1026,6 +1026,7 @@ fn with_suffix(e: Error, suffix: &str) -> Error {
             context: context + suffix,
             source,
         },
+        Error::Transient(inner) => Error::transient(with_suffix(*inner, suffix)),
     }
 }
 

@@ -8,6 +8,7 @@
 //! (1 + parts_in_flight) × part size: 24 MiB at the defaults (8 MiB, 2 in flight).
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -168,10 +169,9 @@ impl S3Store {
         Ok((full, output))
     }
 
-    fn explain<E, R>(&self, action: &str, key: &str, err: SdkError<E, R>) -> Error
+    fn explain<E>(&self, action: &str, key: &str, err: SdkError<E, HttpResponse>) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug + 'static,
     {
         self.target().explain(action, key, err)
     }
@@ -353,10 +353,9 @@ struct BucketAt {
 
 impl BucketAt {
     /// Turns an SDK error into a sentence that says what is wrong and what to do.
-    fn explain<E, R>(&self, action: &str, key: &str, err: SdkError<E, R>) -> Error
+    fn explain<E>(&self, action: &str, key: &str, err: SdkError<E, HttpResponse>) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug + 'static,
     {
         let BucketAt { bucket, endpoint } = self;
         if matches!(
@@ -371,11 +370,26 @@ impl BucketAt {
                      that may read and write bucket `{bucket}`"
                 ));
             }
-            return Error::Repository(format!(
+            return Error::transient(Error::Repository(format!(
                 "cannot reach the S3 endpoint {endpoint} to {action} `{key}`: {}; check \
                  repository.endpoint and that the server is running and reachable",
                 innermost_cause(&err)
-            ));
+            )));
+        }
+        // The server's own trouble (5xx, throttling) or a reply cut short: a retry may do.
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        if matches!(err, SdkError::ResponseError(_))
+            || status.is_some_and(|s| s >= 500)
+            || matches!(
+                err.code(),
+                Some("SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout")
+            )
+        {
+            return Error::transient(Error::Repository(format!(
+                "S3 request to {action} `{key}` in bucket `{bucket}` at {endpoint} failed \
+                 (the server may be overloaded or restarting; retry later): {}",
+                DisplayErrorContext(&err)
+            )));
         }
         match err.code() {
             Some("NoSuchBucket") => Error::Repository(format!(

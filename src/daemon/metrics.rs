@@ -1,0 +1,412 @@
+//! What the daemon exposes: Prometheus metrics (OpenMetrics text, `/metrics`) and a health
+//! verdict (`/healthz`). Repository facts (newest backup, last verify, sizes) come from the
+//! latest [`Overview`], refreshed after every job and every `refresh_every`, so they also
+//! count backups taken by hand; job counters come from the daemon's own runs. Ages are
+//! computed at scrape time.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use chrono::{DateTime, Utc};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+use super::state::Outcome;
+use crate::status::{Freshness, Overview, Rpo};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DatabaseLabels {
+    database: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    job: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    job: String,
+    outcome: String,
+}
+
+type Seconds = Gauge<f64, AtomicU64>;
+
+struct Families {
+    backup_last_success: Family<DatabaseLabels, Seconds>,
+    backup_age: Family<DatabaseLabels, Seconds>,
+    backup_last_duration: Family<DatabaseLabels, Seconds>,
+    backup_last_size: Family<DatabaseLabels, Gauge>,
+    backups: Family<DatabaseLabels, Gauge>,
+    stored_bytes: Family<DatabaseLabels, Gauge>,
+    verify_last_success: Family<DatabaseLabels, Seconds>,
+    verify_last_passed: Family<DatabaseLabels, Gauge>,
+    rpo_ok: Family<DatabaseLabels, Gauge>,
+    repository_bytes: Gauge,
+    repository_up: Gauge,
+    rpo_target: Seconds,
+    job_runs: Family<RunLabels, Counter>,
+    job_failures: Family<JobLabels, Counter>,
+    job_last_duration: Family<JobLabels, Seconds>,
+    job_last_success: Family<JobLabels, Seconds>,
+    job_next_run: Family<JobLabels, Seconds>,
+    job_running: Family<JobLabels, Gauge>,
+}
+
+/// The daemon's view, shared by the scheduler, the refresher and the HTTP server.
+pub struct Monitor {
+    registry: Registry,
+    families: Families,
+    rpo: Rpo,
+    databases: Vec<String>,
+    repository: Mutex<RepositoryView>,
+    backups_running: AtomicUsize,
+}
+
+#[derive(Default)]
+struct RepositoryView {
+    overview: Option<Overview>,
+    /// Why the last refresh failed, when it did.
+    error: Option<String>,
+}
+
+/// The `/healthz` document.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    pub databases: Vec<Freshness>,
+    /// Why the repository could not be read, when the last attempt failed.
+    pub repository_error: Option<String>,
+    pub problems: Vec<String>,
+}
+
+impl Health {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl Monitor {
+    pub fn new(rpo: Rpo, databases: Vec<String>, notify_failures: Counter) -> Monitor {
+        let mut registry = Registry::default();
+        let families = Families {
+            backup_last_success: Family::default(),
+            backup_age: Family::default(),
+            backup_last_duration: Family::default(),
+            backup_last_size: Family::default(),
+            backups: Family::default(),
+            stored_bytes: Family::default(),
+            verify_last_success: Family::default(),
+            verify_last_passed: Family::default(),
+            rpo_ok: Family::default(),
+            repository_bytes: Gauge::default(),
+            repository_up: Gauge::default(),
+            rpo_target: Seconds::default(),
+            job_runs: Family::default(),
+            job_failures: Family::default(),
+            job_last_duration: Family::default(),
+            job_last_success: Family::default(),
+            job_next_run: Family::default(),
+            job_running: Family::default(),
+        };
+        let f = &families;
+        registry.register(
+            "vault_backup_last_success_timestamp_seconds",
+            "When the newest complete backup of the database finished (Unix time).",
+            f.backup_last_success.clone(),
+        );
+        registry.register(
+            "vault_backup_age_seconds",
+            "Age of the newest complete backup of the database.",
+            f.backup_age.clone(),
+        );
+        registry.register(
+            "vault_backup_last_duration_seconds",
+            "How long the newest complete backup of the database took.",
+            f.backup_last_duration.clone(),
+        );
+        registry.register(
+            "vault_backup_last_size_bytes",
+            "Bytes stored for the newest complete backup of the database.",
+            f.backup_last_size.clone(),
+        );
+        registry.register(
+            "vault_backups",
+            "Complete backups of the database in the repository.",
+            f.backups.clone(),
+        );
+        registry.register(
+            "vault_backup_stored_bytes",
+            "Bytes stored for all complete backups of the database.",
+            f.stored_bytes.clone(),
+        );
+        registry.register(
+            "vault_verify_last_success_timestamp_seconds",
+            "When a verification of one of the database's backups last passed (Unix time).",
+            f.verify_last_success.clone(),
+        );
+        registry.register(
+            "vault_verify_last_passed",
+            "1 if the database's newest verification passed, 0 if it failed.",
+            f.verify_last_passed.clone(),
+        );
+        registry.register(
+            "vault_rpo_ok",
+            "1 if the database's newest backup is within the RPO target plus grace.",
+            f.rpo_ok.clone(),
+        );
+        registry.register(
+            "vault_repository_size_bytes",
+            "Bytes of every complete backup in the repository.",
+            f.repository_bytes.clone(),
+        );
+        registry.register(
+            "vault_repository_up",
+            "1 if the last read of the repository succeeded.",
+            f.repository_up.clone(),
+        );
+        registry.register(
+            "vault_rpo_target_seconds",
+            "The configured RPO target (daemon.rpo_target).",
+            f.rpo_target.clone(),
+        );
+        registry.register(
+            "vault_job_runs",
+            "Job runs by outcome (success, failure, skipped, aborted).",
+            f.job_runs.clone(),
+        );
+        registry.register(
+            "vault_job_failures",
+            "Failed job runs (each attempt).",
+            f.job_failures.clone(),
+        );
+        registry.register(
+            "vault_job_last_duration_seconds",
+            "How long the job's last run took.",
+            f.job_last_duration.clone(),
+        );
+        registry.register(
+            "vault_job_last_success_timestamp_seconds",
+            "When the job last succeeded (Unix time).",
+            f.job_last_success.clone(),
+        );
+        registry.register(
+            "vault_job_next_run_timestamp_seconds",
+            "When the job runs next (Unix time, jitter included).",
+            f.job_next_run.clone(),
+        );
+        registry.register(
+            "vault_job_running",
+            "1 while the job runs.",
+            f.job_running.clone(),
+        );
+        registry.register(
+            "vault_notify_failures",
+            "Alerts that could not be delivered.",
+            notify_failures,
+        );
+        families.rpo_target.set(rpo.target.num_seconds() as f64);
+        Monitor {
+            registry,
+            families,
+            rpo,
+            databases,
+            repository: Mutex::new(RepositoryView::default()),
+            backups_running: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn rpo(&self) -> Rpo {
+        self.rpo
+    }
+
+    /// A fresh read of the repository.
+    pub fn observe(&self, overview: Overview) {
+        let f = &self.families;
+        for family in [
+            &f.backup_last_success,
+            &f.backup_last_duration,
+            &f.verify_last_success,
+        ] {
+            family.clear();
+        }
+        for family in [&f.backup_last_size, &f.verify_last_passed] {
+            family.clear();
+        }
+        for status in &overview.databases {
+            let labels = DatabaseLabels {
+                database: status.database.clone(),
+            };
+            f.backups.get_or_create(&labels).set(status.backups as i64);
+            f.stored_bytes
+                .get_or_create(&labels)
+                .set(status.stored_bytes as i64);
+            if let Some(newest) = &status.newest {
+                f.backup_last_success
+                    .get_or_create(&labels)
+                    .set(unix(newest.finished_at));
+                f.backup_last_duration.get_or_create(&labels).set(
+                    (newest.finished_at - newest.started_at).num_milliseconds() as f64 / 1000.0,
+                );
+                f.backup_last_size
+                    .get_or_create(&labels)
+                    .set(newest.stored_bytes as i64);
+            }
+            if let Some(at) = status.last_verified_ok_at {
+                f.verify_last_success.get_or_create(&labels).set(unix(at));
+            }
+            if let Some(last) = &status.last_verify {
+                f.verify_last_passed
+                    .get_or_create(&labels)
+                    .set(i64::from(last.passed));
+            }
+        }
+        f.repository_bytes.set(overview.repository_bytes as i64);
+        f.repository_up.set(1);
+        let mut view = self.repository.lock().expect("not poisoned");
+        view.overview = Some(overview);
+        view.error = None;
+    }
+
+    /// The repository could not be read; the last good facts stay.
+    pub fn observe_failure(&self, error: String) {
+        self.families.repository_up.set(0);
+        self.repository.lock().expect("not poisoned").error = Some(error);
+    }
+
+    pub fn job_started(&self, job: &str, takes_backups: bool) {
+        self.families
+            .job_running
+            .get_or_create(&job_labels(job))
+            .set(1);
+        if takes_backups {
+            self.backups_running.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    pub fn job_ended(&self, job: &str, takes_backups: bool) {
+        self.families
+            .job_running
+            .get_or_create(&job_labels(job))
+            .set(0);
+        if takes_backups {
+            self.backups_running.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Backup or snapshot jobs running now.
+    pub fn backups_running(&self) -> usize {
+        self.backups_running.load(Ordering::SeqCst)
+    }
+
+    pub fn job_finished(&self, job: &str, outcome: Outcome, seconds: f64, finished: DateTime<Utc>) {
+        let f = &self.families;
+        let labels = job_labels(job);
+        f.job_runs
+            .get_or_create(&RunLabels {
+                job: job.to_string(),
+                outcome: outcome.as_str().to_string(),
+            })
+            .inc();
+        f.job_last_duration.get_or_create(&labels).set(seconds);
+        match outcome {
+            Outcome::Success => {
+                f.job_last_success
+                    .get_or_create(&labels)
+                    .set(unix(finished));
+            }
+            Outcome::Failure => {
+                f.job_failures.get_or_create(&labels).inc();
+            }
+            Outcome::Skipped | Outcome::Aborted => {}
+        }
+    }
+
+    /// A job is known (so its failure counter reads 0 before it ever fails) and runs next at.
+    pub fn job_scheduled(&self, job: &str, next: Option<DateTime<Utc>>) {
+        let labels = job_labels(job);
+        let _ = self.families.job_failures.get_or_create(&labels);
+        match next {
+            Some(at) => {
+                self.families
+                    .job_next_run
+                    .get_or_create(&labels)
+                    .set(unix(at));
+            }
+            None => {
+                self.families.job_next_run.remove(&labels);
+            }
+        }
+    }
+
+    /// Every configured database's newest backup against the RPO, as of `now`.
+    pub fn health(&self, now: DateTime<Utc>) -> Health {
+        let view = self.repository.lock().expect("not poisoned");
+        let mut problems = Vec::new();
+        let databases: Vec<Freshness> = match &view.overview {
+            Some(overview) => overview
+                .databases
+                .iter()
+                .map(|status| self.rpo.judge(status, now))
+                .collect(),
+            None => {
+                problems.push(format!(
+                    "the repository has not been read yet{}",
+                    view.error
+                        .as_ref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ));
+                Vec::new()
+            }
+        };
+        problems.extend(databases.iter().filter_map(|d| d.problem.clone()));
+        Health {
+            status: if problems.is_empty() { "ok" } else { "failing" },
+            databases,
+            repository_error: view.error.clone(),
+            problems,
+        }
+    }
+
+    /// The metrics in OpenMetrics text, ages as of `now`.
+    pub fn render(&self, now: DateTime<Utc>) -> String {
+        let health = self.health(now);
+        let f = &self.families;
+        f.backup_age.clear();
+        f.rpo_ok.clear();
+        for fresh in &health.databases {
+            let labels = DatabaseLabels {
+                database: fresh.database.clone(),
+            };
+            if let (Some(at), true) = (fresh.newest_backup_at, fresh.age_seconds.is_some()) {
+                f.backup_age
+                    .get_or_create(&labels)
+                    .set((now - at).num_milliseconds() as f64 / 1000.0);
+            }
+            f.rpo_ok.get_or_create(&labels).set(i64::from(fresh.ok));
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    pub fn databases(&self) -> &[String] {
+        &self.databases
+    }
+}
+
+fn job_labels(job: &str) -> JobLabels {
+    JobLabels {
+        job: job.to_string(),
+    }
+}
+
+fn unix(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
