@@ -1,0 +1,715 @@
+//! `vault daemon` against a real PostgreSQL and the suite's S3 server: schedules with
+//! seconds fields fire on time, SIGTERM lets a job finish within the grace or aborts it
+//! cleanly, catch-up runs a missed run once, overlapping runs are skipped, `/metrics` and
+//! `/healthz` say what the repository holds, and alerts reach a webhook receiver.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use common::*;
+use vault::postgres::cluster::ScratchCluster;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A test installation: workspace, schedules folder, state directory and a config file.
+struct Setup {
+    ws: Workspace,
+    port: u16,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let ws = Workspace::new();
+        std::fs::create_dir(ws.path("schedules")).unwrap();
+        Setup {
+            ws,
+            port: free_port(),
+        }
+    }
+
+    fn schedule(&self, toml: &str) {
+        std::fs::write(self.ws.path("schedules/jobs.toml"), toml).unwrap();
+    }
+
+    /// Writes the config: `source` goes into `[source]`, `daemon` into `[daemon]`, `more`
+    /// after everything (e.g. `[[notify]]`).
+    fn config(
+        &self,
+        source_url: &str,
+        source: &str,
+        repository: &str,
+        daemon: &str,
+        more: &str,
+    ) -> PathBuf {
+        self.ws.config(&format!(
+            "state_dir = \"{}\"\n[source]\nurl = \"{source_url}\"\n{source}\n\n[repository]\n{repository}\n\n\
+             [encryption]\nrecipients = [\"{}\"]\n\n[daemon]\nschedules_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n{daemon}\n{more}\n",
+            self.ws.path("state").display(),
+            self.ws.recipient,
+            self.ws.path("schedules").display(),
+            self.port,
+        ))
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.port, path)
+    }
+}
+
+/// A running `vault daemon` whose log is collected on the side.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(config: &Path) -> Daemon {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vault"))
+            .arg("--config")
+            .arg(config)
+            .arg("daemon")
+            .env("VAULT_LOG", "vault=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let daemon = Daemon { child, log };
+        daemon.wait_for("vault daemon started", 30);
+        daemon
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.log().matches(needle).count()
+    }
+
+    /// Waits until `needle` appears `times` times in the log.
+    fn wait_for_n(&self, needle: &str, times: usize, seconds: u64) {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while self.count(needle) < times {
+            assert!(
+                Instant::now() < deadline,
+                "`{needle}` not seen {times} time(s) within {seconds}s; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_for(&self, needle: &str, seconds: u64) {
+        self.wait_for_n(needle, 1, seconds);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill with a pid of our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, signal);
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and how long it took.
+    fn stop(mut self) -> (std::process::ExitStatus, Duration, String) {
+        let asked = Instant::now();
+        self.signal(libc::SIGTERM);
+        let deadline = asked + Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let took = asked.elapsed();
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return (status, took, self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not stop: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status: u16 = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not HTTP: {response}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the sample `name{labels}` (labels exactly as OpenMetrics prints them).
+fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// Polls `/metrics` until `check` holds.
+fn wait_for_metrics(setup: &Setup, seconds: u64, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let (status, text) = setup.get("/metrics");
+        assert_eq!(status, 200);
+        if check(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "metrics never matched:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `pg_bin_dir = "…"` for a directory whose `pg_dump` is the real one, starting after
+/// `delay` seconds and slowed to `kib_per_tick` KiB every 0.1 s — so a backup is still
+/// running when the test acts.
+fn slow_pg_dump(dir: &Path, kib_per_tick: u32, delay: u32) -> String {
+    let bin = dir.join("slow-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = vault::postgres::PgTools::locate(None, None).program("pg_dump");
+    let script = format!(
+        "#!/bin/sh\ncase \"$1\" in --version|-V) exec {real} \"$@\";; esac\n\
+         sleep {delay}\n{real} \"$@\" | python3 -c '\nimport sys, time\nr, w = sys.stdin.buffer, sys.stdout.buffer\n\
+         while True:\n    b = r.read({bytes})\n    if not b: break\n    w.write(b); w.flush(); time.sleep(0.1)\n'\n",
+        real = real.display(),
+        bytes = kib_per_tick * 1024,
+    );
+    let path = bin.join("pg_dump");
+    std::fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("pg_bin_dir = \"{}\"", bin.display())
+}
+
+/// A database with `mib` MiB of incompressible rows.
+fn random_rows(pg: &ScratchCluster, db: &str, mib: u32) {
+    pg.psql(
+        db,
+        &format!(
+            "CREATE TABLE blobs AS SELECT g AS id, decode(string_agg(md5(random()::text || g || x), ''), 'hex') AS payload \
+             FROM generate_series(1, {}) g, generate_series(1, 64) x GROUP BY g",
+            mib * 1024
+        ),
+    )
+    .unwrap();
+}
+
+/// A webhook receiver on loopback: every request body, in arrival order.
+fn webhook_receiver() -> (u16, mpsc::Receiver<serde_json::Value>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { break };
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body).unwrap();
+            let mut stream = reader.into_inner();
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            if let Ok(json) = serde_json::from_slice(&body) {
+                let _ = tx.send(json);
+            }
+        }
+    });
+    (port, rx)
+}
+
+fn alerts_until(
+    rx: &mpsc::Receiver<serde_json::Value>,
+    event: &str,
+    seconds: u64,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let alert = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no `{event}` alert within {seconds}s"));
+        if alert["event"] == event {
+            return alert;
+        }
+    }
+}
+
+#[test]
+fn a_seconds_schedule_backs_up_on_time_and_metrics_healthz_and_rpo_alerts_tell_the_truth() {
+    let s3 = S3Env::from_env();
+    let pg = cluster_with(
+        "app",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g",
+    );
+    let setup = Setup::new();
+    let prefix = unique_prefix("daemon-schedule");
+    let repository = s3_repository(&s3, &prefix);
+    setup.schedule("[[job]]\nname = \"backup\"\ncommand = \"backup\"\ncron = \"*/4 * * * * *\"\n");
+    // Each dump starts a second late, so the SIGTERM below finds one running.
+    let slow = slow_pg_dump(setup.ws.dir.path(), 1024, 1);
+    let config = setup.config(
+        &pg.url("app"),
+        &slow,
+        &repository,
+        "shutdown_grace = \"60s\"",
+        "",
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_n("`backup` succeeded", 2, 60);
+
+    // On time: each backup started within 2 s after a multiple of 4 s.
+    let backups = list_json(&config);
+    assert!(backups.len() >= 2, "{backups:?}");
+    for b in &backups {
+        let started = chrono::DateTime::parse_from_rfc3339(b["started_at"].as_str().unwrap())
+            .unwrap()
+            .timestamp();
+        assert!(
+            started.rem_euclid(4) <= 2,
+            "backup {} started at {} (second {} of its 4 s slot)\n{}",
+            b["id"],
+            b["started_at"],
+            started.rem_euclid(4),
+            daemon.log()
+        );
+    }
+
+    // /metrics matches the repository once the daemon has re-read it.
+    let newest_finished = |text: &str| {
+        let backups = list_json(&config);
+        let finished =
+            chrono::DateTime::parse_from_rfc3339(backups[0]["finished_at"].as_str().unwrap())
+                .unwrap()
+                .timestamp() as f64;
+        metric(
+            text,
+            "vault_backup_last_success_timestamp_seconds{database=\"app\"}",
+        )
+        .is_some_and(|v| (v - finished).abs() < 1.0)
+    };
+    let text = wait_for_metrics(&setup, 15, newest_finished);
+    let age = metric(&text, "vault_backup_age_seconds{database=\"app\"}").unwrap();
+    assert!((0.0..30.0).contains(&age), "age {age}\n{text}");
+    assert!(
+        metric(
+            &text,
+            "vault_job_runs_total{job=\"backup\",outcome=\"success\"}"
+        )
+        .unwrap()
+            >= 2.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "vault_job_failures_total{job=\"backup\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "vault_rpo_target_seconds"), Some(21600.0));
+    assert_eq!(metric(&text, "vault_rpo_ok{database=\"app\"}"), Some(1.0));
+    assert_eq!(metric(&text, "vault_repository_up"), Some(1.0));
+    let stored = metric(&text, "vault_backup_last_size_bytes{database=\"app\"}").unwrap();
+    assert!(stored > 0.0, "{text}");
+    assert!(metric(&text, "vault_repository_size_bytes").unwrap() > stored * 1.5);
+    assert!(
+        metric(
+            &text,
+            "vault_job_next_run_timestamp_seconds{job=\"backup\"}"
+        )
+        .is_some()
+    );
+    let (status, body) = setup.get("/healthz");
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["databases"][0]["database"], "app");
+
+    // SIGTERM while a backup runs, with a long grace: the backup completes, then the daemon
+    // exits 0.
+    let started = daemon.count("started `vault backup`");
+    daemon.wait_for_n("started `vault backup`", started + 1, 10);
+    let succeeded = daemon.count("`backup` succeeded");
+    let (status, _, log) = daemon.stop();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("stopping: waiting up to 1m"), "{log}");
+    assert_eq!(
+        log.matches("`backup` succeeded").count(),
+        succeeded + 1,
+        "{log}"
+    );
+    assert!(log.contains("vault daemon stopped"), "{log}");
+    assert!(s3.open_uploads(&prefix).is_empty());
+
+    // `vault status` (no daemon needed) says the same, with the daemon's last results.
+    let backups = list_json(&config);
+    let oldest = backups.last().unwrap()["id"].as_str().unwrap().to_string();
+    run_ok(vault_cmd(Some(&config)).args(["pin", &oldest]));
+    let status: serde_json::Value =
+        serde_json::from_str(&run_ok(vault_cmd(Some(&config)).args(["status", "--json"]))).unwrap();
+    let db = &status["databases"][0];
+    assert_eq!(db["database"], "app");
+    assert_eq!(db["newest"]["id"], backups[0]["id"]);
+    assert_eq!(db["backups"], backups.len());
+    assert_eq!(db["rpo"]["ok"], true);
+    assert!(db["rpo"]["age_seconds"].as_i64().unwrap() < 60, "{db}");
+    assert_eq!(db["last_verify"], serde_json::Value::Null);
+    assert_eq!(db["pinned"][0]["id"], oldest.as_str());
+    assert_eq!(db["next_runs"][0]["job"], "backup");
+    assert_eq!(status["repository"]["backups"], backups.len());
+    assert_eq!(status["jobs"][0]["name"], "backup");
+    assert_eq!(status["jobs"][0]["last"]["last_outcome"], "success");
+    let text = run_ok(vault_cmd(Some(&config)).arg("status"));
+    assert!(text.contains("database app"), "{text}");
+    assert!(
+        text.contains(&format!("pinned          {oldest}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("RPO             ok (target 6h + 1h grace)"),
+        "{text}"
+    );
+
+    // The same installation with a 1 s RPO: /healthz fails, saying by how much, and the
+    // webhook gets one rpo_breach alert; a webhook that cannot be reached changes nothing.
+    let (hook_port, alerts) = webhook_receiver();
+    setup.schedule("[[job]]\nname = \"backup\"\ncommand = \"backup\"\ncron = \"0 0 0 1 1 *\"\n");
+    let config = setup.config(
+        &pg.url("app"),
+        "",
+        &repository,
+        "rpo_target = \"1s\"\nrpo_grace = \"0s\"",
+        &format!(
+            "[[notify]]\nurl = \"http://127.0.0.1:{hook_port}/hook/secret-token\"\n\n\
+             [[notify]]\nurl = \"http://127.0.0.1:{}/dead\"\ntimeout = \"2s\"\n",
+            free_port()
+        ),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let daemon = Daemon::start(&config);
+    let alert = alerts_until(&alerts, "rpo_breach", 30);
+    assert_eq!(alert["database"], "app");
+    assert_eq!(alert["format_version"], 1);
+    let message = alert["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the newest backup of app is ")
+            && message.contains("over the RPO target of 1s (+0s grace)"),
+        "{message}"
+    );
+    assert!(
+        alert["text"].as_str().unwrap().contains("RPO breach"),
+        "{alert}"
+    );
+    let (status, body) = setup.get("/healthz");
+    assert_eq!(status, 503, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "failing");
+    assert_eq!(health["databases"][0]["ok"], false);
+    assert!(
+        health["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("over the RPO target"),
+        "{body}"
+    );
+    let text = wait_for_metrics(&setup, 10, |t| {
+        metric(t, "vault_notify_failures_total") == Some(1.0)
+    });
+    assert_eq!(metric(&text, "vault_rpo_ok{database=\"app\"}"), Some(0.0));
+    let log = daemon.log();
+    assert!(log.contains("could not send an alert"), "{log}");
+    assert!(
+        !log.contains("secret-token"),
+        "webhook paths are never logged: {log}"
+    );
+    // One alert per breach, not one per refresh.
+    assert!(alerts.recv_timeout(Duration::from_secs(2)).is_err());
+    let (status, _, _) = daemon.stop();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn sigterm_during_a_backup_aborts_it_after_the_grace_leaving_no_upload_and_no_manifest() {
+    let s3 = S3Env::from_env();
+    let pg = cluster_with("app", "");
+    random_rows(&pg, "app", 24);
+    let setup = Setup::new();
+    let slow = slow_pg_dump(setup.ws.dir.path(), 256, 0);
+    let prefix = unique_prefix("daemon-sigterm");
+    setup.schedule(
+        "[[job]]\nname = \"backup\"\ncommand = \"backup\"\ncron = \"0 0 0 1 1 *\"\ncatch_up = true\n",
+    );
+    let config = setup.config(
+        &pg.url("app"),
+        &slow,
+        &s3_repository(&s3, &prefix),
+        "shutdown_grace = \"2s\"",
+        "",
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for("started `vault backup`", 10);
+    // Wait until parts are being uploaded.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s3.open_uploads(&prefix).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no multipart upload began: {}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, took, log) = daemon.stop();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "the job had its grace: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "stopped within the grace plus the abort: {took:?}"
+    );
+    assert!(
+        log.contains("did not finish within the shutdown grace: aborting it"),
+        "{log}"
+    );
+    assert!(
+        log.contains("`backup` was interrupted and aborted"),
+        "{log}"
+    );
+    assert!(
+        s3.open_uploads(&prefix).is_empty(),
+        "the multipart upload was aborted"
+    );
+    assert!(
+        s3.keys(&format!("{prefix}/manifests/")).is_empty(),
+        "no manifest"
+    );
+    assert!(list_json(&config).is_empty());
+    // Neither vault's job nor pg_dump outlives the daemon.
+    let leftovers: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| {
+            c.contains(&format!(":{}/app", pg.port())) || c.contains(config.to_str().unwrap())
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "still running: {leftovers:?}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(setup.ws.path("state/daemon-state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["jobs"]["backup"]["last_outcome"], "aborted");
+}
+
+#[test]
+fn catch_up_runs_once_overlaps_are_skipped_and_a_held_backup_lock_skips_the_run() {
+    let s3 = S3Env::from_env();
+    let pg = cluster_with("app", "");
+    random_rows(&pg, "app", 2);
+    let setup = Setup::new();
+    let prefix = unique_prefix("daemon-catch-up");
+    let repository = s3_repository(&s3, &prefix);
+    // Yearly jobs: their last slot (1 January) has passed; only `backup` catches up.
+    setup.schedule(
+        "[[job]]\nname = \"backup\"\ncommand = \"backup\"\ncron = \"0 0 0 1 1 *\"\ncatch_up = true\n\n\
+         [[job]]\nname = \"prune\"\ncommand = \"prune\"\ncron = \"0 0 0 1 1 *\"\n",
+    );
+    let config = setup.config(&pg.url("app"), "", &repository, "", "");
+    let daemon = Daemon::start(&config);
+    daemon.wait_for("`backup` succeeded", 60);
+    let log = daemon.log();
+    assert!(
+        log.contains("catch-up: the run due at ") && log.contains("was missed (last run: never)"),
+        "{log}"
+    );
+    assert!(!log.contains("vault prune"), "prune has no catch_up: {log}");
+    let (status, _, _) = daemon.stop();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(list_json(&config).len(), 1);
+
+    // Restarted: the missed run was made up for; nothing runs.
+    let daemon = Daemon::start(&config);
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, _, log) = daemon.stop();
+    assert!(!log.contains("catch-up"), "{log}");
+    assert!(!log.contains("started `vault"), "{log}");
+    assert_eq!(list_json(&config).len(), 1);
+
+    // A slow backup every second: while one runs, the next slots are skipped, and a manual
+    // `vault backup` of the same database is turned away (exit 7).
+    let slow = slow_pg_dump(setup.ws.dir.path(), 64, 0);
+    let config = setup.config(&pg.url("app"), &slow, &repository, "", "");
+    setup.schedule("[[job]]\nname = \"slow\"\ncommand = \"backup\"\ncron = \"* * * * * *\"\n");
+    let daemon = Daemon::start(&config);
+    daemon.wait_for("started `vault backup`", 10);
+    daemon.wait_for_n("skipped a scheduled run of `slow`: its previous run", 2, 20);
+    let busy = expect_exit(vault_cmd(Some(&config)).arg("backup"), 7);
+    assert!(busy.contains("is already backing up app"), "{busy}");
+    let (status, _, log) = daemon.stop();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert_eq!(
+        log.matches("started `vault backup`").count(),
+        1,
+        "one run at a time: {log}"
+    );
+
+    // The other way round: a manual backup holds the lock; the daemon's run is skipped
+    // with the reason, not failed.
+    let (mut manual, _stderr, _) = spawn_until(&config, &["backup"], "dumping");
+    setup.schedule(
+        "[[job]]\nname = \"backup\"\ncommand = \"backup\"\ncron = \"0 0 0 1 1 *\"\ncatch_up = true\n",
+    );
+    std::fs::remove_file(setup.ws.path("state/daemon-state.json")).unwrap();
+    let daemon = Daemon::start(&config);
+    daemon.wait_for("skipped `backup`: another vault process (pid ", 30);
+    let text = wait_for_metrics(&setup, 10, |t| {
+        metric(
+            t,
+            "vault_job_runs_total{job=\"backup\",outcome=\"skipped\"}",
+        ) == Some(1.0)
+    });
+    assert_eq!(
+        metric(&text, "vault_job_failures_total{job=\"backup\"}"),
+        Some(0.0)
+    );
+    let (status, _, _) = daemon.stop();
+    assert_eq!(status.code(), Some(0));
+    let _ = manual.kill();
+    let _ = manual.wait();
+}
+
+#[test]
+fn transient_failures_are_retried_with_backoff_permanent_ones_alert_at_once() {
+    let pg = cluster_with("app", "");
+    let setup = Setup::new();
+    let (hook_port, alerts) = webhook_receiver();
+    // Nothing listens on the S3 endpoint: every backup fails with a network error.
+    let repository = format!(
+        "url = \"s3://bucket/x\"\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"us-east-1\"",
+        free_port()
+    );
+    setup.schedule(
+        "[[job]]\nname = \"backup\"\ncommand = \"backup\"\ncron = \"0 0 0 1 1 *\"\ncatch_up = true\n\n\
+         [[job]]\nname = \"verify\"\ncommand = \"verify\"\ncron = \"0 0 0 1 1 *\"\ncatch_up = true\nargs = [\"--latest\"]\n",
+    );
+    let config = setup.config(
+        &pg.url("app"),
+        "",
+        &repository,
+        "retries = 2\nretry_backoff = \"1s\"",
+        &format!(
+            "[[notify]]\nurl = \"http://127.0.0.1:{hook_port}/hook\"\nevents = [\"failure\", \"verify_failure\", \"success\"]\n"
+        ),
+    );
+    let daemon = Daemon::start(&config);
+    // verify has no identity configured: a key error (exit 5), permanent, alerted at once.
+    let verify = alerts_until(&alerts, "failure", 30);
+    assert_eq!(verify["job"], "verify", "{verify}");
+    assert_eq!(verify["exit_code"], 5);
+    assert_eq!(verify["attempts"], 1);
+    assert_eq!(verify["command"], serde_json::json!(["verify", "--latest"]));
+    // The backup: attempt 1, retry in 1 s, attempt 2, retry in 2 s, attempt 3, alert.
+    let backup = alerts_until(&alerts, "failure", 60);
+    assert_eq!(backup["job"], "backup", "{backup}");
+    assert_eq!(backup["exit_code"], 4);
+    assert_eq!(backup["attempts"], 3);
+    assert!(
+        backup["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach the S3 endpoint"),
+        "{backup}"
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("`backup` failed (attempt 1 of 3), retrying in 1s"),
+        "{log}"
+    );
+    assert!(
+        log.contains("`backup` failed (attempt 2 of 3), retrying in 2s"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("started `vault verify --latest`").count(),
+        1,
+        "{log}"
+    );
+    let text = wait_for_metrics(&setup, 10, |t| {
+        metric(t, "vault_job_failures_total{job=\"backup\"}") == Some(3.0)
+    });
+    assert_eq!(
+        metric(&text, "vault_job_failures_total{job=\"verify\"}"),
+        Some(1.0)
+    );
+    assert_eq!(metric(&text, "vault_repository_up"), Some(0.0));
+    let (status, body) = setup.get("/healthz");
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("the repository has not been read yet"),
+        "{body}"
+    );
+    let (status, _, _) = daemon.stop();
+    assert_eq!(status.code(), Some(0));
+
+    // `vault status` works without the daemon and shows its last results.
+    let out = vault_cmd(Some(&config))
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "the repository is unreachable");
+}
