@@ -81,7 +81,34 @@ pub async fn run(config: &Config) -> Vec<Probe> {
             crate::verify::probe(config).await,
         ));
     }
+    probes.push(Probe::from_result(
+        "schedules".into(),
+        check_schedules(config),
+    ));
     probes
+}
+
+/// The daemon's jobs parse, and when each runs next.
+fn check_schedules(config: &Config) -> Result<String> {
+    let schedules = crate::schedule::Schedules::load(config)?;
+    let now = chrono::Utc::now();
+    let jobs: Vec<String> = schedules
+        .jobs
+        .iter()
+        .map(|job| {
+            let next = job
+                .next_after(now)
+                .map(crate::timespec::rfc3339)
+                .unwrap_or_else(|| "never".into());
+            format!("{} next {next}", job.name())
+        })
+        .collect();
+    Ok(format!(
+        "{} job(s) from {}: {}",
+        jobs.len(),
+        schedules.origin,
+        jobs.join(", ")
+    ))
 }
 
 async fn check_database(config: &Config, database: &str) -> Result<String> {
