@@ -116,7 +116,7 @@ pub struct EncryptionInfo {
 
 const DATABASE_IN_KEY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'_').remove(b'.').remove(b'-');
 
-fn database_segment(database: &str) -> String {
+pub(crate) fn database_segment(database: &str) -> String {
     utf8_percent_encode(database, DATABASE_IN_KEY).to_string()
 }
 

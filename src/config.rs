@@ -28,6 +28,8 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     #[serde(default)]
     pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub drill: DrillConfig,
     /// `[[notify]]`: where the daemon sends alerts.
     #[serde(default)]
     pub notify: Vec<NotifyConfig>,
@@ -148,6 +150,42 @@ impl DaemonConfig {
     }
 }
 
+/// `[drill]`: the targets a `vault drill` must meet.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    /// The longest acceptable restore, scratch start to checks done (`30m`). None: not judged.
+    pub rto_target: Option<String>,
+    /// The oldest acceptable newest backup at drill start. Default: `daemon.rpo_target` plus
+    /// `daemon.rpo_grace`, the limit `/healthz` uses.
+    pub rpo_target: Option<String>,
+}
+
+/// `[drill]` with durations parsed and defaults applied.
+#[derive(Debug, Clone, Copy)]
+pub struct DrillTargets {
+    pub rto: Option<chrono::Duration>,
+    pub rpo: chrono::Duration,
+}
+
+impl Config {
+    pub fn drill_targets(&self) -> Result<DrillTargets> {
+        let daemon = self.daemon.settings()?;
+        Ok(DrillTargets {
+            rto: self
+                .drill
+                .rto_target
+                .as_deref()
+                .map(|t| duration("drill.rto_target", t))
+                .transpose()?,
+            rpo: match &self.drill.rpo_target {
+                Some(t) => duration("drill.rpo_target", t)?,
+                None => daemon.rpo_target + daemon.rpo_grace,
+            },
+        })
+    }
+}
+
 /// One `[[notify]]` target: a webhook (JSON POST), a command (the same JSON on its
 /// stdin), or both.
 #[derive(Debug, Clone, Deserialize)]
@@ -159,8 +197,8 @@ pub struct NotifyConfig {
     /// Program and arguments, e.g. `["/usr/local/bin/page", "--team", "db"]`.
     #[serde(default)]
     pub command: Vec<String>,
-    /// Which events: `failure`, `rpo_breach`, `verify_failure`, `success`. Default: the
-    /// first three.
+    /// Which events: `failure`, `rpo_breach`, `verify_failure`, `drill_failure`,
+    /// `success`. Default: all but `success`.
     #[serde(default = "default_notify_events")]
     pub events: Vec<NotifyEvent>,
     #[serde(default = "default_notify_timeout")]
@@ -176,6 +214,8 @@ pub enum NotifyEvent {
     RpoBreach,
     /// `vault verify` ran and a check failed.
     VerifyFailure,
+    /// `vault drill` failed a check or missed its RTO / RPO target.
+    DrillFailure,
     /// A job succeeded.
     Success,
 }
@@ -186,6 +226,7 @@ impl NotifyEvent {
             NotifyEvent::Failure => "failure",
             NotifyEvent::RpoBreach => "rpo_breach",
             NotifyEvent::VerifyFailure => "verify_failure",
+            NotifyEvent::DrillFailure => "drill_failure",
             NotifyEvent::Success => "success",
         }
     }
@@ -196,6 +237,7 @@ fn default_notify_events() -> Vec<NotifyEvent> {
         NotifyEvent::Failure,
         NotifyEvent::RpoBreach,
         NotifyEvent::VerifyFailure,
+        NotifyEvent::DrillFailure,
     ]
 }
 fn default_notify_timeout() -> String {
@@ -603,6 +645,7 @@ impl Config {
         self.retention.garbage_grace()?;
         self.verify.validate()?;
         self.daemon.settings()?;
+        self.drill_targets()?;
         for notify in &self.notify {
             notify.validate()?;
         }

@@ -99,6 +99,7 @@ impl Error {
 /// | 5    | a key problem (bad recipient, missing or unsafe identity file) |
 /// | 6    | integrity: stored data does not match its checksum or cannot be decrypted, or a verification check failed |
 /// | 7    | busy: another vault process holds the lock this command needs (a backup of the same database, a verify of the same scratch target, another daemon); retry later |
+/// | 8    | a drill restored and checked fine but missed its RTO or RPO target |
 /// | 130  | interrupted (SIGINT / SIGTERM); nothing was committed |
 pub mod code {
     pub const FAILURE: u8 = 1;
@@ -108,5 +109,6 @@ pub mod code {
     pub const KEY: u8 = 5;
     pub const INTEGRITY: u8 = 6;
     pub const BUSY: u8 = 7;
+    pub const TARGET_MISSED: u8 = 8;
     pub const INTERRUPTED: u8 = 130;
 }

@@ -18,28 +18,71 @@ pub struct Recipients {
     keys: Vec<age::x25519::Recipient>,
 }
 
+/// A configured recipient with the label the operator gave it (for the runbook).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labelled {
+    pub key: String,
+    pub label: Option<String>,
+    /// Where it is configured (`encryption.recipients`, `file:line`).
+    pub origin: String,
+}
+
+/// Every configured recipient as written, with labels: `"age1… # ops key"` in
+/// `encryption.recipients`; in `recipients_file` a `# comment` after the key, or the comment
+/// line right above it.
+pub fn configured(config: &EncryptionConfig) -> Result<Vec<Labelled>> {
+    let split = |text: &str| -> (String, Option<String>) {
+        match text.split_once('#') {
+            Some((key, label)) => (
+                key.trim().to_string(),
+                Some(label.trim().to_string()).filter(|l| !l.is_empty()),
+            ),
+            None => (text.trim().to_string(), None),
+        }
+    };
+    let mut found: Vec<Labelled> = config
+        .recipients
+        .iter()
+        .map(|r| {
+            let (key, label) = split(r);
+            Labelled {
+                key,
+                label,
+                origin: "encryption.recipients".into(),
+            }
+        })
+        .collect();
+    if let Some(path) = &config.recipients_file {
+        let content = std::fs::read_to_string(path).map_err(|e| {
+            Error::Key(format!(
+                "cannot read encryption.recipients_file `{}`: {e}",
+                path.display()
+            ))
+        })?;
+        let mut comment_above: Option<String> = None;
+        for (n, line) in content.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                comment_above = None;
+            } else if let Some(comment) = line.strip_prefix('#') {
+                comment_above = Some(comment.trim().to_string()).filter(|c| !c.is_empty());
+            } else {
+                let (key, label) = split(line);
+                found.push(Labelled {
+                    key,
+                    label: label.or(comment_above.take()),
+                    origin: format!("{}:{}", path.display(), n + 1),
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
 impl Recipients {
     /// Parses every configured recipient; any bad one is an error naming it.
     pub fn from_config(config: &EncryptionConfig) -> Result<Recipients> {
-        let mut texts: Vec<(String, String)> = config
-            .recipients
-            .iter()
-            .map(|r| (r.trim().to_string(), "encryption.recipients".to_string()))
-            .collect();
-        if let Some(path) = &config.recipients_file {
-            let content = std::fs::read_to_string(path).map_err(|e| {
-                Error::Key(format!(
-                    "cannot read encryption.recipients_file `{}`: {e}",
-                    path.display()
-                ))
-            })?;
-            for (n, line) in content.lines().enumerate() {
-                let line = line.trim();
-                if !line.is_empty() && !line.starts_with('#') {
-                    texts.push((line.to_string(), format!("{}:{}", path.display(), n + 1)));
-                }
-            }
-        }
+        let texts = configured(config)?;
         if texts.is_empty() {
             return Err(Error::Key(
                 "no age recipients configured: add `recipients = [\"age1...\"]` or \
@@ -49,7 +92,7 @@ impl Recipients {
         }
         let keys = texts
             .iter()
-            .map(|(text, origin)| parse_recipient(text, origin))
+            .map(|r| parse_recipient(&r.key, &r.origin))
             .collect::<Result<Vec<_>>>()?;
         Ok(Recipients { keys })
     }
@@ -215,6 +258,42 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = Identities::load(&path).err().expect("must refuse");
         assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn recipients_carry_their_labels_from_the_config_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = generate_identity(&dir.path().join("a"), chrono::Utc::now()).unwrap();
+        let b = generate_identity(&dir.path().join("b"), chrono::Utc::now()).unwrap();
+        let c = generate_identity(&dir.path().join("c"), chrono::Utc::now()).unwrap();
+        let file = dir.path().join("recipients.txt");
+        std::fs::write(
+            &file,
+            format!("# break-glass key, in the safe\n{b}\n\n# stale comment\n\n{c} # auditors\n"),
+        )
+        .unwrap();
+        let config = EncryptionConfig {
+            recipients: vec![format!("{a} # ops key")],
+            recipients_file: Some(file),
+            identity_file: None,
+        };
+        let labelled = configured(&config).unwrap();
+        let pairs: Vec<(&str, Option<&str>)> = labelled
+            .iter()
+            .map(|r| (r.key.as_str(), r.label.as_deref()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                (a.as_str(), Some("ops key")),
+                (b.as_str(), Some("break-glass key, in the safe")),
+                (c.as_str(), Some("auditors")),
+            ]
+        );
+        assert_eq!(
+            Recipients::from_config(&config).unwrap().public_keys(),
+            [a, b, c]
+        );
     }
 
     #[test]

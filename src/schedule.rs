@@ -31,6 +31,7 @@ struct ScheduleFile {
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub name: String,
+    /// `backup`, `prune`, `verify`, `snapshot` or `drill`.
     pub command: JobCommand,
     /// `sec min hour day-of-month month day-of-week [year]`, e.g. `0 0 */6 * * *`.
     pub cron: String,
@@ -54,6 +55,7 @@ pub enum JobCommand {
     Prune,
     Verify,
     Snapshot,
+    Drill,
 }
 
 impl JobCommand {
@@ -63,6 +65,7 @@ impl JobCommand {
             JobCommand::Prune => "prune",
             JobCommand::Verify => "verify",
             JobCommand::Snapshot => "snapshot",
+            JobCommand::Drill => "drill",
         }
     }
 }
@@ -424,6 +427,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(empty.contains("holds no [[job]]"), "{empty}");
+    }
+
+    #[test]
+    fn drills_are_scheduled_like_any_other_job() {
+        let job = one("[[job]]\nname='drill'\ncommand='drill'\ncron='0 0 5 1 * *'\njitter='10m'")
+            .unwrap();
+        assert_eq!(job.command_line(), ["drill"]);
+        assert_eq!(job.jitter(), Duration::minutes(10));
+        assert_eq!(
+            job.next_after(at("2026-11-27T10:53:00Z")),
+            Some(at("2026-12-01T05:00:00Z"))
+        );
     }
 
     #[test]

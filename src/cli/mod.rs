@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod check;
 pub mod daemon;
+pub mod drill;
 pub mod exit;
 pub mod keygen;
 pub mod list;
@@ -12,6 +13,7 @@ pub mod progress;
 pub mod prune;
 pub mod quickstart;
 pub mod restore;
+pub mod runbook;
 pub mod snapshot;
 pub mod status;
 pub mod verify;
@@ -76,6 +78,11 @@ pub enum Command {
     /// Per database: newest backup and its age against the RPO, last verify, pinned
     /// backups, repository size, next scheduled runs.
     Status(status::Args),
+    /// Rehearse disaster recovery: restore the newest backup into a scratch server, check
+    /// it, measure RPO and RTO, record the drill (--history lists past drills).
+    Drill(drill::Args),
+    /// Print the disaster-recovery runbook of this installation (Markdown).
+    Runbook(runbook::Args),
     /// Check the configuration, the database and the repository.
     Check(check::Args),
     /// Take a first backup from nothing: a demo database (unless --source) into a local
@@ -100,6 +107,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Unpin(args) => pin::run(&cli.config, args, false).await,
         Command::Daemon(args) => daemon::run(&cli.config, cli.log_format, args).await,
         Command::Status(args) => status::run(&cli.config, args).await,
+        Command::Drill(args) => drill::run(&cli.config, args).await,
+        Command::Runbook(args) => runbook::run(&cli.config, args).await,
         Command::Check(args) => check::run(&cli.config, args).await,
         Command::Quickstart(args) => quickstart::run(args).await,
     }

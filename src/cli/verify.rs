@@ -6,7 +6,11 @@ use std::sync::Arc;
 
 use vault::cancel::Cancel;
 use vault::catalog::{self, Manifest};
+use vault::config::Config;
 use vault::keys::Identities;
+use vault::lock::Lock;
+use vault::progress::Progress;
+use vault::storage::ObjectStore;
 use vault::timespec::rfc3339;
 use vault::verify::checks::CheckStatus;
 use vault::verify::record::{self, VerifyReport};
@@ -35,18 +39,60 @@ pub struct Args {
     pub json: bool,
 }
 
+/// The identity, checked before anything else: restoring needs it.
+pub(super) fn identities(config: &Config, command: &str) -> anyhow::Result<Arc<Identities>> {
+    let identity_file = config.identity_file().ok_or_else(|| {
+        vault::Error::Key(format!(
+            "{command} decrypts backups and needs an identity: set encryption.identity_file \
+             or VAULT_IDENTITY_FILE to the file `vault keygen` wrote"
+        ))
+    })?;
+    Ok(Arc::new(Identities::load(&identity_file)?))
+}
+
+/// A verify-like run: the job, its lock (what a killed run left removed first), the
+/// progress display and cancellation on SIGINT / SIGTERM.
+pub(super) struct Session {
+    pub job: VerifyJob,
+    pub lock: Lock,
+    pub cancel: Cancel,
+    pub progress: Arc<dyn Progress>,
+}
+
+pub(super) async fn session(
+    config: &Config,
+    identities: Arc<Identities>,
+    store: Arc<dyn ObjectStore>,
+) -> anyhow::Result<Session> {
+    let progress = super::progress::for_stderr();
+    let job = VerifyJob {
+        store,
+        identities,
+        config: config.verify.clone(),
+        client_bin_dir: config.source.pg_bin_dir.clone(),
+        progress: Arc::clone(&progress),
+    };
+    let lock = job.lock(&config.state_dir())?;
+    for note in job.remove_abandoned(&lock).await {
+        progress.warn(&note);
+    }
+    let (trigger, cancel) = Cancel::new();
+    tokio::spawn(async move {
+        super::shutdown_signal().await;
+        trigger.cancel();
+    });
+    Ok(Session {
+        job,
+        lock,
+        cancel,
+        progress,
+    })
+}
+
 pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let config = super::load_config(config_path)?;
-    let identity_file = config.identity_file().ok_or_else(|| {
-        vault::Error::Key(
-            "verify decrypts backups and needs an identity: set encryption.identity_file or \
-             VAULT_IDENTITY_FILE to the file `vault keygen` wrote"
-                .into(),
-        )
-    })?;
-    let identities = Arc::new(Identities::load(&identity_file)?);
-    let store: Arc<dyn vault::storage::ObjectStore> =
-        Arc::from(vault::storage::open(&config.repository).await?);
+    let identities = identities(&config, "verify")?;
+    let store: Arc<dyn ObjectStore> = Arc::from(vault::storage::open(&config.repository).await?);
 
     let databases = match &args.database {
         Some(db) => vec![db.clone()],
@@ -91,23 +137,12 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let progress = super::progress::for_stderr();
-    let job = VerifyJob {
-        store,
-        identities,
-        config: config.verify.clone(),
-        client_bin_dir: config.source.pg_bin_dir.clone(),
-        progress: Arc::clone(&progress),
-    };
-    let lock = job.lock(&config.state_dir())?;
-    for note in job.remove_abandoned(&lock).await {
-        progress.warn(&note);
-    }
-    let (trigger, cancel) = Cancel::new();
-    tokio::spawn(async move {
-        super::shutdown_signal().await;
-        trigger.cancel();
-    });
+    let Session {
+        job,
+        lock,
+        cancel,
+        progress,
+    } = session(&config, identities, store).await?;
 
     let mut done: Vec<Verified> = Vec::new();
     let mut error = None;
@@ -172,7 +207,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_report(backup: &Manifest, verified: &Verified) {
+pub(super) fn print_report(backup: &Manifest, verified: &Verified) {
     let report = &verified.report;
     println!(
         "backup {} of `{}`, started {} ({} stored)",

@@ -273,6 +273,7 @@ impl Scheduler {
                     transient: false,
                     message: Some(e.to_string()),
                     verify_failed: false,
+                    drill_failed: false,
                     started: Utc::now(),
                     seconds: 0.0,
                 };
@@ -377,6 +378,8 @@ impl Scheduler {
                 );
                 let event = if finished.verify_failed {
                     NotifyEvent::VerifyFailure
+                } else if finished.drill_failed {
+                    NotifyEvent::DrillFailure
                 } else {
                     NotifyEvent::Failure
                 };
@@ -392,6 +395,10 @@ impl Scheduler {
             NotifyEvent::Success => format!("vault on {host}: `{name}` succeeded"),
             NotifyEvent::VerifyFailure => format!(
                 "vault on {host}: verification `{name}` FAILED: {}",
+                finished.message.as_deref().unwrap_or("")
+            ),
+            NotifyEvent::DrillFailure => format!(
+                "vault on {host}: drill `{name}` FAILED: {}",
                 finished.message.as_deref().unwrap_or("")
             ),
             _ => format!(

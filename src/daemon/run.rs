@@ -46,6 +46,8 @@ pub struct Finished {
     pub message: Option<String>,
     /// A verification ran and found the backup bad.
     pub verify_failed: bool,
+    /// A drill failed a check or missed a target.
+    pub drill_failed: bool,
     pub started: DateTime<Utc>,
     pub seconds: f64,
 }
@@ -145,6 +147,9 @@ fn classify(
         },
         verify_failed: command == JobCommand::Verify
             && exit_code == Some(i32::from(code::INTEGRITY)),
+        drill_failed: command == JobCommand::Drill
+            && (exit_code == Some(i32::from(code::INTEGRITY))
+                || exit_code == Some(i32::from(code::TARGET_MISSED))),
         started,
         seconds,
     }
@@ -189,6 +194,12 @@ mod tests {
         let bad = finished(Some(6), false, JobCommand::Verify);
         assert!(bad.verify_failed && !bad.transient);
         assert!(!finished(Some(6), false, JobCommand::Backup).verify_failed);
+        // A drill past its targets (8) or failing a check (6) is a drill failure.
+        for code in [6, 8] {
+            let drill = finished(Some(code), false, JobCommand::Drill);
+            assert!(drill.drill_failed && drill.outcome == Outcome::Failure);
+        }
+        assert!(!finished(Some(4), true, JobCommand::Drill).drill_failed);
         let killed = classify(
             None,
             None,

@@ -90,8 +90,15 @@ pub trait ObjectStore: Send + Sync {
     async fn probe(&self) -> Result<()>;
 }
 
-/// Opens the store named by `[repository]`.
-pub async fn open(config: &RepositoryConfig) -> Result<Box<dyn ObjectStore>> {
+/// Where `[repository]` points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    S3 { bucket: String, prefix: String },
+    Directory(std::path::PathBuf),
+}
+
+/// Parses `repository.url`: `s3://bucket/prefix`, `file:///path` or a plain path.
+pub fn locate(config: &RepositoryConfig) -> Result<Location> {
     let url = config.url.trim();
     if let Some(rest) = url.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -100,19 +107,30 @@ pub async fn open(config: &RepositoryConfig) -> Result<Box<dyn ObjectStore>> {
                 "repository.url `{url}` names no bucket: use s3://BUCKET/PREFIX"
             )));
         }
-        Ok(Box::new(
-            s3::S3Store::connect(config, bucket, prefix).await?,
-        ))
+        Ok(Location::S3 {
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+        })
     } else if let Some(path) = url.strip_prefix("file://") {
-        Ok(Box::new(local::LocalStore::new(path.into())))
+        Ok(Location::Directory(path.into()))
     } else if url.contains("://") {
         Err(Error::Config(format!(
             "repository.url `{url}` has an unknown scheme: use s3://bucket/prefix, \
              file:///path or a plain path"
         )))
     } else {
-        Ok(Box::new(local::LocalStore::new(url.into())))
+        Ok(Location::Directory(url.into()))
     }
+}
+
+/// Opens the store named by `[repository]`.
+pub async fn open(config: &RepositoryConfig) -> Result<Box<dyn ObjectStore>> {
+    Ok(match locate(config)? {
+        Location::S3 { bucket, prefix } => {
+            Box::new(s3::S3Store::connect(config, &bucket, &prefix).await?)
+        }
+        Location::Directory(path) => Box::new(local::LocalStore::new(path)),
+    })
 }
 
 /// Joins a store prefix and a key with exactly one `/` between them.

@@ -1,0 +1,220 @@
+//! `vault drill`: a measured disaster-recovery rehearsal (see `vault::drill`), or with
+//! `--history` the drills recorded so far.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::Utc;
+use vault::catalog;
+use vault::config::NotifyEvent;
+use vault::daemon::notify::{self, Alert, Notifier};
+use vault::drill::{self, DrillRecord};
+use vault::storage::ObjectStore;
+use vault::timespec::{describe, rfc3339};
+
+use super::exit::{self, Exit};
+use super::verify::{Session, identities, print_report, session};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only this database (default: every configured database).
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Print JSON: the drill record (an array for several databases, or with --history).
+    #[arg(long)]
+    pub json: bool,
+    /// List past drills with their RPO and RTO, newest first, instead of running one.
+    #[arg(long)]
+    pub history: bool,
+}
+
+pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
+    let config = super::load_config(config_path)?;
+    if args.history {
+        let store = vault::storage::open(&config.repository).await?;
+        return print_history(store.as_ref(), args.database.as_deref(), args.json).await;
+    }
+    let identities = identities(&config, "drill")?;
+    let targets = config.drill_targets()?;
+    let store: Arc<dyn ObjectStore> = Arc::from(vault::storage::open(&config.repository).await?);
+    let databases = match &args.database {
+        Some(db) => vec![db.clone()],
+        None => config.databases()?,
+    };
+    let mut newest = Vec::new();
+    for database in &databases {
+        let listing = catalog::list_backups(store.as_ref(), Some(database)).await?;
+        newest.push(listing.backups.into_iter().next().ok_or_else(|| {
+            vault::Error::Config(format!(
+                "there are no backups of database `{database}` in {} to drill with; take one \
+                 with `vault backup`",
+                store.location()
+            ))
+        })?);
+    }
+    let Session {
+        job,
+        lock,
+        cancel,
+        progress,
+    } = session(&config, identities, Arc::clone(&store)).await?;
+    let host = notify::host_name();
+    let mut records: Vec<(DrillRecord, String)> = Vec::new();
+    for backup in &newest {
+        let started = Utc::now();
+        let verified = job.verify(backup, &lock, cancel.clone()).await;
+        progress.finish();
+        let verified = verified?;
+        let record = DrillRecord::new(
+            &verified.report,
+            verified.record_key.clone(),
+            backup.finished_at,
+            started,
+            &targets,
+            host.clone(),
+        );
+        let key = drill::store(store.as_ref(), &record).await?;
+        tracing::info!(
+            database = %record.database,
+            rpo_seconds = record.rpo_seconds,
+            rto_seconds = record.rto_seconds,
+            passed = record.passed,
+            record = %key,
+            "drill complete"
+        );
+        if !args.json {
+            print_report(backup, &verified);
+            print_verdict(&record, &key);
+        }
+        records.push((record, key));
+    }
+    if args.json {
+        let only: Vec<&DrillRecord> = records.iter().map(|(r, _)| r).collect();
+        let text = match only.as_slice() {
+            [one] if args.database.is_some() || databases.len() == 1 => {
+                serde_json::to_string_pretty(one)?
+            }
+            _ => serde_json::to_string_pretty(&only)?,
+        };
+        println!("{text}");
+    }
+    let failed: Vec<&DrillRecord> = records
+        .iter()
+        .map(|(r, _)| r)
+        .filter(|r| !r.passed)
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let message = failed
+        .iter()
+        .map(|r| format!("{}: {}", r.database, r.failures.join("; ")))
+        .collect::<Vec<_>>()
+        .join(" | ");
+    alert(&config.notify, &failed, &message).await?;
+    Err(Exit {
+        code: if failed.iter().any(|r| !r.checks_passed) {
+            exit::INTEGRITY
+        } else {
+            exit::TARGET_MISSED
+        },
+        transient: false,
+        message: format!(
+            "the drill failed for {} of {} database(s): {message}",
+            failed.len(),
+            records.len()
+        ),
+    }
+    .into())
+}
+
+/// Alerts `[[notify]]` targets of a failed drill run by hand. A drill the daemon runs is
+/// alerted by the daemon (it sets the outcome file), so it is not alerted twice.
+async fn alert(
+    targets: &[vault::config::NotifyConfig],
+    failed: &[&DrillRecord],
+    message: &str,
+) -> anyhow::Result<()> {
+    if targets.is_empty() || std::env::var_os(vault::daemon::run::OUTCOME_ENV).is_some() {
+        return Ok(());
+    }
+    let notifier = Notifier::new(targets)?;
+    let mut alert = Alert::new(
+        NotifyEvent::DrillFailure,
+        format!("vault on {}: drill FAILED: {message}", notify::host_name()),
+    );
+    if let [one] = failed {
+        alert.database = Some(one.database.clone());
+    }
+    alert.command = Some(vec!["drill".into()]);
+    alert.exit_code = Some(i32::from(if failed.iter().any(|r| !r.checks_passed) {
+        exit::INTEGRITY
+    } else {
+        exit::TARGET_MISSED
+    }));
+    alert.message = Some(message.to_string());
+    notifier.deliver(alert).await;
+    Ok(())
+}
+
+fn print_verdict(record: &DrillRecord, key: &str) {
+    let rto_target = record
+        .targets
+        .rto_seconds
+        .map(|s| describe(chrono::Duration::seconds(s)))
+        .unwrap_or_else(|| "none".into());
+    println!(
+        "RPO {} (target {}), RTO {:.1}s (target {rto_target})",
+        describe(chrono::Duration::seconds(record.rpo_seconds as i64)),
+        describe(chrono::Duration::seconds(record.targets.rpo_seconds)),
+        record.rto_seconds,
+    );
+    if record.passed {
+        println!("DRILL PASSED; record {key}");
+    } else {
+        for failure in &record.failures {
+            println!("  {failure}");
+        }
+        println!("DRILL FAILED; record {key}");
+    }
+}
+
+async fn print_history(
+    store: &dyn ObjectStore,
+    database: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (records, unreadable) = drill::history(store, database).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+    } else if records.is_empty() {
+        eprintln!(
+            "no drills recorded in {}; run `vault drill`",
+            store.location()
+        );
+    } else {
+        println!(
+            "{:<20}  {:<16}  {:<23}  {:>9}  {:>9}  RESULT",
+            "DRILL (UTC)", "DATABASE", "BACKUP", "RPO", "RTO"
+        );
+        for r in &records {
+            println!(
+                "{:<20}  {:<16}  {:<23}  {:>9}  {:>8.1}s  {}",
+                rfc3339(r.started_at),
+                r.database,
+                r.backup_id,
+                describe(chrono::Duration::seconds(r.rpo_seconds as i64)),
+                r.rto_seconds,
+                if r.passed {
+                    "passed".to_string()
+                } else {
+                    format!("FAILED: {}", r.failures.join("; "))
+                }
+            );
+        }
+    }
+    for problem in &unreadable {
+        eprintln!("warning: {problem}");
+    }
+    Ok(())
+}
