@@ -27,6 +27,8 @@ fn free_port() -> u16 {
 struct Setup {
     ws: Workspace,
     port: u16,
+    /// Whether the config names the workspace's identity (verify needs it).
+    with_identity: bool,
 }
 
 impl Setup {
@@ -36,6 +38,7 @@ impl Setup {
         Setup {
             ws,
             port: free_port(),
+            with_identity: false,
         }
     }
 
@@ -55,9 +58,14 @@ impl Setup {
     ) -> PathBuf {
         self.ws.config(&format!(
             "state_dir = \"{}\"\n[source]\nurl = \"{source_url}\"\n{source}\n\n[repository]\n{repository}\n\n\
-             [encryption]\nrecipients = [\"{}\"]\n\n[daemon]\nschedules_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n{daemon}\n{more}\n",
+             [encryption]\nrecipients = [\"{}\"]\n{}\n\n[daemon]\nschedules_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\n{daemon}\n{more}\n",
             self.ws.path("state").display(),
             self.ws.recipient,
+            if self.with_identity {
+                format!("identity_file = \"{}\"", self.ws.identity.display())
+            } else {
+                String::new()
+            },
             self.ws.path("schedules").display(),
             self.port,
         ))
@@ -76,9 +84,15 @@ struct Daemon {
 
 impl Daemon {
     fn start(config: &Path) -> Daemon {
+        Self::start_with(config, &[])
+    }
+
+    /// With global options (`--log-format json`).
+    fn start_with(config: &Path, options: &[&str]) -> Daemon {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vault"))
             .arg("--config")
             .arg(config)
+            .args(options)
             .arg("daemon")
             .env("VAULT_LOG", "vault=info")
             .stdout(Stdio::null())
@@ -372,6 +386,10 @@ fn a_seconds_schedule_backs_up_on_time_and_metrics_healthz_and_rpo_alerts_tell_t
         "{text}"
     );
 
+    // A verification by hand: the daemon's metrics pick it up.
+    let mut setup = setup;
+    setup.with_identity = true;
+
     // The same installation with a 1 s RPO: /healthz fails, saying by how much, and the
     // webhook gets one rpo_breach alert; a webhook that cannot be reached changes nothing.
     let (hook_port, alerts) = webhook_receiver();
@@ -387,8 +405,14 @@ fn a_seconds_schedule_backs_up_on_time_and_metrics_healthz_and_rpo_alerts_tell_t
             free_port()
         ),
     );
+    run_ok(vault_cmd(Some(&config)).args(["verify", "--latest"]));
+    let verified_at = chrono::DateTime::parse_from_rfc3339(
+        list_json(&config)[0]["verified_at"].as_str().unwrap(),
+    )
+    .unwrap()
+    .timestamp() as f64;
     std::thread::sleep(Duration::from_secs(2));
-    let daemon = Daemon::start(&config);
+    let daemon = Daemon::start_with(&config, &["--log-format", "json"]);
     let alert = alerts_until(&alerts, "rpo_breach", 30);
     assert_eq!(alert["database"], "app");
     assert_eq!(alert["format_version"], 1);
@@ -418,6 +442,27 @@ fn a_seconds_schedule_backs_up_on_time_and_metrics_healthz_and_rpo_alerts_tell_t
         metric(t, "vault_notify_failures_total") == Some(1.0)
     });
     assert_eq!(metric(&text, "vault_rpo_ok{database=\"app\"}"), Some(0.0));
+    let verify_ok = metric(
+        &text,
+        "vault_verify_last_success_timestamp_seconds{database=\"app\"}",
+    );
+    assert!(
+        verify_ok.is_some_and(|v| (v - verified_at).abs() < 1.0),
+        "{verify_ok:?} vs {verified_at}\n{text}"
+    );
+    assert_eq!(
+        metric(&text, "vault_verify_last_passed{database=\"app\"}"),
+        Some(1.0)
+    );
+    // --log-format json: every line is a JSON object.
+    for line in daemon.log().lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
     let log = daemon.log();
     assert!(log.contains("could not send an alert"), "{log}");
     assert!(

@@ -18,6 +18,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::config::{NotifyConfig, NotifyEvent};
 use crate::error::{Error, Result};
+use crate::postgres::ChildProcess;
 
 /// The document every target receives. Field names are a documented contract
 /// (README.md, "Alerts"); `format_version` grows when they change.
@@ -213,26 +214,18 @@ impl Notifier {
     }
 }
 
-/// Runs the hook with the alert on its stdin; a non-zero exit is a failed delivery.
+/// Runs the hook with the alert on its stdin; a non-zero exit is a failed delivery. The
+/// hook runs in its own process group, killed whole when it times out.
 async fn run_hook(config: &NotifyConfig, body: Bytes) -> std::result::Result<(), String> {
     let (program, args) = config.command.split_first().expect("checked by the caller");
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its input is its own business.
-        let _ = stdin.write_all(&body).await;
-    }
-    let status = child.wait().await.map_err(|e| e.to_string())?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("exited with {status}"))
-    }
+    let mut command = tokio::process::Command::new(program);
+    command.args(args);
+    let (hook, mut stdin) = ChildProcess::spawn_with_stdin(&format!("hook `{program}`"), command)
+        .map_err(|e| e.to_string())?;
+    // A hook that does not read its input is its own business.
+    let _ = stdin.write_all(&body).await;
+    drop(stdin);
+    hook.output().await.map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// `https://hooks.example.com/…`: enough to tell targets apart, no token.
@@ -269,6 +262,46 @@ mod tests {
             shown("http://user:secret@127.0.0.1:9000/hook?token=abc"),
             "http://127.0.0.1:9000/…"
         );
+    }
+
+    #[tokio::test]
+    async fn a_hook_past_its_timeout_is_killed_with_everything_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let slow = NotifyConfig {
+            url: None,
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                format!(
+                    "echo $$ > {0}; sleep 30 & echo $! >> {0}; wait",
+                    pids.display()
+                ),
+            ],
+            events: vec![NotifyEvent::Failure],
+            timeout: "1s".into(),
+        };
+        let notifier = Notifier::new(&[slow]).unwrap();
+        let started = std::time::Instant::now();
+        notifier
+            .deliver(Alert::new(NotifyEvent::Failure, "x".into()))
+            .await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(notifier.failures(), 1);
+        let text = std::fs::read_to_string(&pids).unwrap();
+        for pid in text.split_whitespace() {
+            let pid: libc::pid_t = pid.parse().unwrap();
+            let alive = || {
+                // A zombie still answers kill(0): read its state instead.
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|stat| !stat.contains(") Z "))
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while alive() && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(!alive(), "process {pid} of the hook outlived its timeout");
+        }
     }
 
     #[tokio::test]

@@ -4,6 +4,11 @@
 //! group (a terminal's Ctrl-C reaches only the daemon, which decides when to stop it), gets
 //! SIGTERM if the daemon dies, and reports how it ended in a small JSON file
 //! ([`OUTCOME_ENV`]): its exit code and whether the failure may go away on retry.
+//!
+//! Not through `postgres::process::ChildProcess`, the wrapper for every other child: a job
+//! inherits stdout/stderr (its logs go where the daemon's go, e.g. the journal) instead of
+//! having them captured, and is stopped with SIGTERM — so it can abort its upload — not
+//! killed with its process group.
 
 use std::path::PathBuf;
 use std::process::Stdio;

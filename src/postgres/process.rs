@@ -1,5 +1,6 @@
 //! The one wrapper for every child process vault runs (pg_dump, pg_dumpall, pg_restore,
-//! psql, initdb, pg_ctl, ...). It runs the child in its own process group, drains stderr on the side
+//! psql, initdb, pg_ctl, alert hooks, ...; the daemon's jobs are the exception, see
+//! `daemon/run.rs`). It runs the child in its own process group, drains stderr on the side
 //! keeping the tail for error messages, checks the exit status, and kills the whole group
 //! if the wrapper is dropped before the child was waited for (cancellation, errors) — and
 //! the kernel kills the child if vault dies without dropping it (`PR_SET_PDEATHSIG`).
@@ -59,10 +60,12 @@ impl ChildProcess {
             command.pre_exec(die_with_parent);
         }
         let mut child = command.spawn().map_err(|e| {
-            Error::Source(format!(
-                "cannot start {name}: {e}; install the PostgreSQL client tools or set \
-                 source.pg_bin_dir"
-            ))
+            let hint = if name.starts_with("pg_") {
+                "; install the PostgreSQL client tools or set source.pg_bin_dir"
+            } else {
+                ""
+            };
+            Error::Source(format!("cannot start {name}: {e}{hint}"))
         })?;
         let stderr = child.stderr.take().map(|mut pipe| {
             tokio::spawn(async move {
