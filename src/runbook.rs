@@ -464,69 +464,38 @@ fn break_glass(input: &RunbookInput, db: &str) -> String {
             let _ = writeln!(sh, "listing() {{ ls \"$REPO/$1\"; }}");
         }
     }
-    let _ = writeln!(
-        sh,
-        "# 1. The backup: the newest, unless BACKUP_ID names another (`listing manifests/{segment}/`)."
-    );
-    let _ = writeln!(
-        sh,
-        "ID=\"${{BACKUP_ID:-$(listing manifests/{segment}/ | grep '\\.json$' | sort | tail -n 1)}}\"\nID=\"${{ID%.json}}\""
-    );
-    let _ = writeln!(
-        sh,
-        "echo \"restoring backup $ID of {db} into $RESTORE_AS on $PGHOST:$PGPORT\""
-    );
-    let _ = writeln!(
-        sh,
-        "# 2. Download it; check the dump against the sha256 in its manifest."
-    );
-    let _ = writeln!(sh, "fetch \"manifests/{segment}/$ID.json\" manifest.json");
-    let _ = writeln!(
-        sh,
-        "for object in dump.pgdump.zst.age globals.sql.age facts.json.age; do\n  fetch \"data/{segment}/$ID/$object\" \"$object\"\ndone"
-    );
-    let _ = writeln!(
-        sh,
-        "EXPECTED=$(tr -d ' \\n' < manifest.json | grep -o '\"dump\":{{[^}}]*' | grep -o '\"sha256\":\"[0-9a-f]*\"' | cut -d'\"' -f4)"
-    );
-    let _ = writeln!(
-        sh,
-        "echo \"$EXPECTED  dump.pgdump.zst.age\" | sha256sum -c -"
-    );
-    let _ = writeln!(
-        sh,
-        "# 3. Roles and tablespaces (errors about roles that already exist are harmless)."
-    );
-    let _ = writeln!(
-        sh,
-        "age -d -i \"$IDENTITY\" globals.sql.age | psql -X -q -d postgres"
-    );
-    let _ = writeln!(sh, "# 4. The database.");
-    let _ = writeln!(sh, "createdb \"$RESTORE_AS\"");
-    let _ = writeln!(
-        sh,
-        "age -d -i \"$IDENTITY\" dump.pgdump.zst.age | zstd -d | pg_restore --exit-on-error -d \"$RESTORE_AS\""
-    );
-    let _ = writeln!(
-        sh,
-        "# 5. Check: exact row counts now, then the counts captured at dump time."
-    );
-    let _ = writeln!(
-        sh,
-        "psql -X -d \"$RESTORE_AS\" -c \"SELECT table_schema || '.' || table_name AS table_name, \
-         (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', table_schema, table_name), false, true, '')))[1]::text::bigint AS rows \
-         FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1\""
-    );
-    let _ = writeln!(
-        sh,
-        "age -d -i \"$IDENTITY\" facts.json.age | tr '{{' '\\n' | grep '\"rows\"' | cut -d, -f1-3"
-    );
-    let _ = writeln!(
-        sh,
-        "echo \"restored $ID into $RESTORE_AS (files in $WORK)\""
+    sh.push_str(
+        &RESTORE_STEPS
+            .replace("{segment}", &segment)
+            .replace("{db}", db),
     );
     sh
 }
+
+/// The steps of a break-glass script after its setup (which defines `fetch`, `listing`,
+/// `IDENTITY`, `RESTORE_AS` and the PG* variables). `{segment}`: the database as it appears
+/// in object keys; `{db}`: its name.
+const RESTORE_STEPS: &str = r#"# 1. The backup: the newest, unless BACKUP_ID names another (`listing manifests/{segment}/`).
+ID="${BACKUP_ID:-$(listing manifests/{segment}/ | grep '\.json$' | sort | tail -n 1)}"
+ID="${ID%.json}"
+echo "restoring backup $ID of {db} into $RESTORE_AS on $PGHOST:$PGPORT"
+# 2. Download it; check the dump against the sha256 in its manifest.
+fetch "manifests/{segment}/$ID.json" manifest.json
+for object in dump.pgdump.zst.age globals.sql.age facts.json.age; do
+  fetch "data/{segment}/$ID/$object" "$object"
+done
+EXPECTED=$(tr -d ' \n' < manifest.json | grep -o '"dump":{[^}]*' | grep -o '"sha256":"[0-9a-f]*"' | cut -d'"' -f4)
+echo "$EXPECTED  dump.pgdump.zst.age" | sha256sum -c -
+# 3. Roles and tablespaces (errors about roles that already exist are harmless).
+age -d -i "$IDENTITY" globals.sql.age | psql -X -q -d postgres
+# 4. The database.
+createdb "$RESTORE_AS"
+age -d -i "$IDENTITY" dump.pgdump.zst.age | zstd -d | pg_restore --exit-on-error -d "$RESTORE_AS"
+# 5. Check: exact row counts now, then the counts captured at dump time.
+psql -X -d "$RESTORE_AS" -c "SELECT table_schema || '.' || table_name AS table_name, (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', table_schema, table_name), false, true, '')))[1]::text::bigint AS rows FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
+age -d -i "$IDENTITY" facts.json.age | tr '{' '\n' | grep '"rows"' | cut -d, -f1-3
+echo "restored $ID into $RESTORE_AS (files in $WORK)"
+"#;
 
 #[cfg(test)]
 mod tests {

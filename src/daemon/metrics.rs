@@ -278,23 +278,18 @@ impl Monitor {
         self.repository.lock().expect("not poisoned").error = Some(error);
     }
 
-    pub fn job_started(&self, job: &str, takes_backups: bool) {
+    /// A job started (`running`) or ended; `takes_backups` counts it for [`Self::backups_running`].
+    pub fn job_running(&self, job: &str, running: bool, takes_backups: bool) {
         self.families
             .job_running
             .get_or_create(&job_labels(job))
-            .set(1);
+            .set(i64::from(running));
         if takes_backups {
-            self.backups_running.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    pub fn job_ended(&self, job: &str, takes_backups: bool) {
-        self.families
-            .job_running
-            .get_or_create(&job_labels(job))
-            .set(0);
-        if takes_backups {
-            self.backups_running.fetch_sub(1, Ordering::SeqCst);
+            if running {
+                self.backups_running.fetch_add(1, Ordering::SeqCst);
+            } else {
+                self.backups_running.fetch_sub(1, Ordering::SeqCst);
+            }
         }
     }
 

@@ -260,7 +260,8 @@ impl Scheduler {
                     pid: started.pid,
                     started: started.started,
                 });
-                self.monitor.job_started(job.name(), takes_backups(&job));
+                self.monitor
+                    .job_running(job.name(), true, takes_backups(&job));
                 self.state.job_mut(job.name()).last_started = Some(started.started);
                 self.save_state();
                 let done = started.done;
@@ -299,7 +300,7 @@ impl Scheduler {
         let job = self.slots[i].job.clone();
         let name = job.name();
         if was_running {
-            self.monitor.job_ended(name, takes_backups(&job));
+            self.monitor.job_running(name, false, takes_backups(&job));
         }
         self.monitor
             .job_finished(name, finished.outcome, finished.seconds, now);
