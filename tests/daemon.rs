@@ -547,6 +547,15 @@ fn sigterm_during_a_backup_aborts_it_after_the_grace_leaving_no_upload_and_no_ma
         serde_json::from_slice(&std::fs::read(setup.ws.path("state/daemon-state.json")).unwrap())
             .unwrap();
     assert_eq!(state["jobs"]["backup"]["last_outcome"], "aborted");
+
+    // The aborted run produced nothing, so the next start owes it (catch-up).
+    let daemon = Daemon::start(&config);
+    daemon.wait_for("did not finish); running it now", 10);
+    daemon.wait_for("started `vault backup`", 10);
+    let (status, _, log) = daemon.stop();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(s3.open_uploads(&prefix).is_empty(), "{log}");
+    assert!(list_json(&config).is_empty());
 }
 
 #[test]

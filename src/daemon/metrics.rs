@@ -321,6 +321,17 @@ impl Monitor {
         }
     }
 
+    /// A scheduled run did not start: the job's previous run was still running.
+    pub fn job_skipped(&self, job: &str) {
+        self.families
+            .job_runs
+            .get_or_create(&RunLabels {
+                job: job.to_string(),
+                outcome: Outcome::Skipped.as_str().to_string(),
+            })
+            .inc();
+    }
+
     /// A job is known (so its failure counter reads 0 before it ever fails) and runs next at.
     pub fn job_scheduled(&self, job: &str, next: Option<DateTime<Utc>>) {
         let labels = job_labels(job);

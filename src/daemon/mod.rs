@@ -171,11 +171,23 @@ impl Scheduler {
         for i in 0..self.slots.len() {
             self.plan_next(i, now);
             let job = &self.slots[i].job;
-            let last = self.state.job(job.name()).and_then(|r| r.last_started);
+            let record = self.state.job(job.name());
+            let last = record.and_then(|r| r.last_completed_start());
             if let Some(missed) = job.missed_run(last, now) {
+                let unfinished = record
+                    .and_then(|r| r.last_started)
+                    .filter(|started| Some(*started) != last)
+                    .map(|started| {
+                        format!(
+                            "; the run started {} did not finish",
+                            crate::timespec::rfc3339(started)
+                        )
+                    })
+                    .unwrap_or_default();
                 tracing::info!(
                     job = job.name(),
-                    "catch-up: the run due at {} was missed (last run: {}); running it now",
+                    "catch-up: the run due at {} was missed (last run: {}{unfinished}); \
+                     running it now",
                     crate::timespec::rfc3339(missed),
                     last.map(crate::timespec::rfc3339)
                         .unwrap_or_else(|| "never".into())
@@ -210,7 +222,7 @@ impl Scheduler {
                                  {}) is still running",
                                 crate::timespec::rfc3339(running.started)
                             );
-                            self.monitor.job_finished(&job, Outcome::Skipped, 0.0, now);
+                            self.monitor.job_skipped(&job);
                         }
                         None => {
                             // A regular run replaces a pending retry.

@@ -48,6 +48,21 @@ pub struct JobRecord {
     pub consecutive_failures: u32,
 }
 
+impl JobRecord {
+    /// When the last run that came to an end of its own started: a run still marked as
+    /// running (the daemon died under it) or aborted at shutdown produced nothing, so
+    /// catch-up owes it again.
+    pub fn last_completed_start(&self) -> Option<DateTime<Utc>> {
+        let started = self.last_started?;
+        let finished = self.last_finished?;
+        let ended_itself = matches!(
+            self.last_outcome,
+            Some(Outcome::Success | Outcome::Failure | Outcome::Skipped)
+        );
+        (finished >= started && ended_itself).then_some(started)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DaemonState {
     pub format_version: u32,
@@ -119,6 +134,36 @@ impl DaemonState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_runs_that_ended_by_themselves_count_for_catch_up() {
+        let at = |h: i64| DateTime::UNIX_EPOCH + chrono::Duration::hours(h);
+        let record = |finished: Option<i64>, outcome: Option<Outcome>| JobRecord {
+            last_started: Some(at(10)),
+            last_finished: finished.map(at),
+            last_outcome: outcome,
+            ..JobRecord::default()
+        };
+        assert_eq!(
+            record(Some(11), Some(Outcome::Success)).last_completed_start(),
+            Some(at(10))
+        );
+        assert_eq!(
+            record(Some(11), Some(Outcome::Failure)).last_completed_start(),
+            Some(at(10))
+        );
+        // Aborted at shutdown, or the daemon died while it ran (the previous run's end is
+        // older than this start): owed again.
+        assert_eq!(
+            record(Some(11), Some(Outcome::Aborted)).last_completed_start(),
+            None
+        );
+        assert_eq!(
+            record(Some(9), Some(Outcome::Success)).last_completed_start(),
+            None
+        );
+        assert_eq!(record(None, None).last_completed_start(), None);
+    }
 
     #[test]
     fn state_round_trips_and_a_newer_format_is_refused() {
