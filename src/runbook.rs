@@ -256,35 +256,36 @@ pub fn render(input: &RunbookInput) -> String {
             "export VAULT_IDENTITY_FILE={}",
             quote(&path.display().to_string())
         ),
-        None => {
-            "export VAULT_IDENTITY_FILE=/path/to/break-glass-identity.txt   # where you keep it"
-                .into()
-        }
+        None => "export VAULT_IDENTITY_FILE=\"${IDENTITY:?set IDENTITY to the break-glass identity file}\""
+            .into(),
     };
     for (db, newest) in &input.newest {
-        let id = newest
-            .as_ref()
-            .map(|b| b.id.clone())
-            .unwrap_or_else(|| "<id from vault list>".into());
-        let at = newest
-            .as_ref()
-            .map(|b| rfc3339(b.finished_at))
-            .unwrap_or_else(|| "2h".into());
+        // Commands name backups by time (`--latest`, `--at`), so they stay right after this
+        // runbook was written; the newest id now is for orientation.
+        let orientation = match newest {
+            Some(b) => format!(
+                "# (newest backup when this runbook was written: {}, finished {})\n",
+                b.id,
+                rfc3339(b.finished_at)
+            ),
+            None => String::new(),
+        };
         let _ = writeln!(
             md,
             "### `{db}`\n\n```sh\nexport VAULT_CONFIG={}\n{identity_line}\n\n\
              # 1. What is there (newest first; VERIFIED says whether a restore was proven):\n\
-             vault list --database {db}\n\n\
-             # 2. Restore beside the live database (touches nothing live):\n\
-             vault restore --database {db} --id {id} --target-db {db}_restored\n\n\
+             vault list --database {db}\n{orientation}\n\
+             # 2. Restore the newest backup beside the live database (touches nothing live):\n\
+             vault restore --database {db} --latest --target-db {db}_restored\n\n\
              # 3. Roll the live database back (e.g. after a failed migration) to the newest\n\
-             #    backup at or before a time; the current database is kept, renamed\n\
+             #    backup at or before a time — how long ago things were right (2h) or an RFC\n\
+             #    3339 time (2026-11-27T03:00:00Z). The current database is kept, renamed\n\
              #    {db}_before_restore_<time>, until you drop it:\n\
-             vault restore --database {db} --at {at} --replace\n\n\
+             vault restore --database {db} --at 2h --replace\n\n\
              # 4. On a new, empty server: create the backup's roles first (--globals):\n\
-             vault restore --database {db} --id {id} --globals\n\n\
-             # 5. Check: prove the backup restores and matches the dump-time facts:\n\
-             vault verify --id {id}\n```\n",
+             vault restore --database {db} --latest --globals\n\n\
+             # 5. Check: prove the newest backup restores and matches the dump-time facts:\n\
+             vault verify --latest --database {db}\n```\n",
             quote(&input.config_path.display().to_string()),
             db = sh_word(db),
         );

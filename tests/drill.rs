@@ -176,8 +176,9 @@ fn the_runbook_is_true_for_this_installation_and_its_break_glass_script_restores
             ws.recipient
         ),
         format!("expected at `{}`", ws.identity.display()),
-        format!("vault restore --database app --id {id} --target-db app_restored"),
-        "vault restore --database app --at ".to_string(),
+        "vault restore --database app --latest --target-db app_restored".to_string(),
+        "vault restore --database app --at 2h --replace".to_string(),
+        format!("(newest backup when this runbook was written: {id}, finished "),
         "| backup | `vault backup` | `0 0 */6 * * *` | UTC |".to_string(),
         "Recovery point objective: 6h (+1h grace)".to_string(),
         format!(
@@ -196,10 +197,9 @@ fn the_runbook_is_true_for_this_installation_and_its_break_glass_script_restores
         );
     }
     assert!(!runbook.contains("AGE-SECRET-KEY"), "never an identity");
-    assert!(
-        !runbook.contains("<id from vault list>"),
-        "no blanks: {runbook}"
-    );
+    for blank in ["/path/to", "TODO", "change-me", "<fill", "FIXME"] {
+        assert!(!runbook.contains(blank), "a blank `{blank}`: {runbook}");
+    }
     assert!(
         runbook.contains("| app | ") && runbook.contains("| passed |"),
         "{runbook}"
