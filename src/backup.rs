@@ -47,8 +47,26 @@ struct DumpOutcome {
 
 impl BackupJob {
     /// Backs up `database`; returns the manifest once it is stored. A `pinned` backup is a
-    /// checkpoint retention never deletes (`vault snapshot`).
+    /// checkpoint retention never deletes (`vault snapshot`). A backup that failed because
+    /// the server went away mid-dump is marked transient: the daemon retries it.
     pub async fn run(
+        &self,
+        database: &str,
+        label: Option<String>,
+        pinned: bool,
+        cancel: Cancel,
+    ) -> Result<Manifest> {
+        self.run_once(database, label, pinned, cancel)
+            .await
+            .map_err(|e| match e {
+                Error::Source(message) if crate::postgres::client::lost_connection(&message) => {
+                    Error::transient(Error::Source(message))
+                }
+                other => other,
+            })
+    }
+
+    async fn run_once(
         &self,
         database: &str,
         label: Option<String>,

@@ -226,7 +226,7 @@ fn slow_pg_dump(dir: &Path, kib_per_tick: u32, delay: u32) -> String {
     std::fs::create_dir_all(&bin).unwrap();
     let real = vault::postgres::PgTools::locate(None, None).program("pg_dump");
     let script = format!(
-        "#!/bin/sh\ncase \"$1\" in --version|-V) exec {real} \"$@\";; esac\n\
+        "#!/bin/bash\nset -o pipefail\ncase \"$1\" in --version|-V) exec {real} \"$@\";; esac\n\
          sleep {delay}\n{real} \"$@\" | python3 -c '\nimport sys, time\nr, w = sys.stdin.buffer, sys.stdout.buffer\n\
          while True:\n    b = r.read({bytes})\n    if not b: break\n    w.write(b); w.flush(); time.sleep(0.1)\n'\n",
         real = real.display(),
@@ -633,6 +633,56 @@ fn catch_up_runs_once_overlaps_are_skipped_and_a_held_backup_lock_skips_the_run(
     assert_eq!(status.code(), Some(0));
     let _ = manual.kill();
     let _ = manual.wait();
+}
+
+/// The database restarts in the middle of the 6-hourly dump (a minor-version upgrade, a
+/// failover): pg_dump loses its connection, the daemon retries, the retry succeeds.
+#[test]
+fn a_backup_cut_by_a_server_restart_is_retried_and_succeeds() {
+    let pg = cluster_with("app", "");
+    // More than the socket buffers hold, so pg_dump is still reading when the server goes.
+    random_rows(&pg, "app", 16);
+    let s3 = S3Env::from_env();
+    let setup = Setup::new();
+    let slow = slow_pg_dump(setup.ws.dir.path(), 256, 0);
+    let prefix = unique_prefix("daemon-restart");
+    setup.schedule(
+        "[[job]]\nname = \"backup\"\ncommand = \"backup\"\ncron = \"0 0 0 1 1 *\"\ncatch_up = true\n",
+    );
+    let config = setup.config(
+        &pg.url("app"),
+        &slow,
+        &s3_repository(&s3, &prefix),
+        "retries = 3\nretry_backoff = \"1s\"",
+        "",
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for("started `vault backup`", 10);
+    std::thread::sleep(Duration::from_secs(2));
+    pg.restart().unwrap();
+    daemon.wait_for("`backup` failed (attempt 1 of 4), retrying in 1s", 30);
+    daemon.wait_for("`backup` succeeded", 60);
+    // The retry was the daemon's call because the error names the lost connection.
+    let log = daemon.log();
+    let failure = &log[log.find("failed (attempt 1 of 4)").unwrap()..];
+    assert!(
+        failure.contains("terminating connection") || failure.contains("closed the connection"),
+        "the failure names the lost connection: {failure}"
+    );
+    let text = wait_for_metrics(&setup, 10, |t| {
+        metric(
+            t,
+            "vault_job_runs_total{job=\"backup\",outcome=\"success\"}",
+        ) == Some(1.0)
+    });
+    assert_eq!(
+        metric(&text, "vault_job_failures_total{job=\"backup\"}"),
+        Some(1.0)
+    );
+    let (status, _, _) = daemon.stop();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(list_json(&config).len(), 1, "one complete backup");
+    assert!(s3.open_uploads(&prefix).is_empty());
 }
 
 #[test]

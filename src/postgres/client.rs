@@ -48,6 +48,23 @@ fn connection_may_recover(e: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// Whether a PostgreSQL tool's error says the server went away mid-work — a restart, a
+/// failover, the network — in libpq's and the server's own wording (stable across
+/// versions). A refused password or a missing table says none of these.
+pub fn lost_connection(message: &str) -> bool {
+    const SIGNS: [&str; 8] = [
+        "server closed the connection unexpectedly",
+        "terminating connection due to administrator command",
+        "could not receive data from server",
+        "no connection to the server",
+        "the database system is shutting down",
+        "the database system is starting up",
+        "the database system is in recovery mode",
+        "Connection refused",
+    ];
+    SIGNS.iter().any(|sign| message.contains(sign))
+}
+
 /// The server's own message when there is one (tokio-postgres's Display says only "db error").
 pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
@@ -95,5 +112,29 @@ impl ServerInfo {
             major: (row.get::<_, i32>(1) / 10000) as u32,
             can_read_role_passwords: row.get(2),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lost_connection;
+
+    #[test]
+    fn a_server_going_away_is_told_from_a_permanent_error() {
+        assert!(lost_connection(
+            "pg_dump failed (exit status 1): pg_dump: error: Dumping the contents of table \
+             \"t\" failed: PQgetResult() failed.\npg_dump: detail: Error message from server: \
+             server closed the connection unexpectedly"
+        ));
+        assert!(lost_connection(
+            "FATAL:  terminating connection due to administrator command"
+        ));
+        assert!(!lost_connection(
+            "pg_dump: error: connection to server at \"db\" (10.0.0.1), port 5432 failed: \
+             FATAL:  password authentication failed for user \"backup\""
+        ));
+        assert!(!lost_connection(
+            "pg_dump: error: query failed: ERROR:  permission denied for table secrets"
+        ));
     }
 }

@@ -285,6 +285,23 @@ impl ScratchCluster {
         );
     }
 
+    /// Restarts the server (fast shutdown: sessions are terminated, as in a real restart or
+    /// failover), on the same port.
+    pub fn restart(&self) -> Result<()> {
+        run_to_completion(
+            "pg_ctl restart",
+            // With the log file, as at start: a postmaster holding pg_ctl's output pipes
+            // open would keep this waiting forever.
+            self.program("pg_ctl")
+                .arg("-D")
+                .arg(self.data_dir())
+                .arg("-l")
+                .arg(self.dir().join("server.log"))
+                .args(["-m", "fast", "-w", "restart"]),
+        )
+        .map(|_| ())
+    }
+
     /// Leaves the cluster running and its directory in place (the quick start's demo
     /// database outlives the command); returns the directory.
     pub fn keep(mut self) -> PathBuf {
