@@ -82,11 +82,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
          {vault} --config {config} restore --latest\n\
          prove it restores, in a throwaway cluster, with every check:\n  \
          {vault} --config {config} verify --latest\n\
-         or restore by hand, without vault:\n  \
-         age -d -i {identity} <dump.pgdump.zst.age> | zstd -d | pg_restore -d <new database>",
+         rehearse a disaster and measure RPO and RTO:\n  \
+         {vault} --config {config} drill\n\
+         write this installation's runbook (with the restore-by-hand script):\n  \
+         {vault} --config {config} runbook --output RUNBOOK.md\n\
+         or back up on a schedule (every 6 h; metrics on 127.0.0.1:9187):\n  \
+         {vault} --config {config} daemon",
         vault = vault.display(),
         config = config_path.display(),
-        identity = identity.display()
     );
     Ok(())
 }
