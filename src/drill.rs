@@ -115,9 +115,9 @@ pub fn judge(rpo: Duration, rto: Duration, targets: &DrillTargets) -> Vec<String
         missed.push(format!(
             "RPO {} exceeds the target {} by {}: the newest backup was that old when the \
              drill began (check that backups run: `vault status`)",
-            describe(rpo),
-            describe(targets.rpo),
-            describe(rpo - targets.rpo)
+            amount(rpo),
+            amount(targets.rpo),
+            amount(rpo - targets.rpo)
         ));
     }
     if let Some(target) = targets.rto
@@ -125,12 +125,21 @@ pub fn judge(rpo: Duration, rto: Duration, targets: &DrillTargets) -> Vec<String
     {
         missed.push(format!(
             "RTO {} exceeds the target {} by {}",
-            describe(rto),
-            describe(target),
-            describe(rto - target)
+            amount(rto),
+            amount(target),
+            amount(rto - target)
         ));
     }
     missed
+}
+
+/// A duration for these sentences: tenths of a second under a minute, else `describe`.
+fn amount(d: Duration) -> String {
+    if d < Duration::minutes(1) {
+        format!("{:.1}s", d.num_milliseconds() as f64 / 1000.0)
+    } else {
+        describe(d)
+    }
 }
 
 pub fn record_key(database: &str, at: DateTime<Utc>, passed: bool) -> String {
@@ -216,6 +225,13 @@ mod tests {
             "{missed:?}"
         );
         assert_eq!(missed[1], "RTO 12m 30s exceeds the target 10m by 2m 30s");
+        // Under a minute, tenths of a second.
+        let quick = judge(
+            Duration::seconds(1),
+            Duration::milliseconds(870),
+            &targets(Some(0), 3600),
+        );
+        assert_eq!(quick, ["RTO 0.9s exceeds the target 0.0s by 0.9s"]);
         // No RTO target: only the RPO is judged.
         assert!(judge(Duration::hours(1), Duration::days(1), &targets(None, 7200)).is_empty());
     }
