@@ -666,7 +666,7 @@ fn a_backup_cut_by_a_server_restart_is_retried_and_succeeds() {
     let log = daemon.log();
     let failure = &log[log.find("failed (attempt 1 of 4)").unwrap()..];
     assert!(
-        failure.contains("terminating connection") || failure.contains("closed the connection"),
+        vault::postgres::client::lost_connection(failure),
         "the failure names the lost connection: {failure}"
     );
     let text = wait_for_metrics(&setup, 10, |t| {
