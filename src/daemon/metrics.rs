@@ -220,10 +220,6 @@ impl Monitor {
         }
     }
 
-    pub fn rpo(&self) -> Rpo {
-        self.rpo
-    }
-
     /// A fresh read of the repository.
     pub fn observe(&self, overview: Overview) {
         let f = &self.families;

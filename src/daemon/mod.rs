@@ -590,7 +590,7 @@ fn database_of(job: &Job) -> Option<String> {
 }
 
 /// Whether a job takes backups (the commands the per-database backup lock guards).
-pub fn takes_backups(job: &Job) -> bool {
+fn takes_backups(job: &Job) -> bool {
     matches!(job.spec.command, JobCommand::Backup | JobCommand::Snapshot)
 }
 
