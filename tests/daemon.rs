@@ -252,6 +252,48 @@ fn random_rows(pg: &ScratchCluster, db: &str, mib: u32) {
     .unwrap();
 }
 
+/// A backup job whose only slot (1 January) has passed, with catch-up: it runs at start-up.
+const CATCH_UP_BACKUP: &str =
+    "[[job]]\nname = \"backup\"\ncommand = \"backup\"\ncron = \"0 0 0 1 1 *\"\ncatch_up = true\n";
+
+/// A daemon that starts a throttled backup (`mib` MiB of random rows at 2.5 MiB/s) of
+/// database `app` to the suite's S3 at once, with `daemon` settings.
+struct SlowBackup {
+    pg: ScratchCluster,
+    s3: S3Env,
+    setup: Setup,
+    prefix: String,
+    config: PathBuf,
+    daemon: Daemon,
+}
+
+fn slow_backup_at_start(test: &str, mib: u32, daemon: &str) -> SlowBackup {
+    let s3 = S3Env::from_env();
+    let pg = cluster_with("app", "");
+    random_rows(&pg, "app", mib);
+    let setup = Setup::new();
+    let slow = slow_pg_dump(setup.ws.dir.path(), 256, 0);
+    let prefix = unique_prefix(test);
+    setup.schedule(CATCH_UP_BACKUP);
+    let config = setup.config(
+        &pg.url("app"),
+        &slow,
+        &s3_repository(&s3, &prefix),
+        daemon,
+        "",
+    );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for("started `vault backup`", 10);
+    SlowBackup {
+        pg,
+        s3,
+        setup,
+        prefix,
+        config,
+        daemon,
+    }
+}
+
 #[test]
 fn a_seconds_schedule_backs_up_on_time_and_metrics_healthz_and_rpo_alerts_tell_the_truth() {
     let s3 = S3Env::from_env();
@@ -477,24 +519,14 @@ fn a_seconds_schedule_backs_up_on_time_and_metrics_healthz_and_rpo_alerts_tell_t
 
 #[test]
 fn sigterm_during_a_backup_aborts_it_after_the_grace_leaving_no_upload_and_no_manifest() {
-    let s3 = S3Env::from_env();
-    let pg = cluster_with("app", "");
-    random_rows(&pg, "app", 24);
-    let setup = Setup::new();
-    let slow = slow_pg_dump(setup.ws.dir.path(), 256, 0);
-    let prefix = unique_prefix("daemon-sigterm");
-    setup.schedule(
-        "[[job]]\nname = \"backup\"\ncommand = \"backup\"\ncron = \"0 0 0 1 1 *\"\ncatch_up = true\n",
-    );
-    let config = setup.config(
-        &pg.url("app"),
-        &slow,
-        &s3_repository(&s3, &prefix),
-        "shutdown_grace = \"2s\"",
-        "",
-    );
-    let daemon = Daemon::start(&config);
-    daemon.wait_for("started `vault backup`", 10);
+    let SlowBackup {
+        pg,
+        s3,
+        setup,
+        prefix,
+        config,
+        daemon,
+    } = slow_backup_at_start("daemon-sigterm", 24, "shutdown_grace = \"2s\"");
     // Wait until parts are being uploaded.
     let deadline = Instant::now() + Duration::from_secs(60);
     while s3.open_uploads(&prefix).is_empty() {
@@ -613,9 +645,7 @@ fn catch_up_runs_once_overlaps_are_skipped_and_a_held_backup_lock_skips_the_run(
     // The other way round: a manual backup holds the lock; the daemon's run is skipped
     // with the reason, not failed.
     let (mut manual, _stderr, _) = spawn_until(&config, &["backup"], "dumping");
-    setup.schedule(
-        "[[job]]\nname = \"backup\"\ncommand = \"backup\"\ncron = \"0 0 0 1 1 *\"\ncatch_up = true\n",
-    );
+    setup.schedule(CATCH_UP_BACKUP);
     std::fs::remove_file(setup.ws.path("state/daemon-state.json")).unwrap();
     let daemon = Daemon::start(&config);
     daemon.wait_for("skipped `backup`: another vault process (pid ", 30);
@@ -639,25 +669,15 @@ fn catch_up_runs_once_overlaps_are_skipped_and_a_held_backup_lock_skips_the_run(
 /// failover): pg_dump loses its connection, the daemon retries, the retry succeeds.
 #[test]
 fn a_backup_cut_by_a_server_restart_is_retried_and_succeeds() {
-    let pg = cluster_with("app", "");
     // More than the socket buffers hold, so pg_dump is still reading when the server goes.
-    random_rows(&pg, "app", 16);
-    let s3 = S3Env::from_env();
-    let setup = Setup::new();
-    let slow = slow_pg_dump(setup.ws.dir.path(), 256, 0);
-    let prefix = unique_prefix("daemon-restart");
-    setup.schedule(
-        "[[job]]\nname = \"backup\"\ncommand = \"backup\"\ncron = \"0 0 0 1 1 *\"\ncatch_up = true\n",
-    );
-    let config = setup.config(
-        &pg.url("app"),
-        &slow,
-        &s3_repository(&s3, &prefix),
-        "retries = 3\nretry_backoff = \"1s\"",
-        "",
-    );
-    let daemon = Daemon::start(&config);
-    daemon.wait_for("started `vault backup`", 10);
+    let SlowBackup {
+        pg,
+        s3,
+        setup,
+        prefix,
+        config,
+        daemon,
+    } = slow_backup_at_start("daemon-restart", 16, "retries = 3\nretry_backoff = \"1s\"");
     std::thread::sleep(Duration::from_secs(2));
     pg.restart().unwrap();
     daemon.wait_for("`backup` failed (attempt 1 of 4), retrying in 1s", 30);
