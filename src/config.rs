@@ -44,7 +44,8 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct DaemonConfig {
     /// The folder of `*.toml` schedule files. Default: `schedules/` beside the config
-    /// file when it exists, else the default schedule built into vault (a copy of the
+    /// file, else `schedules/` in the working directory (the repository's own, when vault
+    /// runs from a clone), else the default schedule built into vault (a copy of the
     /// repository's `schedules/default.toml`). Relative to the config file's directory.
     pub schedules_dir: Option<PathBuf>,
     /// Where `/metrics` and `/healthz` are served; `off` serves nothing.

@@ -157,7 +157,8 @@ impl Job {
 
 impl Schedules {
     /// The schedules `config` points at: `daemon.schedules_dir`, else `schedules/` beside
-    /// the config file, else the built-in default.
+    /// the config file, else `schedules/` in the working directory (a clone of the
+    /// repository), else the built-in default.
     pub fn load(config: &Config) -> Result<Schedules> {
         let base = config
             .origin
@@ -179,8 +180,12 @@ impl Schedules {
             }
             None => {
                 let beside = base.join("schedules");
+                // Then the repository's own folder when vault runs from a clone of it.
+                let here = Path::new("schedules");
                 if beside.is_dir() {
                     Self::from_dir(&beside)
+                } else if here.is_dir() {
+                    Self::from_dir(&std::path::absolute(here).unwrap_or_else(|_| here.into()))
                 } else {
                     Self::from_files(
                         "the built-in default schedule".into(),
