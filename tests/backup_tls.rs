@@ -14,67 +14,7 @@ use vault::postgres::cluster::ScratchCluster;
 /// (`trust`, or `cert`: a client certificate the CA signed, whose CN is the user; other
 /// databases trust). Returns the cluster and the CA certificate.
 fn tls_only_cluster(dir: &Path, method: &str) -> (ScratchCluster, PathBuf) {
-    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    let (ca_key, ca, key, csr, cert, ext) = (
-        path("ca.key"),
-        path("ca.crt"),
-        path("server.key"),
-        path("server.csr"),
-        path("server.crt"),
-        path("server.ext"),
-    );
-    std::fs::write(
-        &ext,
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let openssl = |args: &[&str]| run_tool("openssl", args);
-    openssl(
-        &[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ]
-        .iter()
-        .copied()
-        .chain([
-            "-subj",
-            "/CN=vault-test-ca",
-            "-keyout",
-            &ca_key,
-            "-out",
-            &ca,
-        ])
-        .collect::<Vec<_>>(),
-    );
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        &ext,
-        "-out",
-        &cert,
-    ]);
-    let (key, cert) = (PathBuf::from(key), PathBuf::from(cert));
+    let ServerCert { ca, key, cert } = server_cert(dir);
     let hba = dir.join("pg_hba.conf");
     std::fs::write(
         &hba,
@@ -94,12 +34,12 @@ fn tls_only_cluster(dir: &Path, method: &str) -> (ScratchCluster, PathBuf) {
             ("ssl", "on"),
             ("ssl_cert_file", cert.to_str().unwrap()),
             ("ssl_key_file", key.to_str().unwrap()),
-            ("ssl_ca_file", ca.as_str()),
+            ("ssl_ca_file", ca.to_str().unwrap()),
             ("hba_file", hba.to_str().unwrap()),
         ],
     );
     let pg = pg.unwrap_or_else(|e| panic!("start a TLS-only cluster: {e}"));
-    (pg, PathBuf::from(ca))
+    (pg, ca)
 }
 
 /// A config backing up `url` into the workspace's local repository.

@@ -89,11 +89,17 @@ impl Daemon {
 
     /// With global options (`--log-format json`).
     fn start_with(config: &Path, options: &[&str]) -> Daemon {
+        Self::start_in(config, options, &[])
+    }
+
+    /// With global options and environment variables.
+    fn start_in(config: &Path, options: &[&str], envs: &[(&str, &Path)]) -> Daemon {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vault"))
             .arg("--config")
             .arg(config)
             .args(options)
             .arg("daemon")
+            .envs(envs.iter().copied())
             .env("VAULT_LOG", "vault=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -709,7 +715,9 @@ fn a_backup_cut_by_a_server_restart_is_retried_and_succeeds() {
 fn transient_failures_are_retried_with_backoff_permanent_ones_alert_at_once() {
     let pg = cluster_with("app", "");
     let setup = Setup::new();
-    let (hook_port, alerts) = webhook_receiver();
+    // The alerts go to an HTTPS webhook whose CA the daemon trusts through SSL_CERT_FILE.
+    let cert = server_cert(setup.ws.dir.path());
+    let (hook_port, alerts) = https_webhook_receiver(&cert);
     // Nothing listens on the S3 endpoint: every backup fails with a network error.
     let repository = format!(
         "url = \"s3://bucket/x\"\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"us-east-1\"",
@@ -725,10 +733,10 @@ fn transient_failures_are_retried_with_backoff_permanent_ones_alert_at_once() {
         &repository,
         "retries = 2\nretry_backoff = \"1s\"",
         &format!(
-            "[[notify]]\nurl = \"http://127.0.0.1:{hook_port}/hook\"\nevents = [\"failure\", \"verify_failure\", \"success\"]\n"
+            "[[notify]]\nurl = \"https://127.0.0.1:{hook_port}/hook\"\nevents = [\"failure\", \"verify_failure\", \"success\"]\n"
         ),
     );
-    let daemon = Daemon::start(&config);
+    let daemon = Daemon::start_in(&config, &[], &[("SSL_CERT_FILE", &cert.ca)]);
     // verify has no identity configured: a key error (exit 5), permanent, alerted at once.
     let verify = alerts_until(&alerts, "failure", 30);
     assert_eq!(verify["job"], "verify", "{verify}");

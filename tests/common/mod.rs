@@ -554,39 +554,156 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
-/// A webhook receiver on loopback: every request body, in arrival order.
+/// A webhook receiver on loopback (plain HTTP): every request body, in arrival order.
 pub fn webhook_receiver() -> (u16, mpsc::Receiver<serde_json::Value>) {
+    receiver(None)
+}
+
+/// The same over HTTPS with `cert` (its CA must be trusted by the client: SSL_CERT_FILE).
+pub fn https_webhook_receiver(cert: &ServerCert) -> (u16, mpsc::Receiver<serde_json::Value>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert.cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&cert.key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    receiver(Some(std::sync::Arc::new(config)))
+}
+
+fn receiver(
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> (u16, mpsc::Receiver<serde_json::Value>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { break };
-            let mut reader = BufReader::new(stream);
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
+            let body = match &tls {
+                None => read_request(stream),
+                Some(config) => {
+                    let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+                    let mut tls_stream = rustls::StreamOwned::new(connection, stream);
+                    let body = read_request(&mut tls_stream);
+                    tls_stream.conn.send_close_notify();
+                    let _ = tls_stream.flush();
+                    body
                 }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0u8; length];
-            reader.read_exact(&mut body).unwrap();
-            let mut stream = reader.into_inner();
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            if let Ok(json) = serde_json::from_slice(&body) {
+            };
+            if let Some(json) = body.and_then(|b| serde_json::from_slice(&b).ok()) {
                 let _ = tx.send(json);
             }
         }
     });
     (port, rx)
+}
+
+/// Reads one HTTP request, answers 200, returns its body (None if the client went away).
+fn read_request<S: Read + Write>(stream: S) -> Option<Vec<u8>> {
+    let mut reader = BufReader::new(stream);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().ok()?;
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).ok()?;
+    let mut stream = reader.into_inner();
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    let _ = stream.flush();
+    Some(body)
+}
+
+/// A test CA and a server certificate for 127.0.0.1 signed by it (X.509 v3), made with
+/// the openssl CLI.
+pub struct ServerCert {
+    pub ca: PathBuf,
+    pub key: PathBuf,
+    pub cert: PathBuf,
+}
+
+pub fn server_cert(dir: &Path) -> ServerCert {
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (ca_key, ca, key, csr, cert, ext) = (
+        path("ca.key"),
+        path("ca.crt"),
+        path("server.key"),
+        path("server.csr"),
+        path("server.crt"),
+        path("server.ext"),
+    );
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| run_tool("openssl", args);
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=vault-test-ca",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    ServerCert {
+        ca: ca.into(),
+        key: key.into(),
+        cert: cert.into(),
+    }
 }
 
 pub fn alerts_until(
