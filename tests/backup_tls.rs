@@ -135,49 +135,12 @@ fn sslmode_require_and_verify_full_work_and_plaintext_is_refused() {
 
 /// A client certificate the test CA in `dir` signs for `user`: (certificate, key), key 0600.
 fn client_certificate(dir: &Path, user: &str) -> (PathBuf, PathBuf) {
-    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    let (key, csr, cert, ext) = (
-        path("client.key"),
-        path("client.csr"),
-        path("client.crt"),
-        path("client.ext"),
-    );
-    // Extensions make it an X.509 v3 certificate, which rustls (like browsers) requires.
-    std::fs::write(
-        &ext,
+    issue_cert(
+        dir,
+        "client",
+        user,
         "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
     )
-    .unwrap();
-    let subject = format!("/CN={user}");
-    run_tool(
-        "openssl",
-        &[
-            "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subject, "-keyout", &key, "-out",
-            &csr,
-        ],
-    );
-    run_tool(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &path("ca.crt"),
-            "-CAkey",
-            &path("ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            &ext,
-            "-out",
-            &cert,
-        ],
-    );
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    (PathBuf::from(cert), PathBuf::from(key))
 }
 
 /// A server that authenticates by client certificate: vault's own connection and pg_dump

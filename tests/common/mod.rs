@@ -640,70 +640,79 @@ pub struct ServerCert {
 }
 
 pub fn server_cert(dir: &Path) -> ServerCert {
-    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    let (ca_key, ca, key, csr, cert, ext) = (
-        path("ca.key"),
-        path("ca.crt"),
-        path("server.key"),
-        path("server.csr"),
-        path("server.crt"),
-        path("server.ext"),
+    let ca = dir.join("ca.crt");
+    let ca_key = dir.join("ca.key");
+    run_tool(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=vault-test-ca",
+            "-keyout",
+            ca_key.to_str().unwrap(),
+            "-out",
+            ca.to_str().unwrap(),
+        ],
     );
-    std::fs::write(
-        &ext,
+    let (cert, key) = issue_cert(
+        dir,
+        "server",
+        "127.0.0.1",
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let openssl = |args: &[&str]| run_tool("openssl", args);
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=vault-test-ca",
-        "-keyout",
-        &ca_key,
-        "-out",
-        &ca,
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        &ext,
-        "-out",
-        &cert,
-    ]);
-    ServerCert {
-        ca: ca.into(),
-        key: key.into(),
-        cert: cert.into(),
-    }
+    );
+    ServerCert { ca, key, cert }
+}
+
+/// A certificate for `/CN=cn` signed by the test CA in `dir` (from [`server_cert`]), with
+/// the X.509 v3 extensions `ext` (rustls, like browsers, requires v3): `dir/name.crt` and
+/// `dir/name.key` (mode 0600).
+pub fn issue_cert(dir: &Path, name: &str, cn: &str, ext: &str) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = |suffix: &str| {
+        dir.join(format!("{name}.{suffix}"))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let (key, csr, cert, ext_file) = (path("key"), path("csr"), path("crt"), path("ext"));
+    std::fs::write(&ext_file, ext).unwrap();
+    let subject = format!("/CN={cn}");
+    run_tool(
+        "openssl",
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subject, "-keyout", &key, "-out",
+            &csr,
+        ],
+    );
+    let (ca, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    run_tool(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            ca.to_str().unwrap(),
+            "-CAkey",
+            ca_key.to_str().unwrap(),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext_file,
+            "-out",
+            &cert,
+        ],
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (cert.into(), key.into())
 }
 
 pub fn alerts_until(
