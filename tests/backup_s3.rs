@@ -335,6 +335,11 @@ fn check_reports_each_problem_in_one_sentence() {
         stdout.contains("ok   verify: no backups yet; ephemeral scratch clusters can use"),
         "{stdout}"
     );
+    // The daemon's schedules (the repository's own folder: tests run in the clone).
+    assert!(
+        stdout.contains("ok   schedules: 3 job(s) from ") && stdout.contains("backup next 20"),
+        "{stdout}"
+    );
 
     let bad = ws.config(&format!(
         "[source]\nurl = \"postgresql://postgres:hunter2secret@127.0.0.1:{}/app\"\n[repository]\n{}\n[encryption]\nrecipients = [\"age1nope\"]\n",

@@ -210,6 +210,19 @@ fn metric(text: &str, sample: &str) -> Option<f64> {
         .map(|v| v.trim().parse().unwrap())
 }
 
+/// `vault_job_runs_total` of `job` ending with `outcome`.
+fn job_runs(text: &str, job: &str, outcome: &str) -> Option<f64> {
+    metric(
+        text,
+        &format!("vault_job_runs_total{{job=\"{job}\",outcome=\"{outcome}\"}}"),
+    )
+}
+
+/// `vault_job_failures_total` of `job`.
+fn job_failures(text: &str, job: &str) -> Option<f64> {
+    metric(text, &format!("vault_job_failures_total{{job=\"{job}\"}}"))
+}
+
 /// Polls `/metrics` until `check` holds.
 fn wait_for_metrics(setup: &Setup, seconds: u64, check: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -357,19 +370,10 @@ fn a_seconds_schedule_backs_up_on_time_and_metrics_healthz_and_rpo_alerts_tell_t
     let age = metric(&text, "vault_backup_age_seconds{database=\"app\"}").unwrap();
     assert!((0.0..30.0).contains(&age), "age {age}\n{text}");
     assert!(
-        metric(
-            &text,
-            "vault_job_runs_total{job=\"backup\",outcome=\"success\"}"
-        )
-        .unwrap()
-            >= 2.0,
+        job_runs(&text, "backup", "success").unwrap() >= 2.0,
         "{text}"
     );
-    assert_eq!(
-        metric(&text, "vault_job_failures_total{job=\"backup\"}"),
-        Some(0.0),
-        "{text}"
-    );
+    assert_eq!(job_failures(&text, "backup"), Some(0.0), "{text}");
     assert_eq!(metric(&text, "vault_rpo_target_seconds"), Some(21600.0));
     assert_eq!(metric(&text, "vault_rpo_ok{database=\"app\"}"), Some(1.0));
     assert_eq!(metric(&text, "vault_repository_up"), Some(1.0));
@@ -656,19 +660,53 @@ fn catch_up_runs_once_overlaps_are_skipped_and_a_held_backup_lock_skips_the_run(
     let daemon = Daemon::start(&config);
     daemon.wait_for("skipped `backup`: another vault process (pid ", 30);
     let text = wait_for_metrics(&setup, 10, |t| {
-        metric(
-            t,
-            "vault_job_runs_total{job=\"backup\",outcome=\"skipped\"}",
-        ) == Some(1.0)
+        job_runs(t, "backup", "skipped") == Some(1.0)
     });
-    assert_eq!(
-        metric(&text, "vault_job_failures_total{job=\"backup\"}"),
-        Some(0.0)
-    );
+    assert_eq!(job_failures(&text, "backup"), Some(0.0));
     let (status, _, _) = daemon.stop();
     assert_eq!(status.code(), Some(0));
     let _ = manual.kill();
     let _ = manual.wait();
+}
+
+/// A schedule vault would refuse stops the daemon at start (exit 2, the file and job
+/// named), not at the first run hours later.
+#[test]
+fn a_schedule_vault_would_refuse_stops_the_daemon_at_start() {
+    let setup = Setup::new();
+    let repository = format!("url = \"{}\"", setup.ws.path("repo").display());
+    let config = setup.config(
+        "postgresql://postgres@127.0.0.1:1/app",
+        "",
+        &repository,
+        "",
+        "",
+    );
+    let refused = |schedule: &str| {
+        setup.schedule(schedule);
+        // A daemon that accepted the schedule would run on: time out rather than hang.
+        expect_exit(
+            vault_cmd(Some(&config))
+                .arg("daemon")
+                .timeout(Duration::from_secs(20)),
+            2,
+        )
+    };
+    let typo = refused(
+        "[[job]]\nname = \"nightly\"\ncommand = \"backup\"\ncron = \"0 0 1 * * *\"\nargs = [\"--databse\", \"app\"]\n",
+    );
+    assert!(
+        typo.contains("jobs.toml: job `nightly`: `vault backup --databse app` would be refused"),
+        "{typo}"
+    );
+    assert!(typo.contains("--databse"), "{typo}");
+    let crontab =
+        refused("[[job]]\nname = \"nightly\"\ncommand = \"backup\"\ncron = \"0 1 * * *\"\n");
+    assert!(
+        crontab.contains("put a seconds field first (`0 0 1 * * *`)"),
+        "{crontab}"
+    );
+    assert!(!setup.ws.path("repo").exists(), "nothing was touched");
 }
 
 /// The database restarts in the middle of the 6-hourly dump (a minor-version upgrade, a
@@ -696,15 +734,9 @@ fn a_backup_cut_by_a_server_restart_is_retried_and_succeeds() {
         "the failure names the lost connection: {failure}"
     );
     let text = wait_for_metrics(&setup, 10, |t| {
-        metric(
-            t,
-            "vault_job_runs_total{job=\"backup\",outcome=\"success\"}",
-        ) == Some(1.0)
+        job_runs(t, "backup", "success") == Some(1.0)
     });
-    assert_eq!(
-        metric(&text, "vault_job_failures_total{job=\"backup\"}"),
-        Some(1.0)
-    );
+    assert_eq!(job_failures(&text, "backup"), Some(1.0));
     let (status, _, _) = daemon.stop();
     assert_eq!(status.code(), Some(0));
     assert_eq!(list_json(&config).len(), 1, "one complete backup");
@@ -769,13 +801,8 @@ fn transient_failures_are_retried_with_backoff_permanent_ones_alert_at_once() {
         1,
         "{log}"
     );
-    let text = wait_for_metrics(&setup, 10, |t| {
-        metric(t, "vault_job_failures_total{job=\"backup\"}") == Some(3.0)
-    });
-    assert_eq!(
-        metric(&text, "vault_job_failures_total{job=\"verify\"}"),
-        Some(1.0)
-    );
+    let text = wait_for_metrics(&setup, 10, |t| job_failures(t, "backup") == Some(3.0));
+    assert_eq!(job_failures(&text, "verify"), Some(1.0));
     assert_eq!(metric(&text, "vault_repository_up"), Some(0.0));
     let (status, body) = setup.get("/healthz");
     assert_eq!(status, 503);
