@@ -83,6 +83,16 @@ fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value
 }
 
 /// Nothing of a scratch cluster remains: TMPDIR is empty and no process runs from it.
+/// Starts `vault verify --latest` with `tmp` as TMPDIR and SIGKILLs it `after_ms` after its
+/// log says `needle`.
+fn kill_verify_at(config: &Path, tmp: &Path, needle: &str, after_ms: u64) {
+    let (mut child, _stderr, _log) =
+        spawn_until_with(config, &["verify", "--latest"], needle, &[("TMPDIR", tmp)]);
+    std::thread::sleep(Duration::from_millis(after_ms));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 fn assert_nothing_left(tmp: &Path) {
     let entries: Vec<_> = std::fs::read_dir(tmp)
         .unwrap()
@@ -437,15 +447,7 @@ fn nothing_is_left_after_a_failing_pg_restore_the_time_limit_ctrl_c_or_sigkill()
     );
 
     // SIGKILL leaves the cluster running; the next verify removes it before its own work.
-    let (mut child, _stderr, _log) = spawn_until_with(
-        &config,
-        &["verify", "--latest"],
-        "restoring backup",
-        &[("TMPDIR", tmp.path())],
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_verify_at(&config, tmp.path(), "restoring backup", 300);
     assert_eq!(
         std::fs::read_dir(tmp.path()).unwrap().count(),
         1,
@@ -462,14 +464,12 @@ fn nothing_is_left_after_a_failing_pg_restore_the_time_limit_ctrl_c_or_sigkill()
 
     // Killed while its cluster is being created: the next verify still finds and removes
     // whatever got that far.
-    let (mut child, _stderr, _log) = spawn_until_with(
+    kill_verify_at(
         &config,
-        &["verify", "--latest"],
+        tmp.path(),
         "starting a scratch PostgreSQL cluster",
-        &[("TMPDIR", tmp.path())],
+        0,
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
     let out = verify(&config, tmp.path(), &["--latest"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -548,14 +548,7 @@ fn a_scratch_server_keeps_nothing_and_a_held_lock_turns_a_second_verify_away() {
     assert_eq!(databases(&scratch), scratch_databases);
 
     // A verify killed mid-restore leaves its database there; the next verify drops it first.
-    let (mut child, _stderr, _log) = spawn_until_with(
-        &config,
-        &["verify", "--latest"],
-        "restoring backup",
-        &[("TMPDIR", tmp.path())],
-    );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_verify_at(&config, tmp.path(), "restoring backup", 0);
     assert_eq!(
         databases(&scratch).len(),
         scratch_databases.len() + 1,
