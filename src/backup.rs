@@ -91,6 +91,7 @@ impl BackupJob {
         let globals_key = format!("{data_prefix}globals.sql.age");
         let mut warnings = Vec::new();
 
+        let expected = self.expected_dump_size(&session, database).await;
         progress.phase(&format!("dumping {database}"));
         let dumped = self
             .dump(
@@ -99,6 +100,7 @@ impl BackupJob {
                 database,
                 &shown,
                 &dump_key,
+                expected,
                 cancel.clone(),
             )
             .await;
@@ -183,7 +185,32 @@ impl BackupJob {
         Ok(manifest)
     }
 
+    /// What the dump object will probably hold, for the store to size its upload: the
+    /// previous backup's stored size, else the database's size on disk. Unknown (`None`)
+    /// only when neither can be read, which is a warning, not a failure.
+    async fn expected_dump_size(&self, session: &SnapshotSession, database: &str) -> Option<u64> {
+        match catalog::newest_backup(self.store.as_ref(), database).await {
+            Ok(Some(previous)) => return Some(previous.dump.stored.size_bytes),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot read the previous backup's size"),
+        }
+        match session.database_size(database).await {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                self.progress.warn(&format!(
+                    "{e}; the upload uses repository.part_size_mib parts, which limits the \
+                     dump to 10,000 of them"
+                ));
+                None
+            }
+        }
+    }
+
     /// Streams pg_dump into the store; the object is committed only if everything succeeded.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; each is a distinct input"
+    )]
     async fn dump(
         &self,
         tools: &PgTools,
@@ -191,6 +218,7 @@ impl BackupJob {
         database: &str,
         shown: &str,
         key: &str,
+        expected: Option<u64>,
         mut cancel: Cancel,
     ) -> Result<DumpOutcome> {
         let mut command = tools.command("pg_dump");
@@ -198,9 +226,7 @@ impl BackupJob {
             .args(["--format=custom", "--compress=0", "--no-password"])
             .arg(format!("--snapshot={}", session.snapshot_id))
             .arg(format!("--dbname={shown}"));
-        if let Some(password) = self.source.explicit_password() {
-            command.env("PGPASSWORD", password);
-        }
+        self.source.pass_secrets(&mut command)?;
         let mut pg_dump = ChildProcess::spawn("pg_dump", command)?;
         let stdout = pg_dump.take_stdout().expect("stdout is piped");
         let stdout = std::fs::File::from(
@@ -210,7 +236,7 @@ impl BackupJob {
         );
 
         let (sender, receiver) = ChunkSender::channel();
-        let upload = self.store.upload(key, receiver);
+        let upload = self.store.upload(key, expected, receiver);
 
         let recipients = Arc::clone(&self.recipients);
         let progress = Arc::clone(&self.progress);
@@ -302,19 +328,13 @@ impl BackupJob {
                     .into(),
             );
         }
-        if let Some(password) = self.source.explicit_password() {
-            command.env("PGPASSWORD", password);
-        }
+        self.source.pass_secrets(&mut command)?;
         let (globals, _) = ChildProcess::spawn("pg_dumpall", command)?.output().await?;
         Ok(globals)
     }
 
     async fn put_encrypted(&self, key: &str, plain: &[u8]) -> Result<StoredObject> {
-        let sealed = pipeline::encrypt_small(plain, &self.recipients)
-            .map_err(|e| Error::io(format!("encrypting {key} failed"), e))?;
-        let digest = Digest::of(&sealed);
-        self.store.put(key, Bytes::from(sealed)).await?;
-        Ok(stored_object(key, &digest))
+        catalog::sealed::seal(self.store.as_ref(), key, plain, &self.recipients).await
     }
 }
 

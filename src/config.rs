@@ -298,8 +298,9 @@ pub struct RepositoryConfig {
     /// streamed checksum trailers) or `when_supported` (default on AWS). vault's own
     /// sha256 of every stored object guards integrity either way.
     pub checksums: Option<ChecksumMode>,
-    /// Size of the first multipart part in MiB (S3's minimum is 5). Parts grow after every
-    /// 1,000 so an object never needs more than 10,000.
+    /// The smallest multipart part size in MiB (S3's minimum is 5). Each upload uses one
+    /// size for all its parts, raised above this when 10,000 parts would not hold twice the
+    /// expected object.
     #[serde(default = "default_part_size_mib")]
     pub part_size_mib: u64,
     /// Parts uploaded concurrently. Memory is about (parts_in_flight + 1) × part size.

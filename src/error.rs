@@ -36,6 +36,10 @@ pub enum Error {
     /// The operator interrupted the operation (Ctrl-C / SIGTERM); nothing was committed.
     #[error("interrupted: {0}")]
     Interrupted(String),
+    /// A bug in vault: a thread or task panicked or was cancelled unexpectedly. Says
+    /// nothing about the data, so `vault verify` stores no verdict for it.
+    #[error("internal error in vault (please report it): {0}")]
+    Internal(String),
     /// A failure that may go away by itself (the network, an S3 5xx or throttling, a
     /// database that refuses connections while it restarts): the same operation, retried
     /// later, may succeed. Keeps the class (and so the exit code) of the failure inside.
@@ -75,8 +79,14 @@ impl Error {
             Error::Busy(_) => code::BUSY,
             Error::Interrupted(_) => code::INTERRUPTED,
             Error::Io { .. } => code::FAILURE,
+            Error::Internal(_) => code::INTERNAL,
             Error::Transient(_) => unreachable!("class() looks inside Transient"),
         }
+    }
+
+    /// A thread or task of vault's own that panicked or was cancelled: `what` names it.
+    pub fn task_failed(what: &str, join: impl std::fmt::Display) -> Self {
+        Error::Internal(format!("{what} failed: {join}"))
     }
 
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
@@ -100,6 +110,7 @@ impl Error {
 /// | 6    | integrity: stored data does not match its checksum or cannot be decrypted, or a verification check failed |
 /// | 7    | busy: another vault process holds the lock this command needs (a backup of the same database, a verify of the same scratch target, another daemon); retry later |
 /// | 8    | a drill restored and checked fine but missed its RTO or RPO target |
+/// | 9    | internal error: a bug in vault (a thread panicked); says nothing about the data |
 /// | 130  | interrupted (SIGINT / SIGTERM); nothing was committed |
 pub mod code {
     pub const FAILURE: u8 = 1;
@@ -110,5 +121,6 @@ pub mod code {
     pub const INTEGRITY: u8 = 6;
     pub const BUSY: u8 = 7;
     pub const TARGET_MISSED: u8 = 8;
+    pub const INTERNAL: u8 = 9;
     pub const INTERRUPTED: u8 = 130;
 }

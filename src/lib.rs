@@ -13,6 +13,7 @@ pub mod config;
 pub mod daemon;
 pub mod drill;
 pub mod error;
+pub mod feed;
 pub mod keys;
 pub mod lock;
 pub mod pipeline;

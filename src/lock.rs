@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// A lock file holds a line and a few notes; more than this is not one of vault's.
+const MAX_LOCK_FILE: u64 = 64 * 1024;
+
 pub struct Lock {
     file: File,
     path: PathBuf,
@@ -37,7 +40,7 @@ impl Lock {
                 )
             })?;
         let path = dir.join(format!("{name}.lock"));
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -49,7 +52,7 @@ impl Lock {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
+                let _ = (&file).take(MAX_LOCK_FILE).read_to_string(&mut holder);
                 let holder = holder.lines().next().unwrap_or("").trim();
                 return Err(Error::Busy(format!(
                     "another vault process ({}) is already {what} (lock `{}`); wait for it to \
@@ -67,7 +70,7 @@ impl Lock {
             }
         }
         let mut previous = String::new();
-        let _ = file.read_to_string(&mut previous);
+        let _ = (&file).take(MAX_LOCK_FILE).read_to_string(&mut previous);
         let previous_notes = previous
             .lines()
             .skip(1)
@@ -81,7 +84,7 @@ impl Lock {
             holder: format!("pid {} since {stamp}", std::process::id()),
             previous_notes,
         };
-        lock.write(&[]);
+        lock.write(&[])?;
         Ok(lock)
     }
 
@@ -90,22 +93,35 @@ impl Lock {
         &self.previous_notes
     }
 
-    /// Replaces this holder's notes (one per line) about what it has in progress.
-    pub fn note(&self, notes: &[String]) {
-        self.write(notes);
+    /// Replaces this holder's notes (one per line) about what it has in progress. An error
+    /// means the next holder would not learn of this work should this process die: the
+    /// caller must not start what it meant to note.
+    pub fn note(&self, notes: &[String]) -> Result<()> {
+        self.write(notes)
     }
 
-    fn write(&self, notes: &[String]) {
+    fn write(&self, notes: &[String]) -> Result<()> {
         let mut file = &self.file;
         let mut text = format!("{}\n", self.holder);
         for note in notes {
             text.push_str(note.replace('\n', " ").as_str());
             text.push('\n');
         }
-        let _ = file
-            .set_len(0)
+        file.set_len(0)
             .and_then(|()| file.rewind())
-            .and_then(|()| file.write_all(text.as_bytes()));
+            .and_then(|()| file.write_all(text.as_bytes()))
+            .and_then(|()| file.flush())
+            .map_err(|e| {
+                Error::io(
+                    format!(
+                        "cannot write the lock file `{}` (it records work in progress, so that \
+                         the next run can clean up after one that was killed); check the state \
+                         directory's disk space and permissions",
+                        self.path.display()
+                    ),
+                    e,
+                )
+            })
     }
 
     pub fn path(&self) -> &Path {
@@ -165,7 +181,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lock = Lock::try_acquire(dir.path(), "l", "working").unwrap();
         assert!(lock.previous_notes().is_empty());
-        lock.note(&["cluster /tmp/x".into(), "database d".into()]);
+        lock.note(&["cluster /tmp/x".into(), "database d".into()])
+            .unwrap();
         // A holder that dies keeps its notes in the file (simulated: the flock goes, the
         // content stays).
         std::mem::forget(lock);
@@ -181,6 +198,19 @@ mod tests {
             again.previous_notes().is_empty(),
             "a clean release leaves no notes"
         );
+    }
+
+    /// Regression: write errors were discarded, so a verify went on with notes that the
+    /// next one could never read (a lock file on a full disk).
+    #[test]
+    fn a_lock_file_that_cannot_be_written_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/dev/full", dir.path().join("full.lock")).unwrap();
+        let err = Lock::try_acquire(dir.path(), "full", "working")
+            .err()
+            .expect("a lock whose notes cannot be written is refused");
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert!(err.to_string().contains("full.lock"), "{err}");
     }
 
     #[test]

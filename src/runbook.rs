@@ -395,18 +395,25 @@ fn break_glass(input: &RunbookInput, db: &str) -> String {
         sh,
         "# Where to restore: the replacement server (default: the server vault backed up)."
     );
-    let _ = writeln!(
-        sh,
-        "export PGHOST=\"${{PGHOST:-{}}}\" PGPORT=\"${{PGPORT:-{}}}\" PGUSER=\"${{PGUSER:-{}}}\"",
-        input.source_host, input.source_port, input.source_user
-    );
-    let _ = writeln!(sh, "RESTORE_AS=\"${{RESTORE_AS:-{db}}}\"");
+    // Every value from the installation goes into the script single-quoted (`quote`), as
+    // the default of a variable the operator may set instead: a name with `"`, `$(`, a
+    // backquote or `}` in it stays a name.
+    for (variable, value) in [
+        ("PGHOST", input.source_host.as_str()),
+        ("PGPORT", input.source_port.as_str()),
+        ("PGUSER", input.source_user.as_str()),
+    ] {
+        let _ = writeln!(sh, "{}", default_for(variable, value));
+    }
+    let _ = writeln!(sh, "export PGHOST PGPORT PGUSER");
+    let _ = writeln!(sh, "DB={}", quote(db));
+    let _ = writeln!(sh, "[ -n \"${{RESTORE_AS:-}}\" ] || RESTORE_AS=\"$DB\"");
     match &input.identity {
         Some(path) => {
             let _ = writeln!(
                 sh,
-                "IDENTITY=\"${{IDENTITY:-{}}}\"   # or the offline break-glass identity",
-                path.display()
+                "{}   # or the offline break-glass identity",
+                default_for("IDENTITY", &path.display().to_string())
             );
         }
         None => {
@@ -424,24 +431,28 @@ fn break_glass(input: &RunbookInput, db: &str) -> String {
             } else {
                 format!("s3://{bucket}/{prefix}")
             };
+            let _ = writeln!(sh, "REPO={}", quote(&repo));
             let _ = writeln!(
                 sh,
-                ": \"${{AWS_ACCESS_KEY_ID:?set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to a key that may read {repo}}}\""
+                ": \"${{AWS_ACCESS_KEY_ID:?set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to a key that may read $REPO}}\""
             );
             let path_style = config
                 .repository
                 .force_path_style
                 .unwrap_or(config.repository.endpoint.is_some());
-            let mut aws_config = String::from("[default]\\n");
+            let mut aws_config = vec!["[default]".to_string()];
             if let Some(region) = &config.repository.region {
-                aws_config.push_str(&format!("region = {region}\\n"));
+                aws_config.push(format!("region = {region}"));
             }
             if path_style {
-                aws_config.push_str("s3 =\\n    addressing_style = path\\n");
+                aws_config.push("s3 =".into());
+                aws_config.push("    addressing_style = path".into());
             }
+            let lines: Vec<String> = aws_config.iter().map(|l| quote(l)).collect();
             let _ = writeln!(
                 sh,
-                "printf '{aws_config}' > aws.cfg\nexport AWS_CONFIG_FILE=\"$WORK/aws.cfg\""
+                "printf '%s\\n' {} > aws.cfg\nexport AWS_CONFIG_FILE=\"$WORK/aws.cfg\"",
+                lines.join(" ")
             );
             let endpoint = config
                 .repository
@@ -449,7 +460,6 @@ fn break_glass(input: &RunbookInput, db: &str) -> String {
                 .as_deref()
                 .map(|e| format!(" --endpoint-url {}", quote(e)))
                 .unwrap_or_default();
-            let _ = writeln!(sh, "REPO={}", quote(&repo));
             let _ = writeln!(
                 sh,
                 "fetch() {{ aws{endpoint} s3 cp --only-show-errors \"$REPO/$1\" \"$2\"; }}"
@@ -465,21 +475,25 @@ fn break_glass(input: &RunbookInput, db: &str) -> String {
             let _ = writeln!(sh, "listing() {{ ls \"$REPO/$1\"; }}");
         }
     }
-    sh.push_str(
-        &RESTORE_STEPS
-            .replace("{segment}", &segment)
-            .replace("{db}", db),
-    );
+    sh.push_str(&RESTORE_STEPS.replace("{segment}", &segment));
     sh
 }
 
+/// `VARIABLE` keeps the operator's value if set, else takes `value`, quoted for the shell.
+fn default_for(variable: &str, value: &str) -> String {
+    format!(
+        "[ -n \"${{{variable}:-}}\" ] || {variable}={}",
+        quote(value)
+    )
+}
+
 /// The steps of a break-glass script after its setup (which defines `fetch`, `listing`,
-/// `IDENTITY`, `RESTORE_AS` and the PG* variables). `{segment}`: the database as it appears
-/// in object keys; `{db}`: its name.
+/// `IDENTITY`, `DB`, `RESTORE_AS` and the PG* variables). `{segment}`: the database as it
+/// appears in object keys (percent-encoded: safe in a shell word).
 const RESTORE_STEPS: &str = r#"# 1. The backup: the newest, unless BACKUP_ID names another (`listing manifests/{segment}/`).
 ID="${BACKUP_ID:-$(listing manifests/{segment}/ | grep '\.json$' | sort | tail -n 1)}"
 ID="${ID%.json}"
-echo "restoring backup $ID of {db} into $RESTORE_AS on $PGHOST:$PGPORT"
+echo "restoring backup $ID of $DB into $RESTORE_AS on $PGHOST:$PGPORT"
 # 2. Download it; check the dump against the sha256 in its manifest.
 fetch "manifests/{segment}/$ID.json" manifest.json
 for object in dump.pgdump.zst.age globals.sql.age facts.json.age; do
@@ -545,7 +559,15 @@ mod tests {
         assert!(md.contains("fetch() { cp \"$REPO/$1\" \"$2\"; }"), "{md}");
         assert!(!md.contains("aws "), "no AWS CLI for a directory: {md}");
         assert!(md.contains(": \"${IDENTITY:?set IDENTITY"), "{md}");
-        assert!(md.contains("PGPORT=\"${PGPORT:-5433}\" PGUSER=\"${PGUSER:-backup}\""));
+        assert!(
+            md.contains("[ -n \"${PGPORT:-}\" ] || PGPORT='5433'"),
+            "{md}"
+        );
+        assert!(
+            md.contains("[ -n \"${PGUSER:-}\" ] || PGUSER='backup'"),
+            "{md}"
+        );
+        assert!(md.contains("DB='équipe'"), "{md}");
         assert!(md.contains("This host holds no identity"));
         assert!(md.contains(
             "The repository could not be read when this runbook was generated: cannot reach it"

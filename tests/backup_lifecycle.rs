@@ -21,12 +21,12 @@ fn every_configured_database_is_backed_up_and_listed_by_name() {
         .unwrap();
     }
     let ws = Workspace::new();
-    let config = ws.config(&format!(
-        "[source]\nurl = \"{}\"\ndatabases = [\"app\", \"billing\"]\n[repository]\nurl = \"{}\"\n[encryption]\nrecipients = [\"{}\"]\n",
-        pg.url("postgres"),
-        ws.path("repo").display(),
-        ws.recipient
-    ));
+    let config = ws
+        .configure(&pg.url("postgres"))
+        .databases(&["app", "billing"])
+        .directory(&ws.path("repo"))
+        .without_identity()
+        .write();
     let ids = backup_with(&config, &["--label", "before migration 42"]);
     assert_eq!(ids.lines().count(), 2, "one id per database: {ids}");
 
@@ -116,20 +116,26 @@ const BIG_TABLE: &str = "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5
      || md5(random()::text) AS payload FROM generate_series(1, 2500000) g";
 
 /// Invariant 7: the database password reaches pg_dump through its environment, never its
-/// arguments (which any local user can read in /proc), and never shows in output.
+/// arguments (which any local user can read in /proc), and never shows in output. So does
+/// libpq's `sslpassword` (regression: it stayed in the URL, so it reached `--dbname=` and
+/// the "connecting to ..." line), through an in-memory service file.
 #[test]
 fn the_password_never_appears_in_pg_dump_arguments_or_output() {
     let s3 = S3Env::from_env();
     let pg = cluster_with("app", BIG_TABLE);
     let ws = Workspace::new();
     let secret = "Sup3r-Secret-Pw";
+    let ssl_secret = "Ssl-Key-Passphrase";
     let prefix = unique_prefix("secret");
-    let url = format!("postgresql://postgres:{secret}@127.0.0.1:{}/app", pg.port());
-    let config = ws.config(&format!(
-        "[source]\nurl = \"{url}\"\n[repository]\n{}\n[encryption]\nrecipients = [\"{}\"]\n",
-        s3_repository(&s3, &prefix),
-        ws.recipient
-    ));
+    let url = format!(
+        "postgresql://postgres:{secret}@127.0.0.1:{}/app?sslpassword={ssl_secret}",
+        pg.port()
+    );
+    let config = ws
+        .configure(&url)
+        .s3(&s3, &prefix)
+        .without_identity()
+        .write();
     let (child, mut stderr, seen) = backup_until_uploading(&config);
 
     let mut pg_dumps = 0;
@@ -142,14 +148,40 @@ fn the_password_never_appears_in_pg_dump_arguments_or_output() {
             continue;
         }
         pg_dumps += 1;
+        for hidden in [secret, ssl_secret] {
+            assert!(
+                !cmdline.contains(hidden),
+                "a secret in pg_dump's arguments: {cmdline}"
+            );
+        }
+        let environ =
+            String::from_utf8_lossy(&std::fs::read(entry.path().join("environ")).unwrap())
+                .into_owned();
         assert!(
-            !cmdline.contains(secret),
-            "password in pg_dump's arguments: {cmdline}"
-        );
-        let environ = std::fs::read(entry.path().join("environ")).unwrap();
-        assert!(
-            String::from_utf8_lossy(&environ).contains(&format!("PGPASSWORD={secret}")),
+            environ.contains(&format!("PGPASSWORD={secret}")),
             "pg_dump gets the password from its environment"
+        );
+        assert!(
+            !environ.contains(ssl_secret),
+            "the sslpassword is not in pg_dump's environment either"
+        );
+        // libpq reads the sslpassword from the service file the environment names: an
+        // in-memory file pg_dump holds open.
+        let service_file = environ
+            .split('\0')
+            .find_map(|v| v.strip_prefix("PGSERVICEFILE=/dev/fd/"))
+            .expect("pg_dump is given a service file");
+        let service = std::fs::read_to_string(entry.path().join("fd").join(service_file)).unwrap();
+        assert!(
+            service.contains(&format!("sslpassword={ssl_secret}")),
+            "{service}"
+        );
+        assert!(
+            std::fs::read_link(entry.path().join("fd").join(service_file))
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("/memfd:"),
+            "the service file is in memory, not on disk"
         );
     }
     assert_eq!(pg_dumps, 1, "found the running pg_dump");
@@ -164,6 +196,10 @@ fn the_password_never_appears_in_pg_dump_arguments_or_output() {
         String::from_utf8_lossy(&out.stdout).into_owned(),
     ] {
         assert!(!text.contains(secret), "password in vault's output: {text}");
+        assert!(
+            !text.contains(ssl_secret),
+            "sslpassword in vault's output: {text}"
+        );
     }
     let manifests: Vec<String> = s3
         .keys(&prefix)
@@ -173,8 +209,8 @@ fn the_password_never_appears_in_pg_dump_arguments_or_output() {
     assert_eq!(manifests.len(), 1);
     let manifest = String::from_utf8(s3.get_object(&manifests[0])).unwrap();
     assert!(
-        !manifest.contains(secret),
-        "password in the manifest: {manifest}"
+        !manifest.contains(secret) && !manifest.contains(ssl_secret),
+        "a secret in the manifest: {manifest}"
     );
 }
 

@@ -49,13 +49,15 @@ fn pg_dump_older_than_the_server_is_refused_with_the_fix() {
     std::fs::write(&fake, "#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n").unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let repo = ws.path("repo");
-    let config = ws.config(&format!(
-        "[source]\nurl = \"{}\"\npg_bin_dir = \"{}\"\n[repository]\nurl = \"{}\"\n[encryption]\nrecipients = [\"{}\"]\n",
-        pg.url("app"),
-        old_bin.display(),
-        repo.display(),
-        ws.recipient
-    ));
+    let config = ws
+        .configure(&pg.url("app"))
+        .source_line(&format!(
+            "pg_bin_dir = {}",
+            toml_str(&old_bin.display().to_string())
+        ))
+        .directory(&repo)
+        .without_identity()
+        .write();
     let stderr = expect_exit(vault_cmd(Some(&config)).arg("backup"), 3);
     assert!(stderr.contains("pg_dump 9.6.24"), "{stderr}");
     assert!(stderr.contains("cannot dump the PostgreSQL 15"), "{stderr}");

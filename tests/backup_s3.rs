@@ -109,13 +109,12 @@ fn either_of_two_recipients_decrypts() {
     let ops = Workspace::new();
     let break_glass = Workspace::new();
     let prefix = unique_prefix("two-recipients");
-    let config = ops.config(&format!(
-        "[source]\nurl = \"{}\"\n[repository]\n{}\n[encryption]\nrecipients = [\"{}\", \"{}\"]\n",
-        pg.url("small"),
-        s3_repository(&s3, &prefix),
-        ops.recipient,
-        break_glass.recipient
-    ));
+    let config = ops
+        .configure(&pg.url("small"))
+        .s3(&s3, &prefix)
+        .recipients(&[&ops.recipient, &break_glass.recipient])
+        .without_identity()
+        .write();
     backup(&config);
     let entry = &list_json(&config)[0];
     let recipients: Vec<&str> = entry["recipients"]
@@ -177,11 +176,11 @@ fn pg_dump_failing_mid_stream_fails_closed() {
     let ws = Workspace::new();
     let prefix = unique_prefix("fail-closed");
     let url = format!("postgresql://backup_user@127.0.0.1:{}/app", pg.port());
-    let config = ws.config(&format!(
-        "[source]\nurl = \"{url}\"\n[repository]\n{}\n[encryption]\nrecipients = [\"{}\"]\n",
-        s3_repository(&s3, &prefix),
-        ws.recipient
-    ));
+    let config = ws
+        .configure(&url)
+        .s3(&s3, &prefix)
+        .without_identity()
+        .write();
 
     let out = vault_cmd(Some(&config))
         .env("VAULT_LOG", "vault=debug")
@@ -227,11 +226,11 @@ fn non_superuser_backup_saves_roles_without_passwords_and_says_so() {
     );
     let ws = Workspace::new();
     let url = format!("postgresql://backup_user@127.0.0.1:{}/app", pg.port());
-    let config = ws.config(&format!(
-        "[source]\nurl = \"{url}\"\n[repository]\nurl = \"{}\"\n[encryption]\nrecipients = [\"{}\"]\n",
-        ws.path("repo").display(),
-        ws.recipient
-    ));
+    let config = ws
+        .configure(&url)
+        .directory(&ws.path("repo"))
+        .without_identity()
+        .write();
     let out = vault_cmd(Some(&config)).arg("backup").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -261,11 +260,14 @@ fn unreachable_endpoint_is_named_and_fails_before_dumping() {
     let pg = cluster_with("app", "");
     let ws = Workspace::new();
     let dead = format!("http://127.0.0.1:{}", closed_port());
-    let config = ws.config(&format!(
-        "[source]\nurl = \"{}\"\n[repository]\nurl = \"s3://b/p\"\nendpoint = \"{dead}\"\n[encryption]\nrecipients = [\"{}\"]\n",
-        pg.url("app"),
-        ws.recipient
-    ));
+    let config = ws
+        .configure(&pg.url("app"))
+        .repository(&format!(
+            "url = \"s3://b/p\"\nendpoint = {}",
+            toml_str(&dead)
+        ))
+        .without_identity()
+        .write();
     let stderr = expect_exit(
         vault_cmd(Some(&config))
             .env("AWS_ACCESS_KEY_ID", "GK000000000000000000000000")
@@ -305,11 +307,12 @@ fn invalid_recipient_fails_before_any_dump_or_upload() {
     let pg = cluster_with("app", "");
     let ws = Workspace::new();
     let prefix = unique_prefix("bad-recipient");
-    let config = ws.config(&format!(
-        "[source]\nurl = \"{}\"\n[repository]\n{}\n[encryption]\nrecipients = [\"age1definitelynotakey\"]\n",
-        pg.url("app"),
-        s3_repository(&s3, &prefix)
-    ));
+    let config = ws
+        .configure(&pg.url("app"))
+        .s3(&s3, &prefix)
+        .recipients(&["age1definitelynotakey"])
+        .without_identity()
+        .write();
     let stderr = expect_exit(vault_cmd(Some(&config)).arg("backup"), 5);
     assert!(stderr.contains("age1definitelynotakey"), "{stderr}");
     assert!(!stderr.contains("dumping"), "{stderr}");
@@ -341,11 +344,18 @@ fn check_reports_each_problem_in_one_sentence() {
         "{stdout}"
     );
 
-    let bad = ws.config(&format!(
-        "[source]\nurl = \"postgresql://postgres:hunter2secret@127.0.0.1:{}/app\"\n[repository]\n{}\n[encryption]\nrecipients = [\"age1nope\"]\n",
-        closed_port(),
-        s3_repository(&s3, "x").replace(&format!("s3://{}/", s3.bucket), "s3://no-such-bucket-vault/")
-    ));
+    let bad = ws
+        .configure(&format!(
+            "postgresql://postgres:hunter2secret@127.0.0.1:{}/app",
+            closed_port()
+        ))
+        .repository(&s3_repository(&s3, "x").replace(
+            &format!("s3://{}/", s3.bucket),
+            "s3://no-such-bucket-vault/",
+        ))
+        .recipients(&["age1nope"])
+        .without_identity()
+        .write();
     let out = vault_cmd(Some(&bad)).arg("check").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2));

@@ -44,11 +44,10 @@ fn tls_only_cluster(dir: &Path, method: &str) -> (ScratchCluster, PathBuf) {
 
 /// A config backing up `url` into the workspace's local repository.
 fn config_with_url(ws: &Workspace, url: &str) -> PathBuf {
-    ws.config(&format!(
-        "[source]\nurl = \"{url}\"\n[repository]\nurl = \"{}\"\n[encryption]\nrecipients = [\"{}\"]\n",
-        ws.path("repo").display(),
-        ws.recipient
-    ))
+    ws.configure(&url)
+        .directory(&ws.path("repo"))
+        .without_identity()
+        .write()
 }
 
 /// `vault backup`, with HOME in the workspace (no `~/.postgresql` files) and no `PGSSL*`

@@ -15,15 +15,12 @@ use vault::postgres::cluster::ScratchCluster;
 /// identity, a labelled recipient and `extra` sections at the end.
 fn drill_config(ws: &Workspace, pg: &ScratchCluster, prefix: &str, extra: &str) -> PathBuf {
     let s3 = S3Env::from_env();
-    ws.config(&format!(
-        "state_dir = \"{}\"\n[source]\nurl = \"{}\"\n\n[repository]\n{}\n\n[encryption]\n\
-         recipients = [\"{} # ops key, in the team vault\"]\nidentity_file = \"{}\"\n\n{extra}\n",
-        ws.path("state").display(),
-        pg.url("app"),
-        s3_repository(&s3, prefix),
-        ws.recipient,
-        ws.identity.display(),
-    ))
+    ws.configure(&pg.url("app"))
+        .state_dir(&ws.path("state"))
+        .s3(&s3, prefix)
+        .recipients(&[&format!("{} # ops key, in the team vault", ws.recipient)])
+        .section(extra)
+        .write()
 }
 
 fn drill_json(config: &Path) -> serde_json::Value {
@@ -207,23 +204,27 @@ fn the_runbook_is_true_for_this_installation_and_its_break_glass_script_restores
 
     // The break-glass script, as a person would copy it, run against a fresh server with
     // the stock tools only.
-    run_break_glass(&runbook, &ws, &pg, &id);
+    run_break_glass(&runbook, &ws, &pg, &id, "app");
 }
 
-/// Cuts the break-glass script of `app` out of `runbook`, runs it as a person would paste
+/// Cuts the break-glass script of `db` out of `runbook`, runs it as a person would paste
 /// it — bash, a fresh PostgreSQL server, the stock tools only — and checks what it printed
-/// and that the fresh server's `app` equals the source's.
-fn run_break_glass(runbook: &str, ws: &Workspace, source: &ScratchCluster, id: &str) {
+/// and that the fresh server's `db` equals the source's. Its work directory is made under
+/// the workspace.
+fn run_break_glass(runbook: &str, ws: &Workspace, source: &ScratchCluster, id: &str, db: &str) {
     let script = runbook
-        .split("<!-- break-glass: app -->\n```sh\n")
+        .split(&format!("<!-- break-glass: {db} -->\n```sh\n"))
         .nth(1)
         .and_then(|rest| rest.split("\n```").next())
-        .expect("the runbook has a break-glass script for app");
+        .expect("the runbook has a break-glass script for the database");
     let fresh = cluster();
+    let work = ws.path("break-glass-work");
+    std::fs::create_dir_all(&work).unwrap();
     let out = std::process::Command::new("bash")
         .arg("-c")
         .arg(script)
         .current_dir(ws.dir.path())
+        .env("TMPDIR", &work)
         .env("PATH", path_with_aws(ws.dir.path()))
         .env("PGHOST", "127.0.0.1")
         .env("PGPORT", fresh.port().to_string())
@@ -243,7 +244,7 @@ fn run_break_glass(runbook: &str, ws: &Workspace, source: &ScratchCluster, id: &
         "the sha256 was checked: {stdout}"
     );
     assert!(
-        stdout.contains(&format!("restoring backup {id} of app")),
+        stdout.contains(&format!("restoring backup {id} of {db}")),
         "{stdout}"
     );
     assert!(
@@ -257,8 +258,8 @@ fn run_break_glass(runbook: &str, ws: &Workspace, source: &ScratchCluster, id: &
         "restored counts shown: {stdout}"
     );
     assert_eq!(
-        content_fingerprint(&fresh, "app"),
-        content_fingerprint(source, "app"),
+        content_fingerprint(&fresh, db),
+        content_fingerprint(source, db),
         "the break-glass restore equals the source"
     );
 }
@@ -278,5 +279,43 @@ fn a_directory_repositorys_break_glass_script_restores_with_cp_age_and_zstd() {
         "{runbook}"
     );
     assert!(!runbook.contains("aws "), "no AWS CLI for a directory");
-    run_break_glass(&runbook, &ws, &pg, &id);
+    run_break_glass(&runbook, &ws, &pg, &id, "app");
+}
+
+/// Regression: the break-glass script put names raw inside double quotes, so a database
+/// named with shell syntax broke the script or ran code. This one restores by its name and
+/// runs nothing.
+#[test]
+fn a_break_glass_script_restores_a_database_whose_name_is_shell_syntax() {
+    let weird = "we\"ird $(touch pwned) db";
+    let pg = cluster();
+    seed_fixture(&pg, weird);
+    let ws = Workspace::new();
+    let repo = ws.path("repo");
+    let config = ws
+        .configure(&pg.url("postgres"))
+        .databases(&[weird])
+        .directory(&repo)
+        .write();
+    let id = backup(&config);
+    let runbook = run_ok(vault_cmd(Some(&config)).arg("runbook"));
+    run_break_glass(&runbook, &ws, &pg, &id, weird);
+    let ran: Vec<_> = walk(ws.dir.path())
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "pwned"))
+        .collect();
+    assert!(ran.is_empty(), "the name ran as code: {ran:?}");
+}
+
+/// Every path below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
 }

@@ -46,9 +46,11 @@ fn verify_config(
     repository: &str,
     extra: &str,
 ) -> PathBuf {
-    let body = std::fs::read_to_string(ws.config_for(pg, db, repository, extra)).unwrap();
-    let state = ws.path("state");
-    ws.config(&format!("state_dir = \"{}\"\n{body}", state.display()))
+    ws.configure(&pg.url(db))
+        .state_dir(&ws.path("state"))
+        .repository(repository)
+        .section(extra)
+        .write()
 }
 
 fn verify(config: &Path, tmp: &Path, args: &[&str]) -> std::process::Output {

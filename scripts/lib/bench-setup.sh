@@ -15,15 +15,29 @@ work=$(mktemp -d /tmp/vault-bench-XXXXXX)
 chmod 755 "$work"
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
 as_pg=(); [ "$(id -u)" -eq 0 ] && as_pg=(runuser -u postgres --)
+moto_pid=
 cleanup() {
   "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1 || true
   scripts/s3-test-server stop "$work/s3" || true
+  [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 scripts/s3-test-server start "$work/s3" 2>/dev/null
 . "$work/s3/env"
+
+# moto's S3 server: a second, slower S3 implementation (uploads back up into vault's
+# buffers there, which is what its memory is measured against).
+moto_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"${VAULT_TOOLS_DIR:-/var/cache/vault-tools}/moto/bin/moto_server" -H 127.0.0.1 -p "$moto_port" \
+  > "$work/moto.log" 2>&1 &
+moto_pid=$!
+moto_endpoint="http://127.0.0.1:$moto_port"
+for _ in $(seq 1 100); do
+  aws --endpoint-url "$moto_endpoint" s3 mb s3://bench-moto >/dev/null 2>&1 && break
+  sleep 0.2
+done
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$work/pg"; [ "$(id -u)" -eq 0 ] && chown postgres "$work/pg"
@@ -57,13 +71,13 @@ psql -X -q -d "$url" -c "VACUUM ANALYZE events"
 
 identity="$work/identity.txt"
 recipient=$("$vault" keygen --output "$identity" 2>/dev/null)
-write_config() { # $1 = file, $2 = prefix, $3 = level, $4 = threads
+write_config() { # $1 = file, $2 = prefix, $3 = level, $4 = threads, $5 = endpoint, $6 = bucket
   cat > "$1" <<TOML
 [source]
 url = "$url"
 [repository]
-url = "s3://$VAULT_TEST_S3_BUCKET/$2"
-endpoint = "$VAULT_TEST_S3_ENDPOINT"
+url = "s3://${6:-$VAULT_TEST_S3_BUCKET}/$2"
+endpoint = "${5:-$VAULT_TEST_S3_ENDPOINT}"
 region = "us-east-1"
 [encryption]
 recipients = ["$recipient"]

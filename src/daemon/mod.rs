@@ -8,13 +8,14 @@
 //! multipart upload, kills pg_dump and writes no manifest — and the daemon exits 0. A second
 //! signal skips the rest of the grace.
 
+mod decide;
 pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod run;
 pub mod state;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -22,6 +23,7 @@ use chrono::{DateTime, Duration, Utc};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
+use self::decide::{AfterRun, RetryPolicy};
 use self::metrics::Monitor;
 use self::notify::{Alert, Notifier};
 use self::run::{Finished, Launcher};
@@ -37,8 +39,6 @@ use crate::storage::ObjectStore;
 const ABORT_WAIT: StdDuration = StdDuration::from_secs(60);
 /// The scheduler re-reads the clock at least this often (clock changes, suspend).
 const MAX_SLEEP: StdDuration = StdDuration::from_secs(30);
-/// The longest wait between retries.
-const MAX_BACKOFF: i64 = 3600;
 
 pub struct Daemon {
     pub config: Config,
@@ -74,7 +74,10 @@ struct Scheduler {
     monitor: Arc<Monitor>,
     notifier: Notifier,
     refresh: Arc<Notify>,
-    running: JoinSet<(usize, u32, Finished)>,
+    /// The tasks supervising running jobs; `supervised` says whose each one is, so a task
+    /// that fails (panics) still ends its job's run.
+    running: JoinSet<Finished>,
+    supervised: HashMap<tokio::task::Id, (usize, u32)>,
     stopping: bool,
 }
 
@@ -149,6 +152,7 @@ impl Daemon {
             notifier,
             refresh,
             running: JoinSet::new(),
+            supervised: HashMap::new(),
             stopping: false,
         };
         scheduler.start_up(Utc::now());
@@ -249,7 +253,7 @@ impl Scheduler {
                 .min(MAX_SLEEP);
             tokio::select! {
                 _ = signals.changed() => return,
-                Some(joined) = self.running.join_next(), if !self.running.is_empty() => {
+                Some(joined) = self.running.join_next_with_id(), if !self.running.is_empty() => {
                     self.joined(joined);
                 }
                 _ = tokio::time::sleep(wake) => {}
@@ -276,8 +280,7 @@ impl Scheduler {
                     .job_running(job.name(), true, takes_backups(&job));
                 self.state.job_mut(job.name()).last_started = Some(started.started);
                 self.save_state();
-                let done = started.done;
-                self.running.spawn(async move { (i, attempt, done.await) });
+                self.supervise(i, attempt, started.done);
             }
             Err(e) => {
                 let finished = Finished {
@@ -295,13 +298,46 @@ impl Scheduler {
         }
     }
 
+    /// Runs the future that waits for a job's child, remembering whose it is.
+    fn supervise(
+        &mut self,
+        i: usize,
+        attempt: u32,
+        done: impl std::future::Future<Output = Finished> + Send + 'static,
+    ) {
+        let task = self.running.spawn(done);
+        self.supervised.insert(task.id(), (i, attempt));
+    }
+
     fn joined(
         &mut self,
-        joined: std::result::Result<(usize, u32, Finished), tokio::task::JoinError>,
+        joined: std::result::Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
     ) {
-        match joined {
-            Ok((i, attempt, finished)) => self.finished(i, attempt, finished),
-            Err(e) => tracing::error!(error = %e, "a job's supervising task failed"),
+        let (id, finished) = match joined {
+            Ok((id, finished)) => (id, finished),
+            Err(e) => {
+                tracing::error!(error = %e, "a job's supervising task failed");
+                // Its outcome is unknown: the run counts as failed, so it is alerted and
+                // the job's next slot runs (a child still running holds its own locks).
+                let finished = Finished {
+                    outcome: Outcome::Failure,
+                    exit_code: None,
+                    transient: false,
+                    message: Some(format!(
+                        "internal error: the task supervising this run failed ({e}); its \
+                         outcome is unknown"
+                    )),
+                    verify_failed: false,
+                    drill_failed: false,
+                    started: Utc::now(),
+                    seconds: 0.0,
+                };
+                (e.id(), finished)
+            }
+        };
+        match self.supervised.remove(&id) {
+            Some((i, attempt)) => self.finished(i, attempt, finished),
+            None => tracing::error!("a supervising task ended that no job owns"),
         }
     }
 
@@ -334,8 +370,21 @@ impl Scheduler {
         self.save_state();
         self.refresh.notify_one();
         let message = finished.message.clone().unwrap_or_default();
-        match finished.outcome {
-            Outcome::Success => {
+        let policy = RetryPolicy {
+            retries: self.settings.retries,
+            backoff: self.settings.retry_backoff,
+        };
+        let decision = decide::after_run(
+            &finished,
+            attempt,
+            consecutive_failures,
+            &policy,
+            self.stopping,
+            self.slots[i].next,
+            now,
+        );
+        match decision {
+            AfterRun::Succeeded => {
                 tracing::info!(
                     job = name,
                     seconds = finished.seconds,
@@ -344,58 +393,37 @@ impl Scheduler {
                 );
                 self.alert(&job, NotifyEvent::Success, attempt, &finished);
             }
-            Outcome::Skipped => tracing::warn!(
+            AfterRun::Skipped => tracing::warn!(
                 job = name,
                 reason = %message,
                 "skipped `{name}`: {message}"
             ),
-            Outcome::Aborted => tracing::warn!(
+            AfterRun::Aborted => tracing::warn!(
                 job = name,
                 "`{name}` was interrupted and aborted; nothing of it was committed"
             ),
-            Outcome::Failure => {
-                let retries = self.settings.retries;
-                if finished.transient && !self.stopping {
-                    let delay = backoff(self.settings.retry_backoff, attempt);
-                    let at = now + delay;
-                    let next_first = self.slots[i].next.is_some_and(|n| n <= at);
-                    if attempt <= retries && !next_first {
-                        tracing::warn!(
-                            job = name,
-                            attempt,
-                            "`{name}` failed (attempt {attempt} of {}), retrying in {}: {message}",
-                            retries + 1,
-                            crate::timespec::describe(delay)
-                        );
-                        self.slots[i].retry = Some(Retry {
-                            at,
-                            attempt: attempt + 1,
-                        });
-                        return;
-                    }
-                    if next_first && consecutive_failures <= retries {
-                        tracing::warn!(
-                            job = name,
-                            attempt,
-                            "`{name}` failed; its next scheduled run comes before a retry \
-                             would: {message}"
-                        );
-                        return;
-                    }
-                }
+            AfterRun::Retry { at, attempt: next } => {
+                tracing::warn!(
+                    job = name,
+                    attempt,
+                    "`{name}` failed (attempt {attempt} of {}), retrying in {}: {message}",
+                    policy.retries + 1,
+                    crate::timespec::describe(at - now)
+                );
+                self.slots[i].retry = Some(Retry { at, attempt: next });
+            }
+            AfterRun::WaitForNextSlot => tracing::warn!(
+                job = name,
+                attempt,
+                "`{name}` failed; its next scheduled run comes before a retry would: {message}"
+            ),
+            AfterRun::Alert(event) => {
                 tracing::error!(
                     job = name,
                     exit_code = finished.exit_code,
                     attempts = attempt,
                     "`{name}` failed: {message}"
                 );
-                let event = if finished.verify_failed {
-                    NotifyEvent::VerifyFailure
-                } else if finished.drill_failed {
-                    NotifyEvent::DrillFailure
-                } else {
-                    NotifyEvent::Failure
-                };
                 self.alert(&job, event, attempt, &finished);
             }
         }
@@ -454,7 +482,7 @@ impl Scheduler {
         let mut abort = false;
         while !self.running.is_empty() {
             tokio::select! {
-                Some(joined) = self.running.join_next() => self.joined(joined),
+                Some(joined) = self.running.join_next_with_id() => self.joined(joined),
                 _ = &mut deadline => { abort = true; break; }
                 _ = signals.changed() => {
                     tracing::warn!("second signal: aborting the running jobs now");
@@ -481,7 +509,7 @@ impl Scheduler {
         tokio::pin!(hard_deadline);
         while !self.running.is_empty() {
             tokio::select! {
-                Some(joined) = self.running.join_next() => self.joined(joined),
+                Some(joined) = self.running.join_next_with_id() => self.joined(joined),
                 _ = &mut hard_deadline => {
                     for slot in &self.slots {
                         if let Some(running) = &slot.running {
@@ -559,17 +587,6 @@ async fn refresh_loop(
     }
 }
 
-/// The wait before retry `attempt + 1`: `base`, doubled per attempt, at most an hour.
-fn backoff(base: Duration, attempt: u32) -> Duration {
-    let factor = 1i64 << attempt.saturating_sub(1).min(20);
-    let seconds = base
-        .num_seconds()
-        .max(1)
-        .saturating_mul(factor)
-        .min(MAX_BACKOFF);
-    Duration::seconds(seconds)
-}
-
 fn sample_jitter(jitter: Duration) -> Duration {
     match jitter.num_milliseconds() {
         ms if ms > 0 => Duration::milliseconds(rand::random_range(0..ms)),
@@ -598,13 +615,97 @@ fn takes_backups(job: &Job) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn backoff_doubles_from_the_base_and_stops_at_an_hour() {
-        let base = Duration::seconds(30);
-        let waits: Vec<i64> = (1..=5).map(|a| backoff(base, a).num_seconds()).collect();
-        assert_eq!(waits, [30, 60, 120, 240, 480]);
-        assert_eq!(backoff(base, 40).num_seconds(), 3600);
-        assert_eq!(backoff(Duration::zero(), 1).num_seconds(), 1);
+    /// A scheduler of the built-in schedule, with no job started and state in `dir`.
+    fn scheduler(dir: &std::path::Path) -> Scheduler {
+        let schedules = Schedules::from_files(
+            "test".into(),
+            vec![("default.toml".into(), crate::schedule::BUILT_IN.into())],
+        )
+        .unwrap();
+        let settings = crate::config::DaemonConfig::default().settings().unwrap();
+        let notifier = Notifier::new(&[]).unwrap();
+        let rpo = Rpo {
+            target: settings.rpo_target,
+            grace: settings.rpo_grace,
+        };
+        Scheduler {
+            slots: schedules
+                .jobs
+                .into_iter()
+                .map(|job| Slot {
+                    job,
+                    next: None,
+                    retry: None,
+                    running: None,
+                })
+                .collect(),
+            settings,
+            launcher: Launcher {
+                program: "/nonexistent/vault".into(),
+                config: "/nonexistent/vault.toml".into(),
+                log_format: "text".into(),
+            },
+            state: DaemonState::default(),
+            state_path: state::path_in(dir),
+            monitor: Arc::new(Monitor::new(
+                rpo,
+                vec!["app".into()],
+                notifier.failures_counter(),
+            )),
+            notifier,
+            refresh: Arc::new(Notify::new()),
+            running: JoinSet::new(),
+            supervised: HashMap::new(),
+            stopping: false,
+        }
+    }
+
+    /// Regression: a supervising task that failed left its slot "running" for good, so
+    /// every later run of the job was skipped and RPO alerts stayed suppressed.
+    #[tokio::test]
+    async fn a_failed_supervising_task_counts_as_a_failed_run_and_frees_the_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut scheduler = scheduler(dir.path());
+        let backup = scheduler
+            .slots
+            .iter()
+            .position(|s| s.job.name() == "backup")
+            .unwrap();
+        // As `start` leaves a slot whose child is running.
+        scheduler.slots[backup].running = Some(Running {
+            pid: std::process::id(),
+            started: Utc::now(),
+        });
+        scheduler.monitor.job_running("backup", true, true);
+        assert_eq!(scheduler.monitor.backups_running(), 1);
+        scheduler.supervise(backup, 1, async { panic!("a bug while supervising") });
+        let joined = scheduler.running.join_next_with_id().await.unwrap();
+        scheduler.joined(joined);
+
+        assert!(
+            scheduler.slots[backup].running.is_none(),
+            "the slot is free, so the job's next slot runs"
+        );
+        assert_eq!(
+            scheduler.monitor.backups_running(),
+            0,
+            "RPO alerts are no longer held back by a backup that is not running"
+        );
+        let record = scheduler.state.job("backup").expect("the run was recorded");
+        assert_eq!(record.last_outcome, Some(Outcome::Failure));
+        assert_eq!(record.consecutive_failures, 1);
+        assert!(
+            record
+                .last_message
+                .as_deref()
+                .is_some_and(|m| m.contains("supervising")),
+            "{record:?}"
+        );
+        let metrics = scheduler.monitor.render(Utc::now());
+        assert!(
+            metrics.contains(r#"vault_job_runs_total{job="backup",outcome="failure"} 1"#),
+            "{metrics}"
+        );
     }
 
     #[test]

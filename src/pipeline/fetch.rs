@@ -183,8 +183,13 @@ mod tests {
                 inner
             })
         }
-        async fn upload(&self, key: &str, chunks: mpsc::Receiver<UploadChunk>) -> Result<u64> {
-            self.inner.upload(key, chunks).await
+        async fn upload(
+            &self,
+            key: &str,
+            expected_bytes: Option<u64>,
+            chunks: mpsc::Receiver<UploadChunk>,
+        ) -> Result<u64> {
+            self.inner.upload(key, expected_bytes, chunks).await
         }
         async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
             self.inner.list(prefix).await

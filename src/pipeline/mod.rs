@@ -30,6 +30,7 @@ use std::io::{Read, Write};
 pub use chunk::{CHANNEL_CHUNKS, CHUNK_SIZE, ChunkSender};
 pub use fetch::{ChunkReader, DownloadBroke, download_channel};
 pub use hash::{Digest, HashingReader, HashingWriter};
+pub use offload::ThreadPanicked;
 
 use crate::keys::{Identities, Recipients};
 use crate::progress::Progress;

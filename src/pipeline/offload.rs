@@ -11,6 +11,12 @@ use std::thread::JoinHandle;
 use super::hash::{Digest, HashingWriter};
 
 const BUFFER: usize = 256 * 1024;
+
+/// A panic in one of vault's own threads, carried inside an I/O error: a bug, not a
+/// property of the data being streamed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ThreadPanicked(pub String);
 const QUEUED: usize = 4;
 
 pub struct OffloadedHashingWriter<W> {
@@ -68,9 +74,16 @@ impl<W: Write + Send + 'static> OffloadedHashingWriter<W> {
             .worker
             .take()
             .ok_or_else(|| io::Error::other("the sink thread already ended"))?;
-        worker
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the sink thread panicked")))
+        worker.join().unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(io::Error::other(ThreadPanicked(format!(
+                "the sink thread panicked ({what})"
+            ))))
+        })
     }
 }
 

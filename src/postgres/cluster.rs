@@ -238,10 +238,16 @@ impl ScratchCluster {
     }
 
     /// A URL for `database` as the superuser over TCP.
+    /// The URL of `database` on this cluster (the name percent-encoded, as libpq wants).
     pub fn url(&self, database: &str) -> String {
+        const NAME: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'_')
+            .remove(b'-')
+            .remove(b'.');
         format!(
-            "postgresql://{SUPERUSER}@127.0.0.1:{}/{database}",
-            self.port
+            "postgresql://{SUPERUSER}@127.0.0.1:{}/{}",
+            self.port,
+            percent_encoding::utf8_percent_encode(database, NAME)
         )
     }
 

@@ -1,6 +1,8 @@
-//! A parsed `postgresql://` URL. The password is split off at parse time: child processes
-//! get it through `PGPASSWORD` in their environment (never their arguments), and every
-//! string this type renders for people has it removed.
+//! A parsed `postgresql://` URL. The secrets — the password and libpq's `sslpassword` (for
+//! an encrypted client key) — are split off at parse time: child processes get the password
+//! through `PGPASSWORD` in their environment and the sslpassword through a libpq service
+//! file that exists only in memory (never their arguments, which any local user can read in
+//! `/proc`), and every string this type renders for people has them removed.
 
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
@@ -46,10 +48,12 @@ pub struct ConnInfo {
     /// Percent-encoded, as written.
     user: Option<String>,
     password: Option<String>,
+    /// libpq's `sslpassword`: the passphrase of an encrypted `sslkey`.
+    ssl_password: Option<String>,
     /// `host:port`, `[::1]:5432`, or `%2Fvar%2Frun%2Fpostgresql`; empty for libpq defaults.
     host_port: String,
     database: Option<String>,
-    /// Query parameters other than `password`, as written (`key=value`).
+    /// Query parameters other than the secrets, as written (`key=value`).
     params: Vec<String>,
 }
 
@@ -86,9 +90,11 @@ impl ConnInfo {
             None => (None, None),
         };
         let mut params = Vec::new();
+        let mut ssl_password = None;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("password", value)) => password = Some(decode(value)),
+                Some(("sslpassword", value)) => ssl_password = Some(decode(value)),
                 _ => params.push(pair.to_string()),
             }
         }
@@ -96,6 +102,7 @@ impl ConnInfo {
             scheme: scheme.to_string(),
             user: user.filter(|u| !u.is_empty()),
             password,
+            ssl_password,
             host_port: host_port.to_string(),
             database: Some(decode(path)).filter(|d| !d.is_empty()),
             params,
@@ -150,6 +157,43 @@ impl ConnInfo {
         self.password
             .clone()
             .or_else(|| std::env::var("PGPASSWORD").ok())
+    }
+
+    /// Hands the secrets to a libpq tool (pg_dump, pg_restore, ...) about to be spawned:
+    /// the password as `PGPASSWORD`; the sslpassword in a libpq service file held in an
+    /// anonymous memory file (memfd) that only this child inherits, named by
+    /// `PGSERVICEFILE=/dev/fd/N` (libpq has no environment variable for it).
+    pub fn pass_secrets(&self, command: &mut tokio::process::Command) -> Result<()> {
+        if let Some(password) = self.explicit_password() {
+            command.env("PGPASSWORD", password);
+        }
+        let Some(ssl_password) = &self.ssl_password else {
+            return Ok(());
+        };
+        if ssl_password.contains(['\n', '\r']) {
+            return Err(Error::Config(
+                "the sslpassword in source.url contains a line break, which libpq cannot read"
+                    .into(),
+            ));
+        }
+        let service = format!("[{SECRETS_SERVICE}]\nsslpassword={ssl_password}\n");
+        let file = memory_file(service.as_bytes())
+            .map_err(|e| Error::io("cannot pass the sslpassword to a PostgreSQL tool", e))?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        command
+            .env("PGSERVICEFILE", format!("/dev/fd/{fd}"))
+            .env("PGSERVICE", SECRETS_SERVICE);
+        // SAFETY: only fcntl (async-signal-safe) runs between fork and exec. The closure owns
+        // the descriptor, so it stays open until the command is dropped.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(())
     }
 
     /// The value of query parameter `key`, decoded.
@@ -219,6 +263,32 @@ impl ConnInfo {
         }
         Ok(config)
     }
+}
+
+/// The service name of the in-memory file that carries the sslpassword to libpq tools.
+const SECRETS_SERVICE: &str = "vault-secrets";
+
+/// An anonymous file in memory (close-on-exec) holding `contents`, read from its start.
+fn memory_file(contents: &[u8]) -> std::io::Result<std::fs::File> {
+    use std::io::{Seek, Write};
+    // SAFETY: a valid NUL-terminated name and flags; the result is checked.
+    let created = unsafe { libc::memfd_create(c"vault-secrets".as_ptr(), libc::MFD_CLOEXEC) };
+    if created < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // Above the descriptors children are given on purpose (pg_restore's file is fd 3).
+    // SAFETY: plain descriptor calls on the descriptor just created.
+    let fd = unsafe { libc::fcntl(created, libc::F_DUPFD_CLOEXEC, 10) };
+    let dup_error = std::io::Error::last_os_error();
+    unsafe { libc::close(created) };
+    if fd < 0 {
+        return Err(dup_error);
+    }
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    file.write_all(contents)?;
+    file.rewind()?;
+    Ok(file)
 }
 
 fn decode(text: &str) -> String {
@@ -305,6 +375,20 @@ mod tests {
             "postgresql://backup@db:5433/billing?sslmode=prefer"
         );
         assert!(!format!("{info:?}").contains("s3cr"));
+    }
+
+    /// Regression: `sslpassword` stayed in the URL, so it reached pg_dump's `--dbname=`
+    /// (readable in /proc) and the "connecting to ..." log line.
+    #[test]
+    fn sslpassword_is_a_secret_like_the_password() {
+        let info = ConnInfo::parse(
+            "postgresql://u@h/d?sslmode=require&sslpassword=k3y-pass&sslkey=/k.pem",
+        )
+        .unwrap();
+        for shown in [info.redacted(), info.url_for("other"), format!("{info:?}")] {
+            assert!(!shown.contains("k3y-pass"), "{shown}");
+            assert!(shown.contains("sslkey=/k.pem"), "{shown}");
+        }
     }
 
     #[test]

@@ -53,23 +53,47 @@ impl SnapshotSession {
     /// not read) must not abort the transaction, whose end would invalidate the exported
     /// snapshot while pg_dump may still be importing it.
     pub async fn capture_facts(&self, database: &str) -> Result<DumpFacts> {
+        self.in_savepoint(facts::capture(&self.client, database))
+            .await
+    }
+
+    /// Runs `work` (queries on this session) inside a savepoint, rolled back if it fails.
+    async fn in_savepoint<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
         let savepoint = |sql: &'static str| async move {
             self.client
                 .batch_execute(sql)
                 .await
                 .map_err(|e| Error::Source(format!("`{sql}` failed: {}", describe_pg_error(&e))))
         };
-        savepoint("SAVEPOINT vault_facts").await?;
-        match facts::capture(&self.client, database).await {
-            Ok(facts) => {
-                savepoint("RELEASE SAVEPOINT vault_facts").await?;
-                Ok(facts)
+        savepoint("SAVEPOINT vault_work").await?;
+        match work.await {
+            Ok(done) => {
+                savepoint("RELEASE SAVEPOINT vault_work").await?;
+                Ok(done)
             }
             Err(e) => {
-                savepoint("ROLLBACK TO SAVEPOINT vault_facts").await?;
+                savepoint("ROLLBACK TO SAVEPOINT vault_work").await?;
                 Err(e)
             }
         }
+    }
+
+    /// `pg_database_size` of `database`: what a dump of it may hold, when nothing better
+    /// is known (indexes are not dumped, so usually more than the dump).
+    pub async fn database_size(&self, database: &str) -> Result<u64> {
+        let query = async {
+            self.client
+                .query_one("SELECT pg_database_size($1)", &[&database])
+                .await
+                .map_err(|e| {
+                    Error::Source(format!(
+                        "cannot read the size of database `{database}`: {}",
+                        describe_pg_error(&e)
+                    ))
+                })
+        };
+        let row = self.in_savepoint(query).await?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
     }
 
     /// Ends the transaction (releasing the snapshot) and closes the connection.

@@ -2,6 +2,10 @@
 //! `file:///path` or a plain path means. Objects are written to a hidden temporary name,
 //! fsynced, then renamed into place, so a crash never leaves a half-written object under a
 //! real key.
+//!
+//! Every file operation that may block — an fsync of a whole dump, a walk of the tree on
+//! every listing — runs on a blocking thread (`off_runtime`), never on the async runtime,
+//! which also serves the daemon's `/metrics` and drives the other stages.
 
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
@@ -15,8 +19,18 @@ use crate::error::{Error, Result};
 /// Temporary files carry this marker and are never listed as objects.
 const PARTIAL_MARKER: &str = ".partial-";
 
+#[derive(Clone)]
 pub struct LocalStore {
     root: PathBuf,
+}
+
+/// Runs `work` (blocking file I/O) on a blocking thread.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::task_failed("a file operation in the repository directory", e))?
 }
 
 impl LocalStore {
@@ -92,6 +106,11 @@ impl LocalStore {
         Ok(out)
     }
 
+    async fn walk_off_runtime(&self) -> Result<Vec<ObjectInfo>> {
+        let store = self.clone();
+        off_runtime(move || store.walk()).await
+    }
+
     fn commit_partial(&self, temp: &Path, file: std::fs::File, path: &Path) -> Result<()> {
         file.sync_all()
             .map_err(|e| self.io_error("sync", temp, e))?;
@@ -112,17 +131,21 @@ impl ObjectStore for LocalStore {
 
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
         let path = self.path_of(key)?;
-        let (temp, mut file) = self.create_partial(&path)?;
-        let written = file
-            .write_all(&body)
-            .map_err(|e| self.io_error("write", &temp, e));
-        match written.and_then(|()| self.commit_partial(&temp, file, &path)) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = std::fs::remove_file(&temp);
-                Err(e)
+        let store = self.clone();
+        off_runtime(move || {
+            let (temp, mut file) = store.create_partial(&path)?;
+            let written = file
+                .write_all(&body)
+                .map_err(|e| store.io_error("write", &temp, e));
+            match written.and_then(|()| store.commit_partial(&temp, file, &path)) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&temp);
+                    Err(e)
+                }
             }
-        }
+        })
+        .await
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
@@ -145,9 +168,18 @@ impl ObjectStore for LocalStore {
         Ok(Box::new(file))
     }
 
-    async fn upload(&self, key: &str, mut chunks: mpsc::Receiver<UploadChunk>) -> Result<u64> {
+    async fn upload(
+        &self,
+        key: &str,
+        _expected_bytes: Option<u64>,
+        mut chunks: mpsc::Receiver<UploadChunk>,
+    ) -> Result<u64> {
         let path = self.path_of(key)?;
-        let (temp, file) = self.create_partial(&path)?;
+        let store = self.clone();
+        let (temp, file) = {
+            let path = path.clone();
+            off_runtime(move || store.create_partial(&path)).await?
+        };
         let mut file = tokio::fs::File::from_std(file);
         let mut written = 0u64;
         let outcome: Result<bool> = async {
@@ -169,20 +201,25 @@ impl ObjectStore for LocalStore {
         match outcome {
             Ok(true) => {
                 let file = file.into_std().await;
-                if let Err(e) = self.commit_partial(&temp, file, &path) {
-                    let _ = std::fs::remove_file(&temp);
-                    return Err(e);
-                }
+                let store = self.clone();
+                off_runtime(move || {
+                    store.commit_partial(&temp, file, &path).inspect_err(|_| {
+                        let _ = std::fs::remove_file(&temp);
+                    })
+                })
+                .await?;
                 Ok(written)
             }
             Ok(false) => {
-                let _ = std::fs::remove_file(&temp);
+                drop(file);
+                let _ = tokio::fs::remove_file(&temp).await;
                 Err(Error::Repository(format!(
                     "upload of `{key}` aborted before it finished; nothing was kept"
                 )))
             }
             Err(e) => {
-                let _ = std::fs::remove_file(&temp);
+                drop(file);
+                let _ = tokio::fs::remove_file(&temp).await;
                 Err(e)
             }
         }
@@ -190,7 +227,8 @@ impl ObjectStore for LocalStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let mut out: Vec<ObjectInfo> = self
-            .walk()?
+            .walk_off_runtime()
+            .await?
             .into_iter()
             .filter(|o| !o.key.contains(PARTIAL_MARKER) && o.key.starts_with(prefix))
             .collect();
@@ -200,7 +238,7 @@ impl ObjectStore for LocalStore {
 
     async fn list_incomplete(&self, prefix: &str) -> Result<Vec<super::IncompleteUpload>> {
         let mut out = Vec::new();
-        for file in self.walk()? {
+        for file in self.walk_off_runtime().await? {
             // `dir/.name.partial-<random>` is an unfinished `dir/name`.
             let (dir, name) = file.key.rsplit_once('/').unwrap_or(("", &file.key));
             let Some((object, _)) = name
@@ -238,7 +276,7 @@ impl ObjectStore for LocalStore {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path_of(key)?;
-        match std::fs::remove_file(&path) {
+        match tokio::fs::remove_file(&path).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(self.io_error("delete", &path, e)),
@@ -247,13 +285,13 @@ impl ObjectStore for LocalStore {
         // leaves no empty directories; shared ones (`data/<db>/`) stay, as a backup may be
         // creating a file in them right now.
         if key.split('/').count() >= 4 {
-            let _ = std::fs::remove_dir(path.parent().expect("has parent"));
+            let _ = tokio::fs::remove_dir(path.parent().expect("has parent")).await;
         }
         Ok(())
     }
 
     async fn probe(&self) -> Result<()> {
-        std::fs::create_dir_all(&self.root).map_err(|e| {
+        tokio::fs::create_dir_all(&self.root).await.map_err(|e| {
             Error::Repository(format!(
                 "cannot create repository directory `{}`: {e}; fix repository.url or the \
                  directory's permissions",
@@ -294,6 +332,55 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(leftovers, vec!["three".to_string()]);
+    }
+
+    /// Regression: listing walked the directory tree (and `put` fsynced) on the async
+    /// runtime, stalling everything else on it — in the daemon, `/metrics` — for as long.
+    /// On a single-threaded runtime a task that ticks must get to run while a listing of a
+    /// large tree and a put are in progress.
+    #[test]
+    fn file_work_runs_off_the_async_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in 0..40 {
+            let sub = dir.path().join(format!("data/app/{d:03}"));
+            std::fs::create_dir_all(&sub).unwrap();
+            for f in 0..250 {
+                std::fs::write(sub.join(format!("{f}.json")), b"{}").unwrap();
+            }
+        }
+        let store = LocalStore::new(dir.path().to_path_buf());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for round in 0..2 {
+                let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+                let ticker = {
+                    let ticks = std::sync::Arc::clone(&ticks);
+                    tokio::spawn(async move {
+                        loop {
+                            ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                        }
+                    })
+                };
+                if round == 0 {
+                    assert_eq!(store.list("data/").await.unwrap().len(), 10_000);
+                } else {
+                    store
+                        .put("data/app/big", Bytes::from(vec![7u8; 16 << 20]))
+                        .await
+                        .unwrap();
+                }
+                let seen = ticks.load(std::sync::atomic::Ordering::SeqCst);
+                ticker.abort();
+                assert!(
+                    seen > 0,
+                    "round {round}: the runtime was blocked for the whole operation"
+                );
+            }
+        });
     }
 
     #[test]

@@ -40,7 +40,12 @@ impl ObjectStore for MemoryStore {
         Ok(Box::new(std::io::Cursor::new(body.slice(start..))))
     }
 
-    async fn upload(&self, key: &str, mut chunks: mpsc::Receiver<UploadChunk>) -> Result<u64> {
+    async fn upload(
+        &self,
+        key: &str,
+        _expected_bytes: Option<u64>,
+        mut chunks: mpsc::Receiver<UploadChunk>,
+    ) -> Result<u64> {
         let mut body = BytesMut::new();
         while let Some(chunk) = chunks.recv().await {
             match chunk {

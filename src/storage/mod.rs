@@ -61,7 +61,14 @@ pub trait ObjectStore: Send + Sync {
 
     /// Stores a streamed object. Returns the number of bytes stored once the object is
     /// durable; if the channel closes before `Finish`, removes every trace and errors.
-    async fn upload(&self, key: &str, chunks: mpsc::Receiver<UploadChunk>) -> Result<u64>;
+    /// `expected_bytes` is what the object will probably hold (S3 chooses its one part
+    /// size from it); the object may be larger.
+    async fn upload(
+        &self,
+        key: &str,
+        expected_bytes: Option<u64>,
+        chunks: mpsc::Receiver<UploadChunk>,
+    ) -> Result<u64>;
 
     /// Every object under `prefix`, in key order, across as many pages as it takes.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
@@ -162,7 +169,7 @@ pub(crate) mod contract {
             .await
             .unwrap();
         tx.send(UploadChunk::Finish).await.unwrap();
-        assert_eq!(store.upload("a/one", rx).await.unwrap(), 11);
+        assert_eq!(store.upload("a/one", None, rx).await.unwrap(), 11);
         assert_eq!(&store.get("a/one").await.unwrap()[..], b"hello world");
         let mut streamed = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(
@@ -187,7 +194,7 @@ pub(crate) mod contract {
             .await
             .unwrap();
         drop(tx);
-        assert!(store.upload("a/two", rx).await.is_err());
+        assert!(store.upload("a/two", None, rx).await.is_err());
         let keys = keys_under(store, "a/").await;
         assert_eq!(
             keys,

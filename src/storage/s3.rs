@@ -1,11 +1,16 @@
 //! The S3 (and S3-compatible) object store. Streamed objects go up as a multipart upload that
 //! starts only once the first part is full (smaller objects are one PUT); at most
-//! `parts_in_flight` parts upload at once, and the part size doubles every 1,000 parts so an
-//! object never needs more than S3's 10,000. Any failure, or a stream that ends without
-//! `Finish`, aborts the multipart upload.
+//! `parts_in_flight` parts upload at once. Every part but the last has the same size, chosen
+//! once per object before it starts ([`PartPlan`]): Cloudflare R2 refuses parts of unequal
+//! size, and S3 allows at most 10,000 parts, so the size comes from the expected size of the
+//! object (twice it, for growth), never below `repository.part_size_mib`. Any failure, or a
+//! stream that ends without `Finish`, aborts the multipart upload.
 //!
 //! Memory budget: one part being filled plus `parts_in_flight` parts uploading, i.e.
-//! (1 + parts_in_flight) × part size: 24 MiB at the defaults (8 MiB, 2 in flight).
+//! (1 + parts_in_flight) × part size: 24 MiB at the defaults (8 MiB, 2 in flight), for any
+//! object up to 40 GB expected; above, the part size (and the budget) grows with the object.
+//! The part buffers are allocated once per upload and reused as parts complete, so a slow
+//! server holds no more than those (1 + parts_in_flight) buffers.
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
@@ -24,9 +29,11 @@ use crate::config::{ChecksumMode, ObjectLockConfig, ObjectLockMode, RepositoryCo
 use crate::error::{Error, Result};
 
 const MIB: usize = 1024 * 1024;
-/// Parts per size step: part n (1-based) is `base × 2^((n-1)/1000)`.
-const PARTS_PER_STEP: u32 = 1000;
 const MAX_PARTS: u32 = 10_000;
+/// S3's largest part.
+const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// The part size leaves room for the object to be this many times its expected size.
+const GROWTH_HEADROOM: u64 = 2;
 
 pub struct S3Store {
     client: Client,
@@ -43,9 +50,50 @@ fn to_chrono(t: &aws_sdk_s3::primitives::DateTime) -> Option<chrono::DateTime<ch
     chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
 }
 
-/// The size of part `number` (1-based) for a given first-part size.
-pub fn part_size(base: usize, number: u32) -> usize {
-    base << ((number - 1) / PARTS_PER_STEP).min(20)
+/// The one part size of an upload, chosen before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartPlan {
+    /// Bytes in every part but the last.
+    pub size: usize,
+    /// What the object was expected to hold, if anything was known.
+    pub expected: Option<u64>,
+}
+
+impl PartPlan {
+    /// `minimum` (`repository.part_size_mib`), raised in whole MiB until 10,000 parts hold
+    /// twice `expected`.
+    pub fn new(minimum: usize, expected: Option<u64>) -> PartPlan {
+        let needed = expected.map_or(0, |bytes| {
+            let per_part = bytes
+                .saturating_mul(GROWTH_HEADROOM)
+                .div_ceil(u64::from(MAX_PARTS));
+            per_part.div_ceil(MIB as u64) * MIB as u64
+        });
+        let size = needed.max(minimum as u64).min(MAX_PART_SIZE) as usize;
+        PartPlan { size, expected }
+    }
+
+    /// The most this plan can store.
+    pub fn capacity(&self) -> u64 {
+        self.size as u64 * u64::from(MAX_PARTS)
+    }
+
+    /// Why an object that outgrew the plan failed, and what to set.
+    fn outgrown(&self, key: &str) -> Error {
+        let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
+        let expected = self.expected.map_or_else(
+            || "nothing was known of its size beforehand".to_string(),
+            |e| format!("it was expected to hold {:.1} GiB", gib(e)),
+        );
+        let suggestion = (self.size / MIB) * 4;
+        Error::Repository(format!(
+            "object `{key}` outgrew its multipart upload: {MAX_PARTS} parts of {} MiB hold \
+             {:.1} GiB, and {expected}. The upload was aborted and nothing was kept; set \
+             repository.part_size_mib = {suggestion} (or more) and run it again",
+            self.size / MIB,
+            gib(self.capacity())
+        ))
+    }
 }
 
 impl S3Store {
@@ -202,13 +250,17 @@ impl S3Store {
     async fn stream_parts(
         &self,
         key: &str,
+        plan: PartPlan,
         chunks: &mut mpsc::Receiver<UploadChunk>,
         upload_id: &mut Option<String>,
     ) -> Result<u64> {
-        let mut part = BytesMut::with_capacity(self.base_part_size);
+        let target = plan.size;
+        let mut part = BytesMut::with_capacity(target);
+        // Buffers of finished parts, reused for the next ones.
+        let mut spare: Vec<BytesMut> = Vec::new();
         let mut number: u32 = 1;
         let mut total = 0u64;
-        let mut in_flight: JoinSet<Result<CompletedPart>> = JoinSet::new();
+        let mut in_flight: JoinSet<Result<(CompletedPart, Bytes)>> = JoinSet::new();
         let mut completed = Vec::new();
         loop {
             let Some(chunk) = chunks.recv().await else {
@@ -222,17 +274,13 @@ impl S3Store {
             };
             total += data.len() as u64;
             while !data.is_empty() {
-                let target = part_size(self.base_part_size, number);
+                if number > MAX_PARTS {
+                    return Err(plan.outgrown(key));
+                }
                 let take = (target - part.len()).min(data.len());
                 part.extend_from_slice(&data.split_to(take));
                 if part.len() < target {
                     continue;
-                }
-                if number > MAX_PARTS {
-                    return Err(Error::Repository(format!(
-                        "object `{key}` would need more than {MAX_PARTS} parts: raise \
-                         repository.part_size_mib"
-                    )));
                 }
                 let id = match upload_id {
                     Some(id) => id.clone(),
@@ -244,9 +292,12 @@ impl S3Store {
                     }
                 };
                 while in_flight.len() >= self.parts_in_flight {
-                    completed.push(join_part(&mut in_flight).await?);
+                    completed.push(join_part(&mut in_flight, &mut spare).await?);
                 }
-                let body = std::mem::replace(&mut part, BytesMut::with_capacity(target)).freeze();
+                let next = spare
+                    .pop()
+                    .unwrap_or_else(|| BytesMut::with_capacity(target));
+                let body = std::mem::replace(&mut part, next).freeze();
                 in_flight.spawn(self.upload_part(key, &id, number, body));
                 number += 1;
             }
@@ -268,7 +319,7 @@ impl S3Store {
             in_flight.spawn(self.upload_part(key, &id, number, part.freeze()));
         }
         while !in_flight.is_empty() {
-            completed.push(join_part(&mut in_flight).await?);
+            completed.push(join_part(&mut in_flight, &mut spare).await?);
         }
         completed.sort_by_key(|p| p.part_number());
         self.client
@@ -304,14 +355,15 @@ impl S3Store {
         })
     }
 
-    /// A future uploading one part; owns everything it needs so it can be spawned.
+    /// A future uploading one part; owns everything it needs so it can be spawned. Gives
+    /// the body back, for its buffer to be reused once the request has let go of it.
     fn upload_part(
         &self,
         key: &str,
         upload_id: &str,
         number: u32,
         body: Bytes,
-    ) -> impl Future<Output = Result<CompletedPart>> + Send + 'static {
+    ) -> impl Future<Output = Result<(CompletedPart, Bytes)>> + Send + 'static {
         let request = self
             .client
             .upload_part()
@@ -319,7 +371,7 @@ impl S3Store {
             .key(key)
             .upload_id(upload_id)
             .part_number(number as i32)
-            .body(ByteStream::from(body));
+            .body(ByteStream::from(body.clone()));
         let target = self.target();
         let key = key.to_string();
         async move {
@@ -327,10 +379,11 @@ impl S3Store {
                 .send()
                 .await
                 .map_err(|e| target.explain(&format!("upload part {number} of"), &key, e))?;
-            Ok(CompletedPart::builder()
+            let part = CompletedPart::builder()
                 .set_e_tag(output.e_tag().map(str::to_string))
                 .part_number(number as i32)
-                .build())
+                .build();
+            Ok((part, body))
         }
     }
 }
@@ -416,12 +469,21 @@ impl BucketAt {
     }
 }
 
-async fn join_part(set: &mut JoinSet<Result<CompletedPart>>) -> Result<CompletedPart> {
+/// Waits for one part upload; its buffer goes to `spare` when nothing else holds it.
+async fn join_part(
+    set: &mut JoinSet<Result<(CompletedPart, Bytes)>>,
+    spare: &mut Vec<BytesMut>,
+) -> Result<CompletedPart> {
     match set.join_next().await {
-        Some(Ok(result)) => result,
-        Some(Err(join)) => Err(Error::Repository(format!(
-            "part upload task failed: {join}"
-        ))),
+        Some(Ok(result)) => {
+            let (part, body) = result?;
+            if let Ok(mut buffer) = body.try_into_mut() {
+                buffer.clear();
+                spare.push(buffer);
+            }
+            Ok(part)
+        }
+        Some(Err(join)) => Err(Error::task_failed("a part upload task", join)),
         None => unreachable!("join_part is only called on a non-empty set"),
     }
 }
@@ -465,10 +527,24 @@ impl ObjectStore for S3Store {
         Ok(Box::new(output.body.into_async_read()))
     }
 
-    async fn upload(&self, key: &str, mut chunks: mpsc::Receiver<UploadChunk>) -> Result<u64> {
+    async fn upload(
+        &self,
+        key: &str,
+        expected_bytes: Option<u64>,
+        mut chunks: mpsc::Receiver<UploadChunk>,
+    ) -> Result<u64> {
         let full = self.full_key(key);
+        let plan = PartPlan::new(self.base_part_size, expected_bytes);
+        tracing::debug!(
+            key,
+            part_mib = plan.size / MIB,
+            expected_bytes,
+            "one part size for the whole object"
+        );
         let mut upload_id = None;
-        let result = self.stream_parts(&full, &mut chunks, &mut upload_id).await;
+        let result = self
+            .stream_parts(&full, plan, &mut chunks, &mut upload_id)
+            .await;
         if result.is_err()
             && let Some(id) = &upload_id
         {
@@ -671,7 +747,10 @@ mod tests {
             }
             tx.send(UploadChunk::Finish).await.unwrap();
         });
-        assert_eq!(store.upload("big", rx).await.unwrap(), data.len() as u64);
+        assert_eq!(
+            store.upload("big", None, rx).await.unwrap(),
+            data.len() as u64
+        );
         producer.await.unwrap();
         let head = store
             .client
@@ -689,17 +768,95 @@ mod tests {
         assert_eq!(&store.get("big").await.unwrap()[..], &data[..]);
     }
 
+    /// Regression: parts doubled every 1,000 parts, which Cloudflare R2 refuses (every part
+    /// but the last must be the same size), so any backup past ~8 GiB failed there.
     #[test]
-    fn part_size_grows_so_ten_thousand_parts_hold_terabytes() {
-        let base = 8 * MIB;
-        assert_eq!(part_size(base, 1), base);
-        assert_eq!(part_size(base, 1000), base);
-        assert_eq!(part_size(base, 1001), 2 * base);
-        assert_eq!(part_size(base, 10_000), 512 * base);
-        let capacity: u64 = (1..=MAX_PARTS).map(|n| part_size(base, n) as u64).sum();
-        assert!(
-            capacity > 5 * (1u64 << 40),
-            "10,000 parts hold more than S3's 5 TiB maximum"
+    fn one_part_size_holds_twice_the_expected_object_in_ten_thousand_parts() {
+        let minimum = 8 * MIB;
+        assert_eq!(PartPlan::new(minimum, None).size, minimum);
+        assert_eq!(PartPlan::new(minimum, Some(1 << 30)).size, minimum);
+        for expected in [9u64 << 30, 41 << 30, 500 << 30, 4 << 40] {
+            let plan = PartPlan::new(minimum, Some(expected));
+            assert!(plan.capacity() >= 2 * expected, "{expected}: {plan:?}");
+            assert_eq!(plan.size % MIB, 0, "whole MiB");
+            assert!(
+                plan.size == minimum
+                    || plan.capacity() < 2 * expected + MAX_PARTS as u64 * MIB as u64,
+                "no larger than needed: {plan:?}"
+            );
+        }
+        assert_eq!(
+            PartPlan::new(minimum, Some(500 << 30)).size,
+            103 * MIB,
+            "500 GiB expected: 1 TiB / 10,000 parts, rounded up to whole MiB"
         );
+        // Beyond S3's 5 TiB object limit the size stops at S3's largest part.
+        assert_eq!(
+            PartPlan::new(minimum, Some(u64::MAX)).size as u64,
+            MAX_PART_SIZE
+        );
+        let message = PartPlan::new(minimum, Some(1 << 30))
+            .outgrown("data/app/x/dump")
+            .to_string();
+        assert!(
+            message.contains("repository.part_size_mib = 32") && message.contains("1.0 GiB"),
+            "{message}"
+        );
+    }
+
+    /// Every part of a multipart upload, listed on the S3 server before the upload is
+    /// completed, has the plan's one size (the last part is sent only at the end).
+    #[tokio::test]
+    async fn the_parts_of_an_upload_are_all_the_same_size_on_the_server() {
+        let store = test_store(5).await;
+        let expected = 30_000 * MIB as u64; // 6 MiB parts: 10,000 of them hold twice it
+        let plan = PartPlan::new(5 * MIB, Some(expected));
+        assert_eq!(plan.size, 6 * MIB);
+        let (tx, rx) = mpsc::channel(4);
+        let upload = store.upload("equal", Some(expected), rx);
+        let full = store.full_key("equal");
+        let inspect = async {
+            // 4 whole parts and a bit, in chunks that straddle the part boundaries.
+            let chunk = vec![42u8; 999_983];
+            let mut sent = 0;
+            while sent < 4 * plan.size + 12_345 {
+                let n = chunk.len().min(4 * plan.size + 12_345 - sent);
+                tx.send(UploadChunk::Data(Bytes::copy_from_slice(&chunk[..n])))
+                    .await
+                    .unwrap();
+                sent += n;
+            }
+            let parts = loop {
+                let uploads = store
+                    .client
+                    .list_multipart_uploads()
+                    .bucket(&store.bucket)
+                    .prefix(&full)
+                    .send()
+                    .await
+                    .unwrap();
+                if let Some(id) = uploads.uploads().first().and_then(|u| u.upload_id()) {
+                    let listed = store
+                        .client
+                        .list_parts()
+                        .bucket(&store.bucket)
+                        .key(&full)
+                        .upload_id(id)
+                        .send()
+                        .await
+                        .unwrap();
+                    if listed.parts().len() == 4 {
+                        break listed;
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            };
+            let sizes: Vec<i64> = parts.parts().iter().map(|p| p.size().unwrap()).collect();
+            tx.send(UploadChunk::Finish).await.unwrap();
+            sizes
+        };
+        let (stored, sizes) = tokio::join!(upload, inspect);
+        assert_eq!(stored.unwrap(), 4 * plan.size as u64 + 12_345);
+        assert_eq!(sizes, vec![plan.size as i64; 4], "every part one size");
     }
 }

@@ -6,9 +6,8 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::config::UserCheck;
-use crate::postgres::DumpFacts;
 use crate::postgres::client::describe_pg_error;
-use crate::restore::{TableCount, table_counts};
+use crate::postgres::comparison::FactsComparison;
 
 /// Names of the built-in checks: a stable contract of the report.
 pub const CHECKSUM: &str = "checksum";
@@ -86,35 +85,18 @@ fn status(ok: bool) -> CheckStatus {
     }
 }
 
-/// The restored database against the dump-time facts: row counts, large objects, sequences
-/// and the schema fingerprint. Returns the outcomes and the per-table counts.
-pub fn compare_facts(
-    expected: &DumpFacts,
-    restored: &DumpFacts,
-) -> (Vec<CheckOutcome>, Vec<TableCount>) {
-    let tables = table_counts(expected, restored);
-    let differing: Vec<String> = tables
-        .iter()
-        .filter(|t| !t.matches())
-        .map(|t| {
-            let show = |n: Option<i64>| n.map_or("no table".to_string(), |n| n.to_string());
-            format!(
-                "{}.{}: {} restored, {} at dump time",
-                t.schema,
-                t.name,
-                show(t.restored),
-                show(t.expected)
-            )
-        })
-        .collect();
-    let rows: i64 = expected.tables.iter().map(|t| t.rows).sum();
-    let row_counts = if differing.is_empty() {
+/// The restored database against the dump-time facts, as four checks: row counts, large
+/// objects, sequences and the schema fingerprint.
+pub fn facts_outcomes(comparison: &FactsComparison) -> Vec<CheckOutcome> {
+    let c = comparison;
+    let dumped_tables = c.tables.iter().filter(|t| t.expected.is_some()).count();
+    let row_counts = if c.table_differences.is_empty() {
         CheckOutcome::builtin(
             ROW_COUNTS,
             CheckStatus::Pass,
             format!(
-                "{} tables, {rows} rows: every count equals the dump-time count",
-                expected.tables.len()
+                "{dumped_tables} tables, {} rows: every count equals the dump-time count",
+                c.expected_rows
             ),
         )
     } else {
@@ -123,60 +105,29 @@ pub fn compare_facts(
             CheckStatus::Fail,
             format!(
                 "{} of {} tables differ from their dump-time row counts",
-                differing.len(),
-                tables.len()
+                c.table_differences.len(),
+                c.tables.len()
             ),
         )
-        .with_details(differing)
+        .with_details(c.table_differences.clone())
     };
 
     let large_objects = CheckOutcome::builtin(
         LARGE_OBJECTS,
-        status(expected.large_objects == restored.large_objects),
+        status(c.large_objects_match()),
         format!(
             "{} restored, {} at dump time",
-            restored.large_objects, expected.large_objects
+            c.large_objects_restored, c.large_objects_expected
         ),
     );
 
-    let show = |v: Option<i64>| v.map_or("never used".to_string(), |v| v.to_string());
-    let mut sequence_diffs = Vec::new();
-    for e in &expected.sequences {
-        match restored
-            .sequences
-            .iter()
-            .find(|r| r.schema == e.schema && r.name == e.name)
-        {
-            Some(r) if r.last_value == e.last_value => {}
-            Some(r) => sequence_diffs.push(format!(
-                "{}.{}: {} restored, {} at dump time",
-                e.schema,
-                e.name,
-                show(r.last_value),
-                show(e.last_value)
-            )),
-            None => sequence_diffs.push(format!("{}.{}: missing", e.schema, e.name)),
-        }
-    }
-    for r in &restored.sequences {
-        if !expected
-            .sequences
-            .iter()
-            .any(|e| e.schema == r.schema && e.name == r.name)
-        {
-            sequence_diffs.push(format!(
-                "{}.{}: not in the dump-time facts",
-                r.schema, r.name
-            ));
-        }
-    }
-    let sequences = if sequence_diffs.is_empty() {
+    let sequences = if c.sequence_differences.is_empty() {
         CheckOutcome::builtin(
             SEQUENCES,
             CheckStatus::Pass,
             format!(
                 "{} sequences at their dump-time values",
-                expected.sequences.len()
+                c.sequences_compared
             ),
         )
     } else {
@@ -185,31 +136,27 @@ pub fn compare_facts(
             CheckStatus::Fail,
             format!(
                 "{} of {} sequences differ from their dump-time values",
-                sequence_diffs.len(),
-                expected.sequences.len().max(restored.sequences.len())
+                c.sequence_differences.len(),
+                c.sequences_compared
             ),
         )
-        .with_details(sequence_diffs)
+        .with_details(c.sequence_differences.clone())
     };
 
-    let same_schema = expected.schema_fingerprint == restored.schema_fingerprint;
     let fingerprint = CheckOutcome::builtin(
         SCHEMA_FINGERPRINT,
-        status(same_schema),
-        if same_schema {
-            format!("sha256 {}", short(&expected.schema_fingerprint))
+        status(c.schema_matches()),
+        if c.schema_matches() {
+            format!("sha256 {}", short(&c.expected_fingerprint))
         } else {
             format!(
                 "restored schema hashes to {}, the dump-time schema to {}",
-                short(&restored.schema_fingerprint),
-                short(&expected.schema_fingerprint)
+                short(&c.restored_fingerprint),
+                short(&c.expected_fingerprint)
             )
         },
     );
-    (
-        vec![row_counts, large_objects, sequences, fingerprint],
-        tables,
-    )
+    vec![row_counts, large_objects, sequences, fingerprint]
 }
 
 fn short(hex: &str) -> &str {
@@ -401,7 +348,19 @@ pub async fn user_check(client: &Client, check: &UserCheck) -> CheckOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::postgres::DumpFacts;
     use crate::postgres::facts::{SequenceValue, TableRows};
+
+    fn compare_facts(
+        expected: &DumpFacts,
+        restored: &DumpFacts,
+    ) -> (
+        Vec<CheckOutcome>,
+        Vec<crate::postgres::comparison::TableCount>,
+    ) {
+        let comparison = FactsComparison::new(expected, restored);
+        (facts_outcomes(&comparison), comparison.tables)
+    }
 
     fn facts() -> DumpFacts {
         DumpFacts {
@@ -478,7 +437,7 @@ mod tests {
             outcomes[0].details,
             vec![
                 "shop.orders: 2999 restored, 3000 at dump time",
-                "public.extra: 1 restored, no table at dump time"
+                "public.extra: 1 restored, not in the dump"
             ]
         );
         assert_eq!(
@@ -487,7 +446,7 @@ mod tests {
         );
         assert_eq!(
             outcomes[2].details,
-            vec!["shop.invoice_numbers: never used restored, 1014 at dump time"]
+            vec!["sequence shop.invoice_numbers: never used restored, 1014 at dump time"]
         );
         assert_eq!(outcomes[1].summary, "1 restored, 2 at dump time");
     }

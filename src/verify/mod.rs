@@ -25,16 +25,19 @@ use chrono::Utc;
 
 use crate::cancel::Cancel;
 use crate::catalog::Manifest;
+use crate::catalog::sealed;
 use crate::config::VerifyConfig;
 use crate::error::{Error, Result};
+use crate::feed::Feed;
+use crate::feed::pg_restore::PgRestoreRun;
 use crate::keys::Identities;
 use crate::lock::{self, Lock};
+use crate::postgres::admin::ServerAdmin;
 use crate::postgres::client::{ServerInfo, connect};
+use crate::postgres::comparison::{FactsComparison, TableCount};
 use crate::postgres::tools::parse_version;
 use crate::postgres::{DumpFacts, facts};
 use crate::progress::Progress;
-use crate::restore::server::ServerAdmin;
-use crate::restore::{self, PgRestoreRun, RestoreJob};
 use crate::storage::ObjectStore;
 use checks::{CheckOutcome, CheckStatus};
 use record::{Phases, ScratchInfo, VerifyReport};
@@ -59,7 +62,7 @@ pub struct Verified {
 #[derive(Default)]
 struct Collected {
     checks: Vec<CheckOutcome>,
-    tables: Vec<restore::TableCount>,
+    tables: Vec<TableCount>,
     roles_created: Vec<String>,
     server_version: String,
     restored_bytes: u64,
@@ -104,7 +107,7 @@ impl VerifyJob {
             "verifying backup {} of `{}`",
             backup.id, backup.database
         ));
-        let facts = restore::read_facts(self.store.as_ref(), &self.identities, backup).await?;
+        let facts = sealed::read_facts(self.store.as_ref(), &self.identities, backup).await?;
         let major = parse_version(&backup.server_version).map_or(0, |(_, m)| m);
         let limit = self.config.timeout()?;
         let scratch = Scratch::start(
@@ -119,7 +122,7 @@ impl VerifyJob {
             Ok(scratch) => scratch,
             Err(e) => {
                 // A cluster that failed to start has removed its directory.
-                lock.note(&[]);
+                self.clear_notes(lock);
                 return Err(e);
             }
         };
@@ -131,11 +134,15 @@ impl VerifyJob {
             rand::random::<u32>() & 0xff_ffff
         );
 
-        lock.note(&scratch.notes(&database, &[]));
-
+        // Nothing goes into the scratch that the lock file does not name: should this
+        // process die, the next verify removes what the notes say.
+        let noted = lock.note(&scratch.notes(&database, &[]));
         let mut cancelled = cancel.clone();
-        let work =
-            self.restore_and_check(&scratch, &database, backup, &facts, lock, &mut collected);
+        let work = async {
+            noted?;
+            self.restore_and_check(&scratch, &database, backup, &facts, lock, &mut collected)
+                .await
+        };
         // Ok(Some(check)): the time limit cut the work off, and that check failed.
         let outcome: Result<Option<CheckOutcome>> = tokio::select! {
             outcome = tokio::time::timeout(limit.to_std().unwrap_or_default(), work) => {
@@ -165,7 +172,7 @@ impl VerifyJob {
             ));
         }
         let cleanup_note = if leftovers.is_empty() {
-            lock.note(&[]);
+            self.clear_notes(lock);
             let what = if kind == "server" {
                 "database"
             } else {
@@ -209,6 +216,14 @@ impl VerifyJob {
         Ok(Verified { report, record_key })
     }
 
+    /// Empties the lock's notes once their work is undone; failing that, the next verify
+    /// looks for a scratch that is gone, which is harmless: a warning.
+    fn clear_notes(&self, lock: &Lock) {
+        if let Err(e) = lock.note(&[]) {
+            self.progress.warn(&e.to_string());
+        }
+    }
+
     /// Restores into `database` on the scratch server and runs every check, pushing outcomes
     /// into `collected` as they come (so a time limit keeps what was found); errors are
     /// operational failures (no verdict). The roles it creates are noted in `lock`.
@@ -229,10 +244,8 @@ impl VerifyJob {
                 scratch.shown
             )));
         }
-        let job = RestoreJob {
+        let feed = Feed {
             store: Arc::clone(&self.store),
-            target: scratch.conn.clone(),
-            pg_bin_dir: scratch.bin_dir.clone(),
             identities: Arc::clone(&self.identities),
             progress: Arc::clone(&self.progress),
         };
@@ -240,10 +253,16 @@ impl VerifyJob {
             // Roles first, so restored objects get their owners and grants.
             self.progress
                 .phase("applying the backup's roles to the scratch server");
-            collected.roles_created = job.apply_globals(&admin, backup, true).await?;
-            lock.note(&scratch.notes(database, &collected.roles_created));
+            let sql = sealed::read_globals(self.store.as_ref(), &self.identities, backup).await?;
+            collected.roles_created = admin
+                .apply_globals(&sql, true, self.progress.as_ref())
+                .await?;
+            lock.note(&scratch.notes(database, &collected.roles_created))?;
             admin.create_database(database, &backup.database).await?;
             let run = PgRestoreRun {
+                target: &scratch.conn,
+                server: &admin.server,
+                pg_bin_dir: scratch.bin_dir.as_deref(),
                 into: database,
                 jobs: None,
                 no_owner: false,
@@ -251,7 +270,7 @@ impl VerifyJob {
                 exit_on_error: false,
                 no_tablespaces: true,
             };
-            job.pg_restore(backup, &admin, &run).await
+            feed.pg_restore(backup, &run).await
         }
         .await;
         let restored = match restored {
@@ -336,9 +355,9 @@ impl VerifyJob {
         collected: &mut Collected,
     ) -> Result<()> {
         let restored = facts::capture(client, &backup.database).await?;
-        let (outcomes, tables) = checks::compare_facts(expected, &restored);
-        collected.checks.extend(outcomes);
-        collected.tables = tables;
+        let comparison = FactsComparison::new(expected, &restored);
+        collected.checks.extend(checks::facts_outcomes(&comparison));
+        collected.tables = comparison.tables;
         if self.config.amcheck {
             self.progress.phase("amcheck: checking every B-tree index");
             collected

@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use super::checks::CheckOutcome;
 use crate::catalog::{BackupId, Manifest, data_prefix, database_data_prefix};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::keys::Recipients;
-use crate::restore::TableCount;
+use crate::postgres::comparison::TableCount;
 use crate::storage::ObjectStore;
 
 /// The record format this version writes.
@@ -127,10 +127,8 @@ pub async fn store(
     );
     let recipients = Recipients::parse(&backup.encryption.recipients, "the backup's manifest")?;
     let full = serde_json::to_vec_pretty(report).expect("a report always serializes");
-    let sealed = crate::pipeline::encrypt_small(&full, &recipients)
-        .map_err(|e| Error::io("encrypting the verification report", e))?;
     let full_key = format!("{}.full.json.age", key.trim_end_matches(".json"));
-    store.put(&full_key, bytes::Bytes::from(sealed)).await?;
+    crate::catalog::sealed::seal(store, &full_key, &full, &recipients).await?;
     let summary = serde_json::to_vec_pretty(&report.summary()).expect("serializes");
     store.put(&key, bytes::Bytes::from(summary)).await?;
     Ok(key)

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Scratch as ScratchConfig, VerifyConfig};
 use crate::error::{Error, Result};
+use crate::postgres::admin::ServerAdmin;
 use crate::postgres::cluster::ScratchCluster;
 use crate::postgres::{ConnInfo, PgTools};
 use crate::progress::Progress;
-use crate::restore::server::ServerAdmin;
 
 pub(crate) struct Scratch {
     /// The throwaway cluster, when vault runs one.
@@ -32,7 +32,7 @@ impl Scratch {
         major: u32,
         client_bin_dir: Option<&Path>,
         progress: &dyn Progress,
-        on_directory: impl FnOnce(&Path),
+        on_directory: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<Scratch> {
         match config.scratch()? {
             ScratchConfig::Server(url) => {
@@ -53,7 +53,7 @@ impl Scratch {
                 let pending = ScratchCluster::prepare(Some(&bin_dir), &config.run_as, &[])?;
                 // Noted before anything runs, so a verify killed even during initdb leaves
                 // nothing the next one cannot find.
-                on_directory(pending.directory());
+                on_directory(pending.directory())?;
                 progress.phase(&format!(
                     "starting a scratch PostgreSQL cluster in `{}` ({})",
                     pending.directory().display(),
@@ -61,9 +61,7 @@ impl Scratch {
                 ));
                 let cluster = tokio::task::spawn_blocking(move || pending.launch())
                     .await
-                    .map_err(|e| {
-                        Error::Source(format!("starting the scratch cluster failed: {e}"))
-                    })??;
+                    .map_err(|e| Error::task_failed("starting the scratch cluster", e))??;
                 let conn = ConnInfo::parse(&cluster.url("postgres"))?;
                 Ok(Scratch {
                     shown: format!("an ephemeral cluster on 127.0.0.1:{}", cluster.port()),

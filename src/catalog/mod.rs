@@ -11,6 +11,8 @@
 //! ```
 //! `<database>` is percent-encoded where it is not `[A-Za-z0-9_.-]`.
 
+pub mod sealed;
+
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -214,6 +216,23 @@ pub async fn list_backups(store: &dyn ObjectStore, database: Option<&str>) -> Re
     Ok(listing)
 }
 
+/// The newest backup of `database` by its key (ids sort by time): one listing of its
+/// manifests and one read, not the whole catalog.
+pub async fn newest_backup(store: &dyn ObjectStore, database: &str) -> Result<Option<Manifest>> {
+    let prefix = format!("{MANIFESTS_PREFIX}{}/", database_segment(database));
+    let newest = store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.ends_with(".json"))
+        .max();
+    match newest {
+        Some(key) => read_manifest(store, key).await.map(Some),
+        None => Ok(None),
+    }
+}
+
 async fn read_manifest(store: &dyn ObjectStore, key: String) -> Result<Manifest> {
     let bytes = store.get(&key).await?;
     Manifest::from_json(&bytes, &key)
@@ -305,7 +324,7 @@ mod tests {
 
     fn dated(id: &str) -> Manifest {
         let mut m =
-            Manifest::from_json(include_bytes!("../fixtures/manifests/v1.json"), "v1").unwrap();
+            Manifest::from_json(include_bytes!("../../fixtures/manifests/v1.json"), "v1").unwrap();
         m.id = BackupId(id.to_string());
         let stamp = &id[..16];
         m.started_at = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
@@ -378,7 +397,7 @@ mod tests {
     async fn a_damaged_manifest_is_reported_without_hiding_the_others() {
         let store = crate::storage::memory::MemoryStore::default();
         let good =
-            Manifest::from_json(include_bytes!("../fixtures/manifests/v1.json"), "v1").unwrap();
+            Manifest::from_json(include_bytes!("../../fixtures/manifests/v1.json"), "v1").unwrap();
         store
             .put(
                 &manifest_key("demo", &good.id),
@@ -406,7 +425,7 @@ mod tests {
     /// Every manifest format ever written must stay readable: one fixture per version.
     #[test]
     fn reads_a_version_1_manifest() {
-        let v1 = include_bytes!("../fixtures/manifests/v1.json");
+        let v1 = include_bytes!("../../fixtures/manifests/v1.json");
         let manifest = Manifest::from_json(v1, "v1.json").unwrap();
         assert_eq!(manifest.id.as_str(), "20261127T074813Z-c15193");
         assert_eq!(manifest.dump.raw_bytes, 252_055);

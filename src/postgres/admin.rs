@@ -1,6 +1,7 @@
-//! What a restore does to the target server itself: checking names, creating and dropping
-//! the databases it restores into, applying saved roles, and the rename swap that puts a
-//! restored database in place of the live one. One maintenance connection (to `postgres`, or
+//! Administration of a server that vault restores into — the restore target, or verify's
+//! scratch server: checking names, creating and dropping the databases it restores into,
+//! applying saved roles, database properties, and the rename swap that puts a restored
+//! database in place of the live one. One maintenance connection (to `postgres`, or
 //! `template1` when `postgres` is the database being restored) does all of it.
 
 use std::collections::HashSet;
@@ -358,6 +359,38 @@ impl ServerAdmin {
             }
         }
         failures
+    }
+
+    /// Applies the roles (and, unless `skip_tablespaces`, tablespaces) of a saved globals
+    /// script, leaving existing ones alone (see `globals`); returns the roles created.
+    /// A statement that fails is a warning through `progress`, named by its first words.
+    pub async fn apply_globals(
+        &self,
+        sql: &str,
+        skip_tablespaces: bool,
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<Vec<String>> {
+        let (roles, tablespaces) = self.roles_and_tablespaces().await?;
+        let mut to_apply = super::globals::plan(sql, &roles, &tablespaces);
+        if skip_tablespaces {
+            to_apply.drop_tablespaces();
+        }
+        for statement in &to_apply.statements {
+            if let Err(message) = self.execute_quietly(statement).await {
+                // The first words name the statement; the rest may hold a password hash.
+                let summary: Vec<&str> = statement.split_whitespace().take(3).collect();
+                progress.warn(&format!(
+                    "applying saved roles: `{} ...` failed: {message}",
+                    summary.join(" ")
+                ));
+            }
+        }
+        let (roles, _) = self.roles_and_tablespaces().await?;
+        Ok(to_apply
+            .creates_roles
+            .into_iter()
+            .filter(|r| roles.contains(r))
+            .collect())
     }
 
     pub async fn close(self) {

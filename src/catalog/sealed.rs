@@ -1,0 +1,103 @@
+//! The small sealed objects stored beside a dump: its facts, its globals, a verify's full
+//! report. Each is age-encrypted to the backup's recipients in memory and stored in one
+//! PUT; reading one checks it against its manifest entry before decrypting it. The facts
+//! object doubles as the key check: opening it proves an identity opens the backup, before
+//! anything heavy starts.
+
+use bytes::Bytes;
+
+use super::{Manifest, StoredObject};
+use crate::error::{Error, Result};
+use crate::keys::{Identities, Recipients};
+use crate::pipeline::{self, Digest};
+use crate::postgres::DumpFacts;
+use crate::storage::ObjectStore;
+
+/// Encrypts `plain` to `recipients` and stores it under `key`; returns its manifest entry.
+pub async fn seal(
+    store: &dyn ObjectStore,
+    key: &str,
+    plain: &[u8],
+    recipients: &Recipients,
+) -> Result<StoredObject> {
+    let sealed = pipeline::encrypt_small(plain, recipients)
+        .map_err(|e| Error::io(format!("encrypting {key} failed"), e))?;
+    let digest = Digest::of(&sealed);
+    store.put(key, Bytes::from(sealed)).await?;
+    Ok(StoredObject {
+        key: key.to_string(),
+        size_bytes: digest.bytes,
+        sha256: digest.sha256_hex(),
+    })
+}
+
+/// Fetches a sealed object, checks it against its manifest entry and decrypts it. `what`
+/// names it in messages ("facts", "globals").
+pub async fn open(
+    store: &dyn ObjectStore,
+    identities: &Identities,
+    object: &StoredObject,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let sealed = store.get(&object.key).await?;
+    let digest = Digest::of(&sealed);
+    if digest.sha256_hex() != object.sha256 || digest.bytes != object.size_bytes {
+        return Err(Error::Integrity(format!(
+            "the {what} object `{}` does not match its manifest ({} bytes, sha256 {}; \
+             expected {} bytes, sha256 {}): it was altered or damaged in the repository",
+            object.key,
+            digest.bytes,
+            digest.sha256_hex(),
+            object.size_bytes,
+            object.sha256
+        )));
+    }
+    pipeline::decrypt_small(&sealed, identities).map_err(|e| {
+        Error::Integrity(format!(
+            "cannot decrypt the {what} object `{}`: {e}",
+            object.key
+        ))
+    })
+}
+
+/// Checks the identity opens `backup` and reads its dump-time facts.
+pub async fn read_facts(
+    store: &dyn ObjectStore,
+    identities: &Identities,
+    backup: &Manifest,
+) -> Result<DumpFacts> {
+    check_identity(backup, identities)?;
+    let facts_json = open(store, identities, &backup.facts, "facts").await?;
+    serde_json::from_slice(&facts_json).map_err(|e| {
+        Error::Integrity(format!(
+            "the facts of backup {} are not readable: {e}",
+            backup.id
+        ))
+    })
+}
+
+/// Reads the roles and tablespaces saved with `backup` (`pg_dumpall --globals-only`).
+pub async fn read_globals(
+    store: &dyn ObjectStore,
+    identities: &Identities,
+    backup: &Manifest,
+) -> Result<String> {
+    let sql = open(store, identities, &backup.globals, "globals").await?;
+    Ok(String::from_utf8_lossy(&sql).into_owned())
+}
+
+/// The identity must match one of the backup's recipients; says which keys would.
+pub fn check_identity(backup: &Manifest, identities: &Identities) -> Result<()> {
+    let mine = identities.public_keys();
+    let recipients = &backup.encryption.recipients;
+    if recipients.iter().any(|r| mine.contains(r)) {
+        return Ok(());
+    }
+    Err(Error::Key(format!(
+        "backup {} is encrypted to recipients {}; your identity is {}: use the identity file \
+         of one of those recipients (encryption.identity_file or VAULT_IDENTITY_FILE)",
+        backup.id,
+        recipients.join(", "),
+        mine.join(", ")
+    )))
+}

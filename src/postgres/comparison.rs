@@ -1,0 +1,241 @@
+//! A restored database against the facts captured at dump time: rows per table, large
+//! objects, sequence values and the schema fingerprint. One comparison, one wording per
+//! difference; `restore` turns the differences into its error, `verify` into its checks.
+
+use serde::{Deserialize, Serialize};
+
+use super::DumpFacts;
+
+/// One table's rows at dump time and after the restore.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TableCount {
+    pub schema: String,
+    pub name: String,
+    pub expected: Option<i64>,
+    pub restored: Option<i64>,
+}
+
+impl TableCount {
+    pub fn matches(&self) -> bool {
+        self.expected == self.restored
+    }
+}
+
+/// What differs between the dump-time facts and the restored database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FactsComparison {
+    /// Every table: the dump's in order, then tables that exist only in the restore.
+    pub tables: Vec<TableCount>,
+    /// Rows at dump time, over all tables.
+    pub expected_rows: i64,
+    /// One sentence per table whose count differs.
+    pub table_differences: Vec<String>,
+    pub large_objects_expected: i64,
+    pub large_objects_restored: i64,
+    /// Sequences compared (the larger of the two sides).
+    pub sequences_compared: usize,
+    /// One sentence per sequence that differs, is missing or is new.
+    pub sequence_differences: Vec<String>,
+    pub expected_fingerprint: String,
+    pub restored_fingerprint: String,
+}
+
+impl FactsComparison {
+    pub fn new(expected: &DumpFacts, restored: &DumpFacts) -> FactsComparison {
+        let tables = table_counts(expected, restored);
+        let table_differences = tables
+            .iter()
+            .filter(|t| !t.matches())
+            .map(|t| {
+                let table = format!("{}.{}", t.schema, t.name);
+                match (t.restored, t.expected) {
+                    (Some(now), Some(then)) => {
+                        format!("{table}: {now} restored, {then} at dump time")
+                    }
+                    (None, Some(then)) => {
+                        format!("{table}: missing from the restore, {then} at dump time")
+                    }
+                    (Some(now), None) => format!("{table}: {now} restored, not in the dump"),
+                    (None, None) => unreachable!("every listed table is on one side"),
+                }
+            })
+            .collect();
+        FactsComparison {
+            tables,
+            expected_rows: expected.tables.iter().map(|t| t.rows).sum(),
+            table_differences,
+            large_objects_expected: expected.large_objects,
+            large_objects_restored: restored.large_objects,
+            sequences_compared: expected.sequences.len().max(restored.sequences.len()),
+            sequence_differences: sequence_differences(expected, restored),
+            expected_fingerprint: expected.schema_fingerprint.clone(),
+            restored_fingerprint: restored.schema_fingerprint.clone(),
+        }
+    }
+
+    pub fn large_objects_match(&self) -> bool {
+        self.large_objects_expected == self.large_objects_restored
+    }
+
+    pub fn schema_matches(&self) -> bool {
+        self.expected_fingerprint == self.restored_fingerprint
+    }
+
+    /// The data differences (rows, large objects, sequences) as sentences; empty when the
+    /// data is as it was dumped. The schema fingerprint is not among them: a newer server
+    /// may describe the same schema differently.
+    pub fn data_differences(&self) -> Vec<String> {
+        let mut out = self.table_differences.clone();
+        if !self.large_objects_match() {
+            out.push(self.large_objects_sentence());
+        }
+        out.extend(self.sequence_differences.iter().cloned());
+        out
+    }
+
+    /// "N restored, M at dump time", for large objects.
+    pub fn large_objects_sentence(&self) -> String {
+        format!(
+            "{} large object(s) restored, {} at dump time",
+            self.large_objects_restored, self.large_objects_expected
+        )
+    }
+}
+
+/// Every table's rows at dump time beside its rows now: the dump's tables in order, then
+/// tables that exist only now.
+fn table_counts(expected: &DumpFacts, restored: &DumpFacts) -> Vec<TableCount> {
+    let mut tables: Vec<TableCount> = expected
+        .tables
+        .iter()
+        .map(|t| TableCount {
+            schema: t.schema.clone(),
+            name: t.name.clone(),
+            expected: Some(t.rows),
+            restored: restored
+                .tables
+                .iter()
+                .find(|r| r.schema == t.schema && r.name == t.name)
+                .map(|r| r.rows),
+        })
+        .collect();
+    for r in &restored.tables {
+        if !expected
+            .tables
+            .iter()
+            .any(|t| t.schema == r.schema && t.name == r.name)
+        {
+            tables.push(TableCount {
+                schema: r.schema.clone(),
+                name: r.name.clone(),
+                expected: None,
+                restored: Some(r.rows),
+            });
+        }
+    }
+    tables
+}
+
+fn sequence_differences(expected: &DumpFacts, restored: &DumpFacts) -> Vec<String> {
+    let show = |v: Option<i64>| v.map_or("never used".to_string(), |v| v.to_string());
+    let mut out = Vec::new();
+    for e in &expected.sequences {
+        match restored
+            .sequences
+            .iter()
+            .find(|r| r.schema == e.schema && r.name == e.name)
+        {
+            Some(r) if r.last_value == e.last_value => {}
+            Some(r) => out.push(format!(
+                "sequence {}.{}: {} restored, {} at dump time",
+                e.schema,
+                e.name,
+                show(r.last_value),
+                show(e.last_value)
+            )),
+            None => out.push(format!("sequence {}.{}: missing", e.schema, e.name)),
+        }
+    }
+    for r in &restored.sequences {
+        if !expected
+            .sequences
+            .iter()
+            .any(|e| e.schema == r.schema && e.name == r.name)
+        {
+            out.push(format!(
+                "sequence {}.{}: not in the dump-time facts",
+                r.schema, r.name
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::postgres::facts::{SequenceValue, TableRows};
+
+    fn facts() -> DumpFacts {
+        DumpFacts {
+            format_version: 2,
+            database: "app".into(),
+            tables: vec![
+                TableRows {
+                    schema: "public".into(),
+                    name: "orders".into(),
+                    rows: 10,
+                },
+                TableRows {
+                    schema: "public".into(),
+                    name: "users".into(),
+                    rows: 3,
+                },
+            ],
+            sequences: vec![SequenceValue {
+                schema: "public".into(),
+                name: "orders_id_seq".into(),
+                last_value: Some(10),
+            }],
+            large_objects: 2,
+            schema_fingerprint: "abc".into(),
+            database_properties: None,
+        }
+    }
+
+    #[test]
+    fn identical_facts_have_no_differences() {
+        let c = FactsComparison::new(&facts(), &facts());
+        assert!(c.data_differences().is_empty());
+        assert!(c.schema_matches());
+        assert_eq!(c.expected_rows, 13);
+        assert_eq!(c.tables.len(), 2);
+    }
+
+    #[test]
+    fn every_kind_of_difference_is_one_sentence_naming_the_object() {
+        let mut restored = facts();
+        restored.tables[0].rows = 9;
+        restored.tables.remove(1);
+        restored.tables.push(TableRows {
+            schema: "public".into(),
+            name: "extra".into(),
+            rows: 1,
+        });
+        restored.sequences[0].last_value = None;
+        restored.large_objects = 1;
+        restored.schema_fingerprint = "def".into();
+        let c = FactsComparison::new(&facts(), &restored);
+        assert_eq!(
+            c.data_differences(),
+            [
+                "public.orders: 9 restored, 10 at dump time",
+                "public.users: missing from the restore, 3 at dump time",
+                "public.extra: 1 restored, not in the dump",
+                "1 large object(s) restored, 2 at dump time",
+                "sequence public.orders_id_seq: never used restored, 10 at dump time",
+            ]
+        );
+        assert!(!c.schema_matches());
+    }
+}

@@ -1,0 +1,216 @@
+//! A test's workspace: a directory with an age identity and the config files written for
+//! it ([`ConfigBuilder`]: one way to write every test's `vault.toml`).
+
+use std::path::{Path, PathBuf};
+
+use super::{S3Env, run_tool, vault_cmd};
+use vault::postgres::cluster::ScratchCluster;
+
+/// A directory with an identity and a config file.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub identity: PathBuf,
+    pub recipient: String,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = dir.path().join("identity.txt");
+        let out = vault_cmd(None)
+            .args(["keygen", "--output"])
+            .arg(&identity)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "keygen: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        Workspace {
+            dir,
+            identity,
+            recipient,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `vault.toml` with the given sections and returns its path.
+    pub fn config(&self, text: &str) -> PathBuf {
+        let path = self.path("vault.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Decrypts a stored facts object with the stock `age` CLI and this workspace's key.
+    pub fn decrypt_facts(&self, file: &Path) -> vault::postgres::DumpFacts {
+        let json = run_tool(
+            "age",
+            &[
+                "-d",
+                "-i",
+                self.identity.to_str().unwrap(),
+                file.to_str().unwrap(),
+            ],
+        );
+        serde_json::from_slice(&json).expect("facts are JSON")
+    }
+
+    /// A config backing up `db` of `cluster` into `repository` (a TOML `[repository]` body),
+    /// with `extra` sections after.
+    pub fn config_for(
+        &self,
+        cluster: &ScratchCluster,
+        db: &str,
+        repository: &str,
+        extra: &str,
+    ) -> PathBuf {
+        self.configure(&cluster.url(db))
+            .repository(repository)
+            .section(extra)
+            .write()
+    }
+
+    /// Starts a config backing up the server at `source_url`: by default encrypted to this
+    /// workspace's recipient, with its identity, and no repository until one is given.
+    pub fn configure(&self, source_url: &str) -> ConfigBuilder<'_> {
+        ConfigBuilder {
+            workspace: self,
+            top: Vec::new(),
+            source: vec![format!("url = {}", toml_str(source_url))],
+            repository: String::new(),
+            recipients: vec![self.recipient.clone()],
+            identity: Some(self.identity.clone()),
+            sections: Vec::new(),
+        }
+    }
+}
+
+/// `text` as a TOML basic string (JSON's escapes are TOML's).
+pub fn toml_str(text: &str) -> String {
+    serde_json::to_string(text).unwrap()
+}
+
+/// One way to write a test's `vault.toml`: values are quoted for TOML here, sections come
+/// out in the order vault's example config has them.
+pub struct ConfigBuilder<'a> {
+    workspace: &'a Workspace,
+    /// Top-level keys (`state_dir`).
+    top: Vec<String>,
+    source: Vec<String>,
+    repository: String,
+    recipients: Vec<String>,
+    identity: Option<PathBuf>,
+    /// Whole sections after `[encryption]`, as written.
+    sections: Vec<String>,
+}
+
+impl ConfigBuilder<'_> {
+    pub fn state_dir(mut self, dir: &Path) -> Self {
+        self.top.push(format!(
+            "state_dir = {}",
+            toml_str(&dir.display().to_string())
+        ));
+        self
+    }
+
+    /// `source.databases`.
+    pub fn databases(mut self, names: &[&str]) -> Self {
+        let quoted: Vec<String> = names.iter().map(|n| toml_str(n)).collect();
+        self.source
+            .push(format!("databases = [{}]", quoted.join(", ")));
+        self
+    }
+
+    /// Another `[source]` line, as written (`pg_bin_dir = "..."`).
+    pub fn source_line(mut self, line: &str) -> Self {
+        self.source.push(line.to_string());
+        self
+    }
+
+    /// The `[repository]` body, as written.
+    pub fn repository(mut self, body: &str) -> Self {
+        self.repository = body.to_string();
+        self
+    }
+
+    /// A local-directory repository.
+    pub fn directory(self, path: &Path) -> Self {
+        let body = format!("url = {}", toml_str(&path.display().to_string()));
+        self.repository(&body)
+    }
+
+    /// The suite's S3 server under `prefix`.
+    pub fn s3(self, s3: &S3Env, prefix: &str) -> Self {
+        let body = s3_repository(s3, prefix);
+        self.repository(&body)
+    }
+
+    /// Encrypt to these recipients instead of the workspace's.
+    pub fn recipients(mut self, recipients: &[&str]) -> Self {
+        self.recipients = recipients.iter().map(|r| r.to_string()).collect();
+        self
+    }
+
+    /// No `encryption.identity_file` (a DB host that holds public keys only).
+    pub fn without_identity(mut self) -> Self {
+        self.identity = None;
+        self
+    }
+
+    /// Sections after `[encryption]`, as written (`[retention]\nkeep_within = "1s"`).
+    pub fn section(mut self, text: &str) -> Self {
+        if !text.is_empty() {
+            self.sections.push(text.to_string());
+        }
+        self
+    }
+
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for line in &self.top {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str("[source]\n");
+        for line in &self.source {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "\n[repository]\n{}\n\n[encryption]\n",
+            self.repository
+        ));
+        let recipients: Vec<String> = self.recipients.iter().map(|r| toml_str(r)).collect();
+        out.push_str(&format!("recipients = [{}]\n", recipients.join(", ")));
+        if let Some(identity) = &self.identity {
+            out.push_str(&format!(
+                "identity_file = {}\n",
+                toml_str(&identity.display().to_string())
+            ));
+        }
+        for section in &self.sections {
+            out.push('\n');
+            out.push_str(section);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Writes the workspace's `vault.toml`; returns its path.
+    pub fn write(self) -> PathBuf {
+        self.workspace.config(&self.text())
+    }
+}
+
+/// `[repository]` body for the suite's S3 server under `prefix`.
+pub fn s3_repository(s3: &S3Env, prefix: &str) -> String {
+    format!(
+        "url = \"s3://{}/{prefix}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\nforce_path_style = true\npart_size_mib = 5",
+        s3.bucket, s3.endpoint
+    )
+}
