@@ -257,7 +257,7 @@ impl BackupJob {
             let work = async {
                 let (stages, facts) = tokio::join!(stages, session.capture_facts(database));
                 let stages = stages.map_err(|e| {
-                    StageFailure::Failed(Error::Source(format!("pipeline thread failed: {e}")))
+                    StageFailure::Failed(Error::task_failed("the pipeline thread", e))
                 })?;
                 let pg_dump = pg_dump.wait().await;
                 // The first failure in the stream's order is the cause: a stage that broke

@@ -233,6 +233,19 @@ pub fn generate_identity(path: &Path, now: chrono::DateTime<chrono::Utc>) -> Res
     Ok(recipient)
 }
 
+/// A fresh identity and the recipients that encrypt to it, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_key() -> (age::x25519::Identity, Recipients) {
+    let identity = age::x25519::Identity::generate();
+    let recipients = Recipients::from_config(&EncryptionConfig {
+        recipients: vec![identity.to_public().to_string()],
+        recipients_file: None,
+        identity_file: None,
+    })
+    .unwrap();
+    (identity, recipients)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

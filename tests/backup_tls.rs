@@ -44,7 +44,7 @@ fn tls_only_cluster(dir: &Path, method: &str) -> (ScratchCluster, PathBuf) {
 
 /// A config backing up `url` into the workspace's local repository.
 fn config_with_url(ws: &Workspace, url: &str) -> PathBuf {
-    ws.configure(&url)
+    ws.configure(url)
         .directory(&ws.path("repo"))
         .without_identity()
         .write()

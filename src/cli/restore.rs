@@ -222,51 +222,7 @@ fn confirm(live: &str, plan: &RestorePlan) -> anyhow::Result<()> {
 }
 
 fn print_report(report: &RestoreReport) {
-    match &report.kept_as {
-        Some(kept) => println!(
-            "restored backup {} over `{}` in {:.1}s; the previous database is kept as `{kept}`",
-            report.backup_id, report.database, report.seconds
-        ),
-        None => println!(
-            "restored backup {} into `{}` in {:.1}s",
-            report.backup_id, report.database, report.seconds
-        ),
+    for line in report.summary() {
+        println!("{line}");
     }
-    if !report.roles_created.is_empty() {
-        println!("roles created: {}", report.roles_created.join(", "));
-    }
-    let width = report
-        .tables
-        .iter()
-        .map(|t| t.schema.len() + t.name.len() + 1)
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    println!("{:<width$} {:>12} {:>12}", "TABLE", "DUMP TIME", "RESTORED");
-    let show = |n: Option<i64>| n.map_or("-".to_string(), |n| n.to_string());
-    for t in &report.tables {
-        println!(
-            "{:<width$} {:>12} {:>12}  {}",
-            format!("{}.{}", t.schema, t.name),
-            show(t.expected),
-            show(t.restored),
-            if t.matches() { "ok" } else { "MISMATCH" }
-        );
-    }
-    println!(
-        "large objects: {} at dump time, {} restored; sequences: {}; database settings, \
-         comment and grants: {}",
-        report.large_objects_expected,
-        report.large_objects_restored,
-        if report.sequences_match {
-            "match"
-        } else {
-            "DIFFER"
-        },
-        match report.database_properties_restored {
-            Some(true) => "restored",
-            Some(false) => "partly restored (see the warnings above)",
-            None => "not recorded in this (older) backup",
-        }
-    );
 }

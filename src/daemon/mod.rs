@@ -55,6 +55,17 @@ struct Slot {
     running: Option<Running>,
 }
 
+impl Slot {
+    fn new(job: Job) -> Slot {
+        Slot {
+            job,
+            next: None,
+            retry: None,
+            running: None,
+        }
+    }
+}
+
 struct Retry {
     at: DateTime<Utc>,
     attempt: u32,
@@ -134,16 +145,7 @@ impl Daemon {
             schedules.origin
         );
         let mut scheduler = Scheduler {
-            slots: schedules
-                .jobs
-                .into_iter()
-                .map(|job| Slot {
-                    job,
-                    next: None,
-                    retry: None,
-                    running: None,
-                })
-                .collect(),
+            slots: schedules.jobs.into_iter().map(Slot::new).collect(),
             settings,
             launcher,
             state,
@@ -629,16 +631,7 @@ mod tests {
             grace: settings.rpo_grace,
         };
         Scheduler {
-            slots: schedules
-                .jobs
-                .into_iter()
-                .map(|job| Slot {
-                    job,
-                    next: None,
-                    retry: None,
-                    running: None,
-                })
-                .collect(),
+            slots: schedules.jobs.into_iter().map(Slot::new).collect(),
             settings,
             launcher: Launcher {
                 program: "/nonexistent/vault".into(),

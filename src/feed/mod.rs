@@ -7,7 +7,7 @@
 //!
 //! and checks both digests against the manifest before the caller lets the sink see the
 //! end of the stream. The sink is anything that takes bytes: pg_restore's stdin, a nameless
-//! temporary file (`into_temp_file`), a tar extractor. `restore` and `verify` drive
+//! temporary file (`to_temp_file`), a tar extractor. `restore` and `verify` drive
 //! pg_restore through it (`pg_restore.rs`).
 //!
 //! Failures are told apart by where they happened, because each means something different
@@ -85,7 +85,7 @@ impl Feed {
     /// Streams `source` into `sink` (named `sink_name` in messages). On `Whole`, the sink
     /// has every byte and nothing is flushed or closed: the caller decides what the
     /// consumer sees next.
-    pub async fn into_sink<W: Write + Send + 'static>(
+    pub async fn to_sink<W: Write + Send + 'static>(
         &self,
         source: Source<'_>,
         sink: W,
@@ -120,7 +120,7 @@ impl Feed {
     /// Decrypts `source` into a file that has no name: created with O_TMPFILE inside a
     /// private (0700) directory that is removed at once, so nothing is left on disk even if
     /// vault is killed with SIGKILL; the space is freed when the last descriptor closes.
-    pub async fn into_temp_file(
+    pub async fn to_temp_file(
         &self,
         source: Source<'_>,
         temp_dir: Option<&Path>,
@@ -130,7 +130,7 @@ impl Feed {
         let file = nameless_file(&base)?;
         let sink = std::io::BufWriter::with_capacity(1024 * 1024, file);
         let sink_name = format!("a temporary file in `{}`", base.display());
-        match self.into_sink(source, sink, &sink_name, clock).await? {
+        match self.to_sink(source, sink, &sink_name, clock).await? {
             Fed::Whole { sink, summary } => {
                 let file = sink
                     .into_inner()
@@ -309,99 +309,117 @@ impl<R: std::io::Read> std::io::Read for FirstByte<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::EncryptionConfig;
-    use crate::keys::Recipients;
+    use crate::catalog::StoredObject;
     use crate::pipeline::{Compression, Digest};
     use crate::progress::Silent;
     use crate::storage::memory::MemoryStore;
 
-    /// A stored object in a memory store, and the manifest entry that describes it.
-    async fn stored_sample(store: &MemoryStore) -> (Identities, Vec<u8>, DumpObject) {
-        let identity = age::x25519::Identity::generate();
-        let recipients = Recipients::from_config(&EncryptionConfig {
-            recipients: vec![identity.to_public().to_string()],
-            recipients_file: None,
-            identity_file: None,
-        })
-        .unwrap();
-        let plain: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
-        let compression = Compression {
-            level: 1,
-            threads: 1,
-        };
-        let (stored, summary) =
-            pipeline::compress_encrypt(&plain[..], Vec::new(), &recipients, compression, &Silent)
-                .unwrap();
-        store
-            .put("data/app/x/dump.pgdump.zst.age", stored.into())
-            .await
-            .unwrap();
-        let object = DumpObject {
-            stored: crate::catalog::StoredObject {
-                key: "data/app/x/dump.pgdump.zst.age".into(),
-                size_bytes: summary.stored.bytes,
-                sha256: summary.stored.sha256_hex(),
-            },
-            raw_bytes: summary.raw.bytes,
-            raw_sha256: summary.raw.sha256_hex(),
-            format: "custom".into(),
-        };
-        (Identities::from_keys(vec![identity]), plain, object)
+    /// A stored object in a memory store, the manifest entry that describes it, and a feed
+    /// that reads it with `progress`.
+    struct Fixture {
+        feed: Feed,
+        plain: Vec<u8>,
+        object: DumpObject,
+        id: BackupId,
     }
 
-    fn feed(store: Arc<MemoryStore>, identities: Identities, progress: Arc<dyn Progress>) -> Feed {
-        Feed {
-            store,
-            identities: Arc::new(identities),
-            progress,
+    impl Fixture {
+        async fn new(progress: Arc<dyn Progress>) -> Fixture {
+            let (identity, recipients) = crate::keys::test_key();
+            let plain: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+            let compression = Compression {
+                level: 1,
+                threads: 1,
+            };
+            let (stored, summary) = pipeline::compress_encrypt(
+                &plain[..],
+                Vec::new(),
+                &recipients,
+                compression,
+                &Silent,
+            )
+            .unwrap();
+            let key = "data/app/x/dump.pgdump.zst.age";
+            let store = MemoryStore::default();
+            store.put(key, stored.into()).await.unwrap();
+            let object = DumpObject {
+                stored: StoredObject {
+                    key: key.into(),
+                    size_bytes: summary.stored.bytes,
+                    sha256: summary.stored.sha256_hex(),
+                },
+                raw_bytes: summary.raw.bytes,
+                raw_sha256: summary.raw.sha256_hex(),
+                format: "custom".into(),
+            };
+            Fixture {
+                feed: Feed {
+                    store: Arc::new(store),
+                    identities: Arc::new(Identities::from_keys(vec![identity])),
+                    progress,
+                },
+                plain,
+                object,
+                id: BackupId::new(chrono::Utc::now()),
+            }
+        }
+
+        fn source(&self) -> Source<'_> {
+            Source {
+                backup: &self.id,
+                object: &self.object,
+            }
+        }
+
+        async fn to_sink<W: Write + Send + 'static>(&self, sink: W) -> Result<Fed<W>> {
+            self.feed
+                .to_sink(self.source(), sink, "the sink", &PhaseClock::start())
+                .await
         }
     }
 
-    fn backup_id() -> BackupId {
-        BackupId::new(chrono::Utc::now())
+    /// A sink that fails every write with `kind` (or panics, as a bug on the sink thread).
+    enum Refusing {
+        With(std::io::ErrorKind),
+        Panic,
+    }
+
+    impl Write for Refusing {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            match self {
+                Refusing::With(kind) => Err((*kind).into()),
+                Refusing::Panic => panic!("a bug in the sink"),
+            }
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 
     #[tokio::test]
     async fn every_byte_reaches_the_sink_and_both_digests_are_checked() {
-        let store = Arc::new(MemoryStore::default());
-        let (identities, plain, object) = stored_sample(&store).await;
-        let feed = feed(Arc::clone(&store), identities, Arc::new(Silent));
-        let id = backup_id();
-        let source = Source {
-            backup: &id,
-            object: &object,
-        };
-        let clock = PhaseClock::start();
-        match feed.into_sink(source, Vec::new(), "a buffer", &clock).await {
+        let mut fixture = Fixture::new(Arc::new(Silent)).await;
+        match fixture.to_sink(Vec::new()).await {
             Ok(Fed::Whole { sink, summary }) => {
-                assert!(sink == plain);
-                assert_eq!(summary.raw, Digest::of(&plain));
+                assert!(sink == fixture.plain);
+                assert_eq!(summary.raw, Digest::of(&fixture.plain));
             }
-            Ok(Fed::SinkClosed) => panic!("the buffer never closes"),
+            Ok(Fed::SinkClosed) => panic!("a buffer never closes"),
             Err(e) => panic!("{e}"),
         }
-        let (mut file, _) = feed.into_temp_file(source, None, &clock).await.unwrap();
+        let (mut file, _) = fixture
+            .feed
+            .to_temp_file(fixture.source(), None, &PhaseClock::start())
+            .await
+            .unwrap();
         let mut back = Vec::new();
         use std::io::{Read, Seek};
         file.rewind().unwrap();
         file.read_to_end(&mut back).unwrap();
-        assert!(back == plain);
+        assert!(back == fixture.plain);
 
-        let mut wrong = object.clone();
-        wrong.raw_sha256 = "0".repeat(64);
-        let err = feed
-            .into_sink(
-                Source {
-                    backup: &id,
-                    object: &wrong,
-                },
-                Vec::new(),
-                "a buffer",
-                &clock,
-            )
-            .await
-            .map(drop)
-            .unwrap_err();
+        fixture.object.raw_sha256 = "0".repeat(64);
+        let err = fixture.to_sink(Vec::new()).await.map(drop).unwrap_err();
         assert!(matches!(err, Error::Integrity(_)), "{err}");
     }
 
@@ -417,46 +435,24 @@ mod tests {
         fn finish(&self) {}
     }
 
-    /// A sink that panics, as a bug on the sink thread would.
-    struct PanickingSink;
-
-    impl Write for PanickingSink {
-        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-            panic!("a bug in the sink");
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// Regression: a panic on the decrypt thread (or the sink thread) was reported as a
     /// damaged backup (`Integrity`, exit 6), and verify stored a failed checksum record
     /// against a backup that was fine.
     #[tokio::test]
     async fn a_panic_in_vaults_own_threads_is_an_internal_error_not_damage() {
-        let store = Arc::new(MemoryStore::default());
-        let (identities, _, object) = stored_sample(&store).await;
-        let id = backup_id();
-        let source = Source {
-            backup: &id,
-            object: &object,
-        };
-        let clock = PhaseClock::start();
-        let panicking = feed(Arc::clone(&store), identities, Arc::new(PanickingProgress));
+        let panicking = Fixture::new(Arc::new(PanickingProgress)).await;
         let err = panicking
-            .into_temp_file(source, None, &clock)
+            .feed
+            .to_temp_file(panicking.source(), None, &PhaseClock::start())
             .await
             .map(drop)
             .unwrap_err();
         assert!(matches!(err, Error::Internal(_)), "decrypt thread: {err}");
         assert_eq!(err.exit_code(), crate::error::code::INTERNAL);
 
-        let quiet = Feed {
-            progress: Arc::new(Silent),
-            ..panicking
-        };
-        let err = quiet
-            .into_sink(source, PanickingSink, "a sink", &clock)
+        let fixture = Fixture::new(Arc::new(Silent)).await;
+        let err = fixture
+            .to_sink(Refusing::Panic)
             .await
             .map(drop)
             .unwrap_err();
@@ -465,45 +461,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_sink_is_the_consumers_failure_and_other_sink_errors_are_local_io() {
-        struct Refusing(std::io::ErrorKind);
-        impl Write for Refusing {
-            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-                Err(self.0.into())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let store = Arc::new(MemoryStore::default());
-        let (identities, _, object) = stored_sample(&store).await;
-        let feed = feed(Arc::clone(&store), identities, Arc::new(Silent));
-        let id = backup_id();
-        let source = Source {
-            backup: &id,
-            object: &object,
-        };
-        let clock = PhaseClock::start();
-        let closed = feed
-            .into_sink(
-                source,
-                Refusing(std::io::ErrorKind::BrokenPipe),
-                "pg",
-                &clock,
-            )
+        let fixture = Fixture::new(Arc::new(Silent)).await;
+        let closed = fixture
+            .to_sink(Refusing::With(std::io::ErrorKind::BrokenPipe))
             .await
             .unwrap();
         assert!(matches!(closed, Fed::SinkClosed));
-        let err = feed
-            .into_sink(
-                source,
-                Refusing(std::io::ErrorKind::StorageFull),
-                "a disk",
-                &clock,
-            )
+        let err = fixture
+            .to_sink(Refusing::With(std::io::ErrorKind::StorageFull))
             .await
             .map(drop)
             .unwrap_err();
         assert!(matches!(err, Error::Io { .. }), "{err}");
-        assert!(err.to_string().contains("a disk"), "{err}");
+        assert!(err.to_string().contains("the sink"), "{err}");
     }
 }

@@ -86,7 +86,7 @@ impl Feed {
         match run.jobs {
             None => self.stream_into_pg_restore(source, command, clock).await,
             Some(jobs) => {
-                let (file, summary) = self.into_temp_file(source, run.temp_dir, &clock).await?;
+                let (file, summary) = self.to_temp_file(source, run.temp_dir, &clock).await?;
                 let decrypted = clock.elapsed();
                 self.progress
                     .phase(&format!("pg_restore -j {jobs} into `{into}`"));
@@ -121,7 +121,7 @@ impl Feed {
         ));
         let sink = SharedFile(Arc::clone(&stdin));
         let fed = self
-            .into_sink(source, sink, "pg_restore's input", &clock)
+            .to_sink(source, sink, "pg_restore's input", &clock)
             .await;
         let decrypted = clock.elapsed();
         match fed {

@@ -196,20 +196,9 @@ pub fn encrypt_small(plain: &[u8], recipients: &Recipients) -> std::io::Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::EncryptionConfig;
     use crate::progress::Silent;
 
-    /// A fresh identity and the recipients that encrypt to it.
-    fn new_key() -> (age::x25519::Identity, Recipients) {
-        let identity = age::x25519::Identity::generate();
-        let recipients = Recipients::from_config(&EncryptionConfig {
-            recipients: vec![identity.to_public().to_string()],
-            recipients_file: None,
-            identity_file: None,
-        })
-        .unwrap();
-        (identity, recipients)
-    }
+    use crate::keys::test_key as new_key;
 
     #[test]
     fn round_trip_through_the_stages_keeps_every_byte_and_hashes_both_sides() {

@@ -34,7 +34,8 @@ pub struct FactsComparison {
     pub large_objects_restored: i64,
     /// Sequences compared (the larger of the two sides).
     pub sequences_compared: usize,
-    /// One sentence per sequence that differs, is missing or is new.
+    /// One sentence per sequence that differs, is missing or is new (naming the sequence;
+    /// `data_differences` says "sequence" before it).
     pub sequence_differences: Vec<String>,
     pub expected_fingerprint: String,
     pub restored_fingerprint: String,
@@ -89,7 +90,11 @@ impl FactsComparison {
         if !self.large_objects_match() {
             out.push(self.large_objects_sentence());
         }
-        out.extend(self.sequence_differences.iter().cloned());
+        out.extend(
+            self.sequence_differences
+                .iter()
+                .map(|d| format!("sequence {d}")),
+        );
         out
     }
 
@@ -147,13 +152,13 @@ fn sequence_differences(expected: &DumpFacts, restored: &DumpFacts) -> Vec<Strin
         {
             Some(r) if r.last_value == e.last_value => {}
             Some(r) => out.push(format!(
-                "sequence {}.{}: {} restored, {} at dump time",
+                "{}.{}: {} restored, {} at dump time",
                 e.schema,
                 e.name,
                 show(r.last_value),
                 show(e.last_value)
             )),
-            None => out.push(format!("sequence {}.{}: missing", e.schema, e.name)),
+            None => out.push(format!("{}.{}: missing", e.schema, e.name)),
         }
     }
     for r in &restored.sequences {
@@ -163,7 +168,7 @@ fn sequence_differences(expected: &DumpFacts, restored: &DumpFacts) -> Vec<Strin
             .any(|e| e.schema == r.schema && e.name == r.name)
         {
             out.push(format!(
-                "sequence {}.{}: not in the dump-time facts",
+                "{}.{}: not in the dump-time facts",
                 r.schema, r.name
             ));
         }
@@ -174,48 +179,21 @@ fn sequence_differences(expected: &DumpFacts, restored: &DumpFacts) -> Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::postgres::facts::{SequenceValue, TableRows};
-
-    fn facts() -> DumpFacts {
-        DumpFacts {
-            format_version: 2,
-            database: "app".into(),
-            tables: vec![
-                TableRows {
-                    schema: "public".into(),
-                    name: "orders".into(),
-                    rows: 10,
-                },
-                TableRows {
-                    schema: "public".into(),
-                    name: "users".into(),
-                    rows: 3,
-                },
-            ],
-            sequences: vec![SequenceValue {
-                schema: "public".into(),
-                name: "orders_id_seq".into(),
-                last_value: Some(10),
-            }],
-            large_objects: 2,
-            schema_fingerprint: "abc".into(),
-            database_properties: None,
-        }
-    }
+    use crate::postgres::facts::TableRows;
 
     #[test]
     fn identical_facts_have_no_differences() {
-        let c = FactsComparison::new(&facts(), &facts());
+        let c = FactsComparison::new(&DumpFacts::sample(), &DumpFacts::sample());
         assert!(c.data_differences().is_empty());
         assert!(c.schema_matches());
-        assert_eq!(c.expected_rows, 13);
+        assert_eq!(c.expected_rows, 3503);
         assert_eq!(c.tables.len(), 2);
     }
 
     #[test]
     fn every_kind_of_difference_is_one_sentence_naming_the_object() {
-        let mut restored = facts();
-        restored.tables[0].rows = 9;
+        let mut restored = DumpFacts::sample();
+        restored.tables[0].rows = 2999;
         restored.tables.remove(1);
         restored.tables.push(TableRows {
             schema: "public".into(),
@@ -224,16 +202,16 @@ mod tests {
         });
         restored.sequences[0].last_value = None;
         restored.large_objects = 1;
-        restored.schema_fingerprint = "def".into();
-        let c = FactsComparison::new(&facts(), &restored);
+        restored.schema_fingerprint = "b".repeat(64);
+        let c = FactsComparison::new(&DumpFacts::sample(), &restored);
         assert_eq!(
             c.data_differences(),
             [
-                "public.orders: 9 restored, 10 at dump time",
-                "public.users: missing from the restore, 3 at dump time",
+                "shop.orders: 2999 restored, 3000 at dump time",
+                "shop.customers: missing from the restore, 503 at dump time",
                 "public.extra: 1 restored, not in the dump",
                 "1 large object(s) restored, 2 at dump time",
-                "sequence public.orders_id_seq: never used restored, 10 at dump time",
+                "sequence shop.invoice_numbers: never used restored, 1014 at dump time",
             ]
         );
         assert!(!c.schema_matches());

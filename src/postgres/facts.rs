@@ -269,6 +269,37 @@ async fn capture_properties(client: &impl GenericClient) -> Result<DatabasePrope
 }
 
 #[cfg(test)]
+impl DumpFacts {
+    /// Facts of a small shop database, for unit tests.
+    pub(crate) fn sample() -> DumpFacts {
+        DumpFacts {
+            format_version: 2,
+            database: "app".into(),
+            tables: vec![
+                TableRows {
+                    schema: "shop".into(),
+                    name: "orders".into(),
+                    rows: 3000,
+                },
+                TableRows {
+                    schema: "shop".into(),
+                    name: "customers".into(),
+                    rows: 503,
+                },
+            ],
+            sequences: vec![SequenceValue {
+                schema: "shop".into(),
+                name: "invoice_numbers".into(),
+                last_value: Some(1014),
+            }],
+            large_objects: 2,
+            schema_fingerprint: "a".repeat(64),
+            database_properties: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

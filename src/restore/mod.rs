@@ -69,6 +69,32 @@ pub enum Target {
 }
 
 impl Target {
+    /// Where `request` restores to: with `replace`, a side database and the name the live
+    /// one is kept under, both stamped with the restore's start `now`; otherwise the name
+    /// asked for, or `<db>_restored_<backup start>`.
+    pub fn choose(
+        request: &RestoreRequest,
+        backup_started_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Target {
+        let stamp = |t: DateTime<Utc>| t.format("%Y%m%d_%H%M%S").to_string();
+        let db = &request.database;
+        if request.replace {
+            Target::Replace {
+                live: db.clone(),
+                side: format!("{db}_restoring_{}", stamp(now)),
+                kept: format!("{db}_before_restore_{}", stamp(now)),
+            }
+        } else {
+            Target::NewDatabase {
+                name: request
+                    .target_db
+                    .clone()
+                    .unwrap_or_else(|| format!("{db}_restored_{}", stamp(backup_started_at))),
+            }
+        }
+    }
+
     /// The database pg_restore writes into.
     pub fn restore_into(&self) -> &str {
         match self {
@@ -173,6 +199,65 @@ pub struct RestoreReport {
     pub seconds: f64,
 }
 
+impl RestoreReport {
+    /// What the restore did and how it compares with the dump-time facts, as lines for a
+    /// person: the outcome, the roles created, a table of row counts, then large objects,
+    /// sequences and the database's own settings.
+    pub fn summary(&self) -> Vec<String> {
+        let mut lines = vec![match &self.kept_as {
+            Some(kept) => format!(
+                "restored backup {} over `{}` in {:.1}s; the previous database is kept as `{kept}`",
+                self.backup_id, self.database, self.seconds
+            ),
+            None => format!(
+                "restored backup {} into `{}` in {:.1}s",
+                self.backup_id, self.database, self.seconds
+            ),
+        }];
+        if !self.roles_created.is_empty() {
+            lines.push(format!("roles created: {}", self.roles_created.join(", ")));
+        }
+        let width = self
+            .tables
+            .iter()
+            .map(|t| t.schema.len() + t.name.len() + 1)
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        lines.push(format!(
+            "{:<width$} {:>12} {:>12}",
+            "TABLE", "DUMP TIME", "RESTORED"
+        ));
+        let show = |n: Option<i64>| n.map_or("-".to_string(), |n| n.to_string());
+        for t in &self.tables {
+            lines.push(format!(
+                "{:<width$} {:>12} {:>12}  {}",
+                format!("{}.{}", t.schema, t.name),
+                show(t.expected),
+                show(t.restored),
+                if t.matches() { "ok" } else { "MISMATCH" }
+            ));
+        }
+        lines.push(format!(
+            "large objects: {} at dump time, {} restored; sequences: {}; database settings, \
+             comment and grants: {}",
+            self.large_objects_expected,
+            self.large_objects_restored,
+            if self.sequences_match {
+                "match"
+            } else {
+                "DIFFER"
+            },
+            match self.database_properties_restored {
+                Some(true) => "restored",
+                Some(false) => "partly restored (see the warnings above)",
+                None => "not recorded in this (older) backup",
+            }
+        ));
+        lines
+    }
+}
+
 /// Everything a restore needs.
 pub struct RestoreJob {
     pub store: Arc<dyn ObjectStore>,
@@ -204,26 +289,21 @@ impl RestoreJob {
         let backup = catalog::select(&listing.backups, &request.selector, &request.database)?;
         let facts = sealed::read_facts(self.store.as_ref(), &self.identities, backup).await?;
 
-        let stamp = |t: DateTime<Utc>| t.format("%Y%m%d_%H%M%S").to_string();
-        let target = if request.replace {
-            Target::Replace {
-                live: request.database.clone(),
-                side: format!("{}_restoring_{}", request.database, stamp(now)),
-                kept: format!("{}_before_restore_{}", request.database, stamp(now)),
-            }
-        } else {
-            Target::NewDatabase {
-                name: request.target_db.clone().unwrap_or_else(|| {
-                    format!("{}_restored_{}", request.database, stamp(backup.started_at))
-                }),
-            }
-        };
+        let target = Target::choose(request, backup.started_at, now);
         let admin = ServerAdmin::connect(&self.target, &request.database).await?;
-        // A side database only outlives its restore when vault was killed mid-way.
+        // A side database only outlives its restore when vault was killed mid-way. A failing
+        // look-up is reported, not taken for "none left".
         let leftovers = admin
             .databases_starting_with(&format!("{}_restoring_", request.database))
             .await;
-        for name in leftovers.iter().flatten() {
+        let leftovers = match leftovers {
+            Ok(names) => names,
+            Err(e) => {
+                admin.close().await;
+                return Err(e);
+            }
+        };
+        for name in &leftovers {
             self.progress.warn(&format!(
                 "database `{name}` is left from a restore that was killed before it finished \
                  (it is not the live database); drop it when you no longer need it"
@@ -501,5 +581,152 @@ fn with_suffix(e: Error, suffix: &str) -> Error {
             source,
         },
         Error::Transient(inner) => Error::transient(with_suffix(*inner, suffix)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+    }
+
+    fn request(replace: bool, target_db: Option<&str>) -> RestoreRequest {
+        RestoreRequest {
+            database: "app".into(),
+            selector: Selector::Latest,
+            target_db: target_db.map(str::to_string),
+            replace,
+            globals: false,
+            jobs: None,
+            no_owner: false,
+            temp_dir: None,
+        }
+    }
+
+    #[test]
+    fn targets_are_named_from_the_backup_or_the_restore_time() {
+        let backup = at("2026-11-27T03:00:00Z");
+        let now = at("2026-12-01T09:15:30Z");
+        assert_eq!(
+            Target::choose(&request(false, None), backup, now),
+            Target::NewDatabase {
+                name: "app_restored_20261127_030000".into()
+            }
+        );
+        assert_eq!(
+            Target::choose(&request(false, Some("scratch")), backup, now),
+            Target::NewDatabase {
+                name: "scratch".into()
+            }
+        );
+        let replace = Target::choose(&request(true, None), backup, now);
+        assert_eq!(
+            replace,
+            Target::Replace {
+                live: "app".into(),
+                side: "app_restoring_20261201_091530".into(),
+                kept: "app_before_restore_20261201_091530".into(),
+            }
+        );
+        assert_eq!(replace.restore_into(), "app_restoring_20261201_091530");
+    }
+
+    fn plan(target: Target, globals: bool, jobs: Option<u32>) -> RestorePlan {
+        let backup =
+            Manifest::from_json(include_bytes!("../../fixtures/manifests/v1.json"), "v1").unwrap();
+        RestorePlan {
+            backup_id: backup.id.to_string(),
+            backup_started_at: backup.started_at,
+            data_loss_gap_seconds: 60,
+            backup,
+            target,
+            server: "postgresql://backup@db:5432/".into(),
+            globals,
+            jobs,
+            no_owner: false,
+            live_sessions: Some(3),
+            facts: DumpFacts::sample(),
+            temp_dir: None,
+        }
+    }
+
+    #[test]
+    fn a_replace_plan_restores_beside_checks_then_swaps_keeping_the_live_database() {
+        let target = Target::Replace {
+            live: "app".into(),
+            side: "app_restoring_x".into(),
+            kept: "app_before_restore_x".into(),
+        };
+        let steps = plan(target, true, None).steps();
+        assert_eq!(steps.len(), 5, "{steps:#?}");
+        assert!(steps[0].starts_with("apply the roles saved with backup"));
+        assert!(steps[1].starts_with("create database `app_restoring_x`"));
+        assert!(steps[1].ends_with("stream it through sha256, age and zstd into pg_restore"));
+        assert!(steps[2].starts_with("compare every table's row count"));
+        assert_eq!(
+            steps[3],
+            "refuse new connections to `app` and end its 3 session(s)"
+        );
+        assert!(
+            steps[4]
+                .contains("rename `app` to `app_before_restore_x` (kept; vault never drops it)")
+        );
+    }
+
+    #[test]
+    fn a_new_database_plan_with_jobs_decrypts_to_a_nameless_file_and_swaps_nothing() {
+        let target = Target::NewDatabase {
+            name: "app_copy".into(),
+        };
+        let steps = plan(target, false, Some(4)).steps();
+        assert_eq!(steps.len(), 2, "{steps:#?}");
+        assert!(
+            steps[0].ends_with("then pg_restore -j 4 from it"),
+            "{steps:#?}"
+        );
+        assert!(!steps.iter().any(|s| s.contains("rename")));
+    }
+
+    #[test]
+    fn the_summary_marks_mismatches_and_says_what_was_kept() {
+        let report = RestoreReport {
+            backup_id: "20261127T030000Z-abcdef".into(),
+            database: "app".into(),
+            kept_as: Some("app_before_restore_x".into()),
+            tables: vec![
+                TableCount {
+                    schema: "shop".into(),
+                    name: "orders".into(),
+                    expected: Some(3000),
+                    restored: Some(3000),
+                },
+                TableCount {
+                    schema: "shop".into(),
+                    name: "customers".into(),
+                    expected: Some(503),
+                    restored: None,
+                },
+            ],
+            large_objects_expected: 2,
+            large_objects_restored: 2,
+            sequences_match: true,
+            schema_fingerprint_matches: true,
+            roles_created: vec!["reporting".into()],
+            database_properties_restored: None,
+            restored_bytes: 1,
+            seconds: 1.5,
+        };
+        let lines = report.summary();
+        assert_eq!(
+            lines[0],
+            "restored backup 20261127T030000Z-abcdef over `app` in 1.5s; the previous \
+             database is kept as `app_before_restore_x`"
+        );
+        assert_eq!(lines[1], "roles created: reporting");
+        assert!(lines[3].starts_with("shop.orders") && lines[3].ends_with("  ok"));
+        assert!(lines[4].ends_with("-  MISMATCH"), "{lines:#?}");
+        assert!(lines[5].contains("not recorded in this (older) backup"));
     }
 }

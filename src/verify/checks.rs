@@ -349,7 +349,7 @@ pub async fn user_check(client: &Client, check: &UserCheck) -> CheckOutcome {
 mod tests {
     use super::*;
     use crate::postgres::DumpFacts;
-    use crate::postgres::facts::{SequenceValue, TableRows};
+    use crate::postgres::facts::TableRows;
 
     fn compare_facts(
         expected: &DumpFacts,
@@ -363,30 +363,7 @@ mod tests {
     }
 
     fn facts() -> DumpFacts {
-        DumpFacts {
-            format_version: 2,
-            database: "app".into(),
-            tables: vec![
-                TableRows {
-                    schema: "shop".into(),
-                    name: "orders".into(),
-                    rows: 3000,
-                },
-                TableRows {
-                    schema: "shop".into(),
-                    name: "customers".into(),
-                    rows: 503,
-                },
-            ],
-            sequences: vec![SequenceValue {
-                schema: "shop".into(),
-                name: "invoice_numbers".into(),
-                last_value: Some(1014),
-            }],
-            large_objects: 2,
-            schema_fingerprint: "a".repeat(64),
-            database_properties: None,
-        }
+        DumpFacts::sample()
     }
 
     fn statuses(outcomes: &[CheckOutcome]) -> Vec<(&str, CheckStatus)> {
@@ -446,7 +423,7 @@ mod tests {
         );
         assert_eq!(
             outcomes[2].details,
-            vec!["sequence shop.invoice_numbers: never used restored, 1014 at dump time"]
+            vec!["shop.invoice_numbers: never used restored, 1014 at dump time"]
         );
         assert_eq!(outcomes[1].summary, "1 restored, 2 at dump time");
     }

@@ -109,7 +109,7 @@ impl Scratch {
             let result =
                 tokio::task::spawn_blocking(move || ScratchCluster::remove_abandoned(&path))
                     .await
-                    .map_err(|e| Error::Source(e.to_string()))
+                    .map_err(|e| Error::task_failed("removing the scratch cluster", e))
                     .and_then(|r| r);
             done.push(match result {
                 Ok(()) => format!("removed the scratch cluster `{dir}` a killed verify left"),
