@@ -1,8 +1,9 @@
-# Shared set-up of the benchmarks (sourced by scripts/bench and scripts/bench-restore):
-# builds vault (release), starts the S3 test server and a PostgreSQL cluster in a private
-# work directory removed on exit, loads $rows_m million rows of realistic, partly
-# compressible data into database `bench`, creates an identity, and defines
-#   write_config FILE PREFIX LEVEL [THREADS]   a vault config for the S3 server
+# Shared set-up of the benchmarks (sourced by scripts/bench, bench-restore, bench-memory):
+# builds vault (release), starts the S3 test server (Garage) and moto's S3 server
+# ($moto_endpoint, bucket bench-moto) and a PostgreSQL cluster in a private work directory
+# removed on exit, loads $rows_m million rows of realistic, partly compressible data into
+# database `bench`, creates an identity, and defines
+#   write_config FILE PREFIX LEVEL [THREADS [ENDPOINT BUCKET]]   a vault config (default: Garage)
 #   time_cmd NAME CMD...                       appends "NAME seconds maxrss_kib garage_ticks" to $work/times
 # Expects: rows_m; the caller has cd'ed to the repository root.
 scripts/install-test-deps >/dev/null

@@ -186,13 +186,7 @@ pub async fn list_backups(store: &dyn ObjectStore, database: Option<&str>) -> Re
         Some(db) => format!("{MANIFESTS_PREFIX}{}/", database_segment(db)),
         None => MANIFESTS_PREFIX.to_string(),
     };
-    let keys: Vec<String> = store
-        .list(&prefix)
-        .await?
-        .into_iter()
-        .map(|o| o.key)
-        .filter(|k| k.ends_with(".json"))
-        .collect();
+    let keys = manifest_keys(store, &prefix).await?;
     // Manifests are small; fetch a bounded number at once.
     // Owned keys and a named function keep this future `Send` for spawned callers (the
     // daemon's refresher): a closure returning a borrowing async block is not.
@@ -220,17 +214,21 @@ pub async fn list_backups(store: &dyn ObjectStore, database: Option<&str>) -> Re
 /// manifests and one read, not the whole catalog.
 pub async fn newest_backup(store: &dyn ObjectStore, database: &str) -> Result<Option<Manifest>> {
     let prefix = format!("{MANIFESTS_PREFIX}{}/", database_segment(database));
-    let newest = store
-        .list(&prefix)
+    match manifest_keys(store, &prefix).await?.into_iter().max() {
+        Some(key) => read_manifest(store, key).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The keys of the manifests under `prefix`.
+async fn manifest_keys(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<String>> {
+    Ok(store
+        .list(prefix)
         .await?
         .into_iter()
         .map(|o| o.key)
         .filter(|k| k.ends_with(".json"))
-        .max();
-    match newest {
-        Some(key) => read_manifest(store, key).await.map(Some),
-        None => Ok(None),
-    }
+        .collect())
 }
 
 async fn read_manifest(store: &dyn ObjectStore, key: String) -> Result<Manifest> {

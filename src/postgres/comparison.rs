@@ -179,7 +179,6 @@ fn sequence_differences(expected: &DumpFacts, restored: &DumpFacts) -> Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::postgres::facts::TableRows;
 
     #[test]
     fn identical_facts_have_no_differences() {
@@ -192,17 +191,7 @@ mod tests {
 
     #[test]
     fn every_kind_of_difference_is_one_sentence_naming_the_object() {
-        let mut restored = DumpFacts::sample();
-        restored.tables[0].rows = 2999;
-        restored.tables.remove(1);
-        restored.tables.push(TableRows {
-            schema: "public".into(),
-            name: "extra".into(),
-            rows: 1,
-        });
-        restored.sequences[0].last_value = None;
-        restored.large_objects = 1;
-        restored.schema_fingerprint = "b".repeat(64);
+        let restored = DumpFacts::sample_with_every_difference();
         let c = FactsComparison::new(&DumpFacts::sample(), &restored);
         assert_eq!(
             c.data_differences(),

@@ -297,6 +297,23 @@ impl DumpFacts {
             database_properties: None,
         }
     }
+
+    /// [`Self::sample`] restored with one difference of every kind: a count, a missing and
+    /// an extra table, a sequence, the large objects and the schema.
+    pub(crate) fn sample_with_every_difference() -> DumpFacts {
+        let mut restored = DumpFacts::sample();
+        restored.tables[0].rows = 2999;
+        restored.tables.remove(1);
+        restored.tables.push(TableRows {
+            schema: "public".into(),
+            name: "extra".into(),
+            rows: 1,
+        });
+        restored.sequences[0].last_value = None;
+        restored.large_objects = 1;
+        restored.schema_fingerprint = "b".repeat(64);
+        restored
+    }
 }
 
 #[cfg(test)]

@@ -349,7 +349,6 @@ pub async fn user_check(client: &Client, check: &UserCheck) -> CheckOutcome {
 mod tests {
     use super::*;
     use crate::postgres::DumpFacts;
-    use crate::postgres::facts::TableRows;
 
     fn compare_facts(
         expected: &DumpFacts,
@@ -398,28 +397,20 @@ mod tests {
 
     #[test]
     fn each_kind_of_difference_fails_its_own_check_and_names_the_object_in_details() {
-        let mut restored = facts();
-        restored.tables[0].rows = 2999;
-        restored.tables.push(TableRows {
-            schema: "public".into(),
-            name: "extra".into(),
-            rows: 1,
-        });
-        restored.sequences[0].last_value = None;
-        restored.large_objects = 1;
-        restored.schema_fingerprint = "b".repeat(64);
+        let restored = DumpFacts::sample_with_every_difference();
         let (outcomes, _) = compare_facts(&facts(), &restored);
         assert!(outcomes.iter().all(CheckOutcome::failed), "{outcomes:?}");
         assert_eq!(
             outcomes[0].details,
             vec![
                 "shop.orders: 2999 restored, 3000 at dump time",
+                "shop.customers: missing from the restore, 503 at dump time",
                 "public.extra: 1 restored, not in the dump"
             ]
         );
         assert_eq!(
             outcomes[0].summary,
-            "2 of 3 tables differ from their dump-time row counts"
+            "3 of 3 tables differ from their dump-time row counts"
         );
         assert_eq!(
             outcomes[2].details,

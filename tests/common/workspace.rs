@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{S3Env, run_tool, vault_cmd};
+use super::{S3Env, run_ok, run_tool, vault_cmd};
 use vault::postgres::cluster::ScratchCluster;
 
 /// A directory with an identity and a config file.
@@ -17,17 +17,9 @@ impl Workspace {
     pub fn new() -> Workspace {
         let dir = tempfile::tempdir().unwrap();
         let identity = dir.path().join("identity.txt");
-        let out = vault_cmd(None)
-            .args(["keygen", "--output"])
-            .arg(&identity)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "keygen: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let recipient = run_ok(vault_cmd(None).args(["keygen", "--output"]).arg(&identity))
+            .trim()
+            .to_string();
         Workspace {
             dir,
             identity,
