@@ -275,22 +275,10 @@ impl VerifyJob {
         .await;
         let restored = match restored {
             Ok(restored) => restored,
-            Err(Error::Integrity(message)) => {
-                collected.checks.push(
-                    CheckOutcome::builtin(
-                        checks::CHECKSUM,
-                        CheckStatus::Fail,
-                        "the stored dump does not match its manifest or fails age \
-                         authentication",
-                    )
-                    .with_details(vec![message]),
-                );
-                admin.close().await;
-                return Ok(());
-            }
             Err(e) => {
                 admin.close().await;
-                return Err(e);
+                collected.checks.push(failed_checksum(e)?);
+                return Ok(());
             }
         };
         if !restored.read_whole {
@@ -403,9 +391,44 @@ pub async fn probe(config: &crate::config::Config) -> Result<String> {
     scratch::probe(&config.verify, major).await
 }
 
+/// A restore that could not be fed: damaged data (`Integrity`) is the backup's failed
+/// checksum check, a verdict; anything else — the repository, pg_restore not starting, a bug
+/// in vault (`Internal`) — says nothing about the backup and prevents a verdict.
+fn failed_checksum(error: Error) -> Result<CheckOutcome> {
+    match error {
+        Error::Integrity(message) => Ok(CheckOutcome::builtin(
+            checks::CHECKSUM,
+            CheckStatus::Fail,
+            "the stored dump does not match its manifest or fails age authentication",
+        )
+        .with_details(vec![message])),
+        other => Err(other),
+    }
+}
+
 fn with_note(e: Error, note: &str) -> Error {
     match e {
         Error::Interrupted(m) => Error::Interrupted(m + note),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a panic in vault's own threads came back as `Integrity`, and verify
+    /// stored a failed checksum record against a backup that was fine.
+    #[test]
+    fn only_damaged_data_is_a_failed_checksum_and_a_bug_is_no_verdict() {
+        let damaged = failed_checksum(Error::Integrity("chunk 3 failed".into())).unwrap();
+        assert_eq!(damaged.name, checks::CHECKSUM);
+        assert!(damaged.failed());
+        for no_verdict in [
+            Error::Internal("the decrypt thread failed".into()),
+            Error::Repository("the download broke off".into()),
+        ] {
+            assert!(failed_checksum(no_verdict).is_err());
+        }
     }
 }
