@@ -111,6 +111,7 @@ impl Error {
 /// | 7    | busy: another vault process holds the lock this command needs (a backup of the same database, a verify of the same scratch target, another daemon); retry later |
 /// | 8    | a drill restored and checked fine but missed its RTO or RPO target |
 /// | 9    | internal error: a bug in vault (a thread panicked); says nothing about the data |
+/// | 126  | `wal-fetch` only: the WAL file could not be fetched for a reason other than its absence (PostgreSQL stops recovery on codes above 125 instead of promoting) |
 /// | 130  | interrupted (SIGINT / SIGTERM); nothing was committed |
 pub mod code {
     pub const FAILURE: u8 = 1;
@@ -122,5 +123,6 @@ pub mod code {
     pub const BUSY: u8 = 7;
     pub const TARGET_MISSED: u8 = 8;
     pub const INTERNAL: u8 = 9;
+    pub const WAL_FETCH_FAILED: u8 = 126;
     pub const INTERRUPTED: u8 = 130;
 }

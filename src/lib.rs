@@ -28,5 +28,6 @@ pub mod status;
 pub mod storage;
 pub mod timespec;
 pub mod verify;
+pub mod wal;
 
 pub use error::{Error, Result};

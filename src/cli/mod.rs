@@ -17,6 +17,7 @@ pub mod runbook;
 pub mod snapshot;
 pub mod status;
 pub mod verify;
+pub mod wal;
 
 use std::path::{Path, PathBuf};
 
@@ -88,6 +89,12 @@ pub enum Command {
     /// Take a first backup from nothing: a demo database (unless --source) into a local
     /// directory repository.
     Quickstart(quickstart::Args),
+    /// PostgreSQL's archive_command: archive one WAL file (`wal-push %p`); exit 0 only once
+    /// it is stored.
+    WalPush(wal::PushArgs),
+    /// PostgreSQL's restore_command: restore one WAL file (`wal-fetch %f %p`); exit 1 only
+    /// when the archive does not hold it, 126 on any other failure.
+    WalFetch(wal::FetchArgs),
 }
 
 pub fn load_config(path: &Path) -> Result<Config, vault::Error> {
@@ -111,6 +118,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Runbook(args) => runbook::run(&cli.config, args).await,
         Command::Check(args) => check::run(&cli.config, args).await,
         Command::Quickstart(args) => quickstart::run(args).await,
+        Command::WalPush(args) => wal::push(&cli.config, args).await,
+        Command::WalFetch(args) => wal::fetch(&cli.config, args).await,
     }
 }
 

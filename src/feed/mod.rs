@@ -41,12 +41,28 @@ pub struct Feed {
     pub progress: Arc<dyn Progress>,
 }
 
-/// One stored object and what its manifest says about it.
-#[derive(Clone, Copy)]
+/// One stored object and what is known of it beforehand: every digest given is checked.
+#[derive(Clone)]
 pub struct Source<'a> {
-    /// The backup it belongs to, for messages.
-    pub backup: &'a BackupId,
-    pub object: &'a DumpObject,
+    /// What it is, for messages ("backup 2026…: its dump object").
+    pub owner: String,
+    pub key: &'a str,
+    /// Stored bytes and their sha256.
+    pub stored: (Option<u64>, Option<&'a str>),
+    /// Plain bytes and their sha256.
+    pub raw: (Option<u64>, Option<&'a str>),
+}
+
+impl<'a> Source<'a> {
+    /// A backup's dump object: its manifest gives every size and digest.
+    pub fn dump(backup: &BackupId, object: &'a DumpObject) -> Source<'a> {
+        Source {
+            owner: format!("backup {backup}: its dump object"),
+            key: &object.stored.key,
+            stored: (Some(object.stored.size_bytes), Some(&object.stored.sha256)),
+            raw: (Some(object.raw_bytes), Some(&object.raw_sha256)),
+        }
+    }
 }
 
 /// How a feed into a sink ended, when nothing went wrong on vault's side.
@@ -93,8 +109,7 @@ impl Feed {
         clock: &PhaseClock,
     ) -> Result<Fed<W>> {
         let (reader, pump) =
-            pipeline::download_channel(Arc::clone(&self.store), source.object.stored.key.clone())
-                .await?;
+            pipeline::download_channel(Arc::clone(&self.store), source.key.to_string()).await?;
         let reader = clock.watch(reader);
         let pump = tokio::spawn(pump);
         let identities = Arc::clone(&self.identities);
@@ -107,13 +122,13 @@ impl Feed {
         let stages = stages.map_err(|e| Error::task_failed("the decrypt thread", e))?;
         match stages {
             Ok((TaggedSink(sink), summary)) => {
-                self.check_summary(source, &summary)?;
+                check_summary(&source, &summary)?;
                 Ok(Fed::Whole { sink, summary })
             }
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe && is_sinks(&e) => {
                 Ok(Fed::SinkClosed)
             }
-            Err(e) => Err(self.stream_error(source, sink_name, e)),
+            Err(e) => Err(self.stream_error(&source, sink_name, e)),
         }
     }
 
@@ -144,8 +159,8 @@ impl Feed {
         }
     }
 
-    fn stream_error(&self, source: Source<'_>, sink_name: &str, e: std::io::Error) -> Error {
-        let key = &source.object.stored.key;
+    fn stream_error(&self, source: &Source<'_>, sink_name: &str, e: std::io::Error) -> Error {
+        let key = source.key;
         let inner = e.get_ref();
         if let Some(panicked) = inner.and_then(|i| i.downcast_ref::<ThreadPanicked>()) {
             return Error::Internal(format!("{panicked} while reading `{key}`"));
@@ -164,44 +179,36 @@ impl Feed {
             ));
         }
         Error::Integrity(format!(
-            "backup {} is damaged: its dump object `{key}` failed authentication while \
-             decrypting ({e}); the stored bytes were altered or truncated. Restore an older \
-             backup (`vault list`) instead",
-            source.backup
+            "{} `{key}` is damaged: it failed authentication while decrypting ({e}); the \
+             stored bytes were altered or truncated. Restore an older backup (`vault list`) \
+             instead",
+            source.owner
         ))
     }
+}
 
-    /// The digests of what was read must match the manifest exactly.
-    fn check_summary(&self, source: Source<'_>, summary: &StreamSummary) -> Result<()> {
-        let object = source.object;
-        let checks = [
-            (
-                "stored",
-                &summary.stored,
-                object.stored.size_bytes,
-                &object.stored.sha256,
-            ),
-            (
-                "decompressed",
-                &summary.raw,
-                object.raw_bytes,
-                &object.raw_sha256,
-            ),
-        ];
-        for (what, digest, bytes, sha256) in checks {
-            if digest.bytes != bytes || &digest.sha256_hex() != sha256 {
-                return Err(Error::Integrity(format!(
-                    "backup {}: the {what} dump is {} bytes with sha256 {}, but the manifest \
-                     says {bytes} bytes with sha256 {sha256}; the object was altered or \
-                     truncated",
-                    source.backup,
-                    digest.bytes,
-                    digest.sha256_hex()
-                )));
-            }
+/// The digests of what was read must match what was known of it exactly.
+fn check_summary(source: &Source<'_>, summary: &StreamSummary) -> Result<()> {
+    let checks = [
+        ("stored", &summary.stored, source.stored),
+        ("decompressed", &summary.raw, source.raw),
+    ];
+    for (what, digest, (bytes, sha256)) in checks {
+        let size_differs = bytes.is_some_and(|b| b != digest.bytes);
+        let hash_differs = sha256.is_some_and(|s| s != digest.sha256_hex());
+        if size_differs || hash_differs {
+            return Err(Error::Integrity(format!(
+                "{}: the {what} object is {} bytes with sha256 {}, but {} bytes with sha256 {} \
+                 were stored; it was altered or truncated",
+                source.owner,
+                digest.bytes,
+                digest.sha256_hex(),
+                bytes.map_or("?".to_string(), |b| b.to_string()),
+                sha256.unwrap_or("?"),
+            )));
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Whether a stream error came from the sink (not from reading or decrypting).
@@ -365,10 +372,7 @@ mod tests {
         }
 
         fn source(&self) -> Source<'_> {
-            Source {
-                backup: &self.id,
-                object: &self.object,
-            }
+            Source::dump(&self.id, &self.object)
         }
 
         async fn to_sink<W: Write + Send + 'static>(&self, sink: W) -> Result<Fed<W>> {

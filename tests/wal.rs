@@ -1,0 +1,329 @@
+//! Continuous WAL archiving against a real PostgreSQL with `archive_mode = on` whose
+//! `archive_command` is `vault wal-push %p`, and the suite's S3 server: what the server
+//! reports archived is in the repository and decrypts with the stock tools to the server's
+//! own file; a repeated push is harmless, another file under the same name is refused and
+//! leaves the stored object alone, a segment of another cluster is refused; `wal-fetch`
+//! restores a file (exit 0), says "not there" with exit 1, and anything else with 126.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use vault::postgres::cluster::ScratchCluster;
+
+/// A config the cluster's own OS user can read (the archive_command runs as it): recipients
+/// only, no identity, in a 0755 directory.
+struct ArchiveConfig {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn archive_config(ws: &Workspace, s3: &S3Env, prefix: &str) -> ArchiveConfig {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("vault.toml");
+    let text = ws
+        .configure("postgresql://postgres@127.0.0.1/postgres")
+        .s3(s3, prefix)
+        .without_identity()
+        .text();
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    ArchiveConfig { _dir: dir, path }
+}
+
+fn data_dir(pg: &ScratchCluster) -> PathBuf {
+    pg.directory().join("data")
+}
+
+/// Turns archiving on with `vault wal-push` as the archive_command, and restarts.
+fn archive_with_vault(pg: &ScratchCluster, config: &Path) {
+    let command = format!(
+        "{} --config {} wal-push %p",
+        assert_cmd::cargo::cargo_bin("vault").display(),
+        config.display()
+    );
+    for setting in [
+        "archive_mode = 'on'".to_string(),
+        format!("archive_command = '{}'", command.replace('\'', "''")),
+        "wal_keep_size = '1GB'".to_string(),
+    ] {
+        pg.psql("postgres", &format!("ALTER SYSTEM SET {setting}"))
+            .unwrap();
+    }
+    pg.restart().unwrap();
+}
+
+/// Waits until the server reports `segment` archived; fails with the server's own words.
+fn wait_archived(pg: &ScratchCluster, segment: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let row = pg
+            .psql(
+                "postgres",
+                "SELECT coalesce(last_archived_wal, ''), failed_count, \
+                 coalesce(last_failed_wal, '') FROM pg_stat_archiver",
+            )
+            .unwrap();
+        let fields: Vec<&str> = row.trim().split('|').collect();
+        if fields[0] >= segment {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{segment}` not archived within 60 s: pg_stat_archiver {row}; server log:\n{}",
+            std::fs::read_to_string(pg.directory().join("server.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The segment a `pg_switch_wal()` completed, once it is archived.
+fn switch_and_archive(pg: &ScratchCluster) -> String {
+    let segment = pg
+        .psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
+        .unwrap()
+        .trim()
+        .to_string();
+    wait_archived(pg, &segment);
+    segment
+}
+
+/// The repository key of `name`, which must be there exactly once.
+fn key_of(s3: &S3Env, prefix: &str, name: &str) -> String {
+    let keys: Vec<String> = s3
+        .keys(&format!("{prefix}/wal/"))
+        .into_iter()
+        .filter(|k| k.contains(&format!("/{name}-")))
+        .collect();
+    assert_eq!(keys.len(), 1, "one object for {name}: {keys:?}");
+    keys[0].clone()
+}
+
+fn push(config: &Path, pgdata: &Path, file: &Path) -> std::process::Output {
+    vault_cmd(Some(config))
+        .args(["wal-push", "--pgdata"])
+        .arg(pgdata)
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn archived_wal_is_in_the_repository_and_decrypts_with_stock_tools_to_the_servers_file() {
+    let s3 = S3Env::from_env();
+    let prefix = unique_prefix("wal");
+    let ws = Workspace::new();
+    let archive = archive_config(&ws, &s3, &prefix);
+    let pg = cluster();
+    archive_with_vault(&pg, &archive.path);
+    pg.psql(
+        "postgres",
+        "CREATE TABLE orders AS SELECT g AS id, md5(g::text) AS note FROM generate_series(1, 50000) g",
+    )
+    .unwrap();
+    let first = switch_and_archive(&pg);
+    pg.psql(
+        "postgres",
+        "UPDATE orders SET note = note || 'x' WHERE id % 3 = 0",
+    )
+    .unwrap();
+    let second = switch_and_archive(&pg);
+    assert!(second > first);
+
+    // Every file the server marked done is in the repository.
+    let done: Vec<String> = std::fs::read_dir(data_dir(&pg).join("pg_wal/archive_status"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".done").map(str::to_string)
+        })
+        .collect();
+    assert!(done.contains(&second), "{done:?}");
+    for name in &done {
+        key_of(&s3, &prefix, name);
+    }
+
+    // Byte for byte, with the stock tools and the identity the DB host never had.
+    let key = key_of(&s3, &prefix, &second);
+    let stored = ws.path("segment.zst.age");
+    std::fs::write(&stored, s3.get_object(&key)).unwrap();
+    let compressed = ws.path("segment.zst");
+    run_tool(
+        "age",
+        &[
+            "-d",
+            "-i",
+            ws.identity.to_str().unwrap(),
+            "-o",
+            compressed.to_str().unwrap(),
+            stored.to_str().unwrap(),
+        ],
+    );
+    let plain = run_tool("zstd", &["-d", "-c", compressed.to_str().unwrap()]);
+    let original = std::fs::read(data_dir(&pg).join("pg_wal").join(&second)).unwrap();
+    assert_eq!(plain.len(), original.len());
+    assert!(
+        plain == original,
+        "the archived segment equals the server's"
+    );
+    assert!(
+        key.ends_with(&format!("{}.zst.age", sha256_hex(&original))),
+        "the key carries the raw sha256: {key}"
+    );
+
+    // PostgreSQL retrying a push it did not see succeed: harmless.
+    let segment = data_dir(&pg).join("pg_wal").join(&second);
+    let again = push(&archive.path, &data_dir(&pg), &segment);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already archived"));
+
+    // Another file under the same name: refused, the stored object untouched.
+    let before = s3.get_object(&key);
+    let other_dir = tempfile::tempdir().unwrap();
+    let changed = other_dir.path().join(&second);
+    let mut bytes = original.clone();
+    bytes[100_000] ^= 0x01;
+    std::fs::write(&changed, &bytes).unwrap();
+    let refused = push(&archive.path, &data_dir(&pg), &changed);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("already archived with other contents"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("two clusters, or a restored copy"),
+        "{stderr}"
+    );
+    assert_eq!(
+        s3.get_object(&key),
+        before,
+        "the stored object is untouched"
+    );
+    key_of(&s3, &prefix, &second);
+
+    // A segment of another cluster (its header's system identifier): refused.
+    let stranger = cluster();
+    let foreign = data_dir(&stranger).join("pg_wal/000000010000000000000001");
+    let refused = push(&archive.path, &data_dir(&pg), &foreign);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("belongs to the cluster with system identifier"),
+        "{stderr}"
+    );
+    assert!(
+        !s3.keys(&format!("{prefix}/wal/"))
+            .iter()
+            .any(|k| k.contains(&format!(
+                "/{}-",
+                sha256_hex(&std::fs::read(&foreign).unwrap())
+            ))),
+        "nothing of the stranger was stored"
+    );
+}
+
+#[test]
+fn wal_fetch_restores_a_file_says_missing_with_1_and_any_other_failure_above_125() {
+    let s3 = S3Env::from_env();
+    let prefix = unique_prefix("walfetch");
+    let ws = Workspace::new();
+    let archive = archive_config(&ws, &s3, &prefix);
+    let pg = cluster();
+    archive_with_vault(&pg, &archive.path);
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t AS SELECT generate_series(1, 1000) g",
+    )
+    .unwrap();
+    let segment = switch_and_archive(&pg);
+    let config = ws.configure(&pg.url("postgres")).s3(&s3, &prefix).write();
+    let restore_dir = tempfile::tempdir().unwrap();
+    let fetch = |config: &Path, name: &str, dest: &Path| {
+        vault_cmd(Some(config))
+            .args(["wal-fetch", "--pgdata"])
+            .arg(data_dir(&pg))
+            .arg(name)
+            .arg(dest)
+            .output()
+            .unwrap()
+    };
+
+    let dest = restore_dir.path().join("RECOVERYXLOG");
+    let out = fetch(&config, &segment, &dest);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read(&dest).unwrap()
+            == std::fs::read(data_dir(&pg).join("pg_wal").join(&segment)).unwrap(),
+        "the restored file equals the server's"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(restore_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "no temporary file left: {leftovers:?}");
+
+    let missing = fetch(
+        &config,
+        "0000000100000000000000FE",
+        &restore_dir.path().join("x"),
+    );
+    assert_eq!(
+        missing.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    assert!(!restore_dir.path().join("x").exists());
+
+    // The repository unreachable: not "missing", or PostgreSQL would promote early.
+    let dead = ws
+        .configure(&pg.url("postgres"))
+        .repository(&format!(
+            "url = \"s3://{}/{prefix}\"\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"us-east-1\"\nforce_path_style = true",
+            s3.bucket,
+            free_port()
+        ))
+        .write();
+    // A push that cannot store exits non-zero (PostgreSQL keeps the file and retries).
+    let not_stored = push(
+        &dead,
+        &data_dir(&pg),
+        &data_dir(&pg).join("pg_wal").join(&segment),
+    );
+    assert_eq!(
+        not_stored.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&not_stored.stderr)
+    );
+    let unreachable = fetch(&dead, &segment, &restore_dir.path().join("y"));
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert_eq!(unreachable.status.code(), Some(126), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot fetch {segment}")),
+        "{stderr}"
+    );
+    assert!(!restore_dir.path().join("y").exists());
+}
+
+/// A port nothing listens on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
