@@ -173,7 +173,19 @@ pub async fn push(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let name = WalName::parse(&file_name)?;
-    let (raw, head) = hash_file(path)?;
+    let size = std::fs::metadata(path)
+        .map_err(|e| Error::io(format!("cannot read WAL file `{}`", path.display()), e))?
+        .len();
+    // A default 16 MiB segment is hashed, compressed and encrypted in one pass in memory;
+    // larger ones (wal_segment_size goes up to 1 GiB) are hashed first, then streamed.
+    let (raw, head, sealed) = if size <= IN_MEMORY_MAX {
+        let (raw, head, sealed) =
+            seal_in_memory(Arc::clone(&recipients), compression, path.to_path_buf()).await?;
+        (raw, head, Some(sealed))
+    } else {
+        let (raw, head) = hash_file(path)?;
+        (raw, head, None)
+    };
     if name.has_page_header() {
         match segment_system_identifier(&head) {
             Some(id) if id == system_id => {}
@@ -211,8 +223,60 @@ pub async fn push(
             None => {}
         }
     }
-    let stored_bytes = upload(store, recipients, compression, path, &key, &raw).await?;
+    let stored_bytes = match sealed {
+        Some(sealed) => {
+            let bytes = sealed.len() as u64;
+            store.put(&key, sealed.into()).await?;
+            bytes
+        }
+        None => upload(store, recipients, compression, path, &key, &raw).await?,
+    };
     Ok(Pushed::Stored { key, stored_bytes })
+}
+
+/// Files up to this size are sealed in memory in one pass (memory: the file's sealed bytes,
+/// at most about its size, plus zstd's buffers).
+const IN_MEMORY_MAX: u64 = 32 * 1024 * 1024;
+
+/// Hashes, compresses and encrypts the file in one pass; returns the raw digest, its first
+/// bytes (for the page header) and the sealed bytes.
+async fn seal_in_memory(
+    recipients: Arc<Recipients>,
+    compression: Compression,
+    path: std::path::PathBuf,
+) -> Result<(Digest, Vec<u8>, Vec<u8>)> {
+    tokio::task::spawn_blocking(move || {
+        let context = || format!("cannot read WAL file `{}`", path.display());
+        let file = std::fs::File::open(&path).map_err(|e| Error::io(context(), e))?;
+        let mut reader = HeadOf {
+            inner: file,
+            head: Vec::with_capacity(HEAD),
+        };
+        let (sealed, summary) =
+            pipeline::compress_encrypt(&mut reader, Vec::new(), &recipients, compression, &Silent)
+                .map_err(|e| Error::io(context(), e))?;
+        Ok((summary.raw, reader.head, sealed))
+    })
+    .await
+    .map_err(|e| Error::task_failed("the WAL pipeline thread", e))?
+}
+
+/// Bytes of a file's start kept for its page header.
+const HEAD: usize = 64;
+
+/// Keeps the first [`HEAD`] bytes read through it.
+struct HeadOf<R> {
+    inner: R,
+    head: Vec<u8>,
+}
+
+impl<R: Read> Read for HeadOf<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let keep = (HEAD - self.head.len()).min(n);
+        self.head.extend_from_slice(&buf[..keep]);
+        Ok(n)
+    }
 }
 
 /// The sha256 of the whole file and its first bytes (for the page header).
@@ -220,7 +284,7 @@ fn hash_file(path: &Path) -> Result<(Digest, Vec<u8>)> {
     let context = || format!("cannot read WAL file `{}`", path.display());
     let file = std::fs::File::open(path).map_err(|e| Error::io(context(), e))?;
     let mut hashing = pipeline::HashingReader::new(file);
-    let mut head = vec![0u8; 64];
+    let mut head = vec![0u8; HEAD];
     let mut filled = 0;
     while filled < head.len() {
         match hashing.read(&mut head[filled..]) {
