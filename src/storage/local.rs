@@ -75,10 +75,18 @@ impl LocalStore {
         Ok((temp, file))
     }
 
-    /// Every file below the root, partial ones included, keys relative to the root.
-    fn walk(&self) -> Result<Vec<ObjectInfo>> {
+    /// Every file below the folder `prefix` names (its part up to the last `/`), partial
+    /// ones included, keys relative to the root: a listing of one WAL folder does not walk
+    /// every backup.
+    fn walk(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let mut out = Vec::new();
-        let mut stack = vec![self.root.clone()];
+        let folder = prefix.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let start = if folder.is_empty() {
+            self.root.clone()
+        } else {
+            self.path_of(folder)?
+        };
+        let mut stack = vec![start];
         while let Some(dir) = stack.pop() {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries,
@@ -106,9 +114,10 @@ impl LocalStore {
         Ok(out)
     }
 
-    async fn walk_off_runtime(&self) -> Result<Vec<ObjectInfo>> {
+    async fn walk_off_runtime(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let store = self.clone();
-        off_runtime(move || store.walk()).await
+        let prefix = prefix.to_string();
+        off_runtime(move || store.walk(&prefix)).await
     }
 
     fn commit_partial(&self, temp: &Path, file: std::fs::File, path: &Path) -> Result<()> {
@@ -227,7 +236,7 @@ impl ObjectStore for LocalStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let mut out: Vec<ObjectInfo> = self
-            .walk_off_runtime()
+            .walk_off_runtime(prefix)
             .await?
             .into_iter()
             .filter(|o| !o.key.contains(PARTIAL_MARKER) && o.key.starts_with(prefix))
@@ -238,7 +247,7 @@ impl ObjectStore for LocalStore {
 
     async fn list_incomplete(&self, prefix: &str) -> Result<Vec<super::IncompleteUpload>> {
         let mut out = Vec::new();
-        for file in self.walk_off_runtime().await? {
+        for file in self.walk_off_runtime(prefix).await? {
             // `dir/.name.partial-<random>` is an unfinished `dir/name`.
             let (dir, name) = file.key.rsplit_once('/').unwrap_or(("", &file.key));
             let Some((object, _)) = name
