@@ -2,7 +2,8 @@
 //! on: recipients parse, the identity file (if configured) is private and loads, every
 //! database answers and pg_dump is new enough for it, and the repository is reachable and
 //! writable (a probe object is written, read back and deleted), and — where the identity is
-//! — that `vault verify` can get a scratch server for the newest backup.
+//! — that `vault verify` can get a scratch server for the newest backup; where the server
+//! archives WAL through vault, its settings and a round trip (`wal::probe`).
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -38,7 +39,7 @@ impl Probe {
     }
 }
 
-pub async fn run(config: &Config) -> Vec<Probe> {
+pub async fn run(config: &Config, config_path: &std::path::Path) -> Vec<Probe> {
     let mut probes = vec![Probe::from_result(
         "recipients".into(),
         Recipients::from_config(&config.encryption).map(|r| {
@@ -74,6 +75,7 @@ pub async fn run(config: &Config) -> Vec<Probe> {
         "repository".into(),
         check_repository(config).await,
     ));
+    probes.extend(check_archiving(config, config_path).await);
     // A host that holds the identity reads backups, and verifying is what it does with it.
     if config.identity_file().is_some() {
         probes.push(Probe::from_result(
@@ -131,6 +133,79 @@ async fn check_database(config: &Config, database: &str) -> Result<String> {
         "{shown} answers (PostgreSQL {server_version}); pg_dump {dump_version} at `{}`",
         tools.program("pg_dump").display()
     ))
+}
+
+/// WAL archiving, when the server archives through vault: settings, then a round trip.
+async fn check_archiving(config: &Config, config_path: &std::path::Path) -> Vec<Probe> {
+    use crate::wal::probe::{ArchiveSettings, round_trip};
+    let name = || "archiving".to_string();
+    let connected = async {
+        let database = config.databases()?.into_iter().next().unwrap_or_default();
+        let info = ConnInfo::parse(&config.source.url)?;
+        client::connect(&info, &database).await
+    }
+    .await;
+    let (client, connection) = match connected {
+        Ok(connected) => connected,
+        // The database probe has said why already.
+        Err(_) => return Vec::new(),
+    };
+    let mut probes = Vec::new();
+    match ArchiveSettings::read(&client).await {
+        Err(e) => probes.push(Probe::from_result(name(), Err(e))),
+        Ok(settings) if !settings.archives_with_vault() => probes.push(Probe::from_result(
+            name(),
+            Ok(
+                "point-in-time recovery is not set up: archive_command does not call `vault \
+                wal-push` (README: Archiving WAL)"
+                    .into(),
+            ),
+        )),
+        Ok(settings) => {
+            let (wrong, advice) = settings.judge(config_path);
+            let advice = if advice.is_empty() {
+                String::new()
+            } else {
+                format!("; advice: {}", advice.join("; "))
+            };
+            if wrong.is_empty() {
+                probes.push(Probe::from_result(
+                    name(),
+                    Ok(format!(
+                        "wal_level {}, archive_mode {}, archive_command calls vault with this \
+                         config{advice}",
+                        settings.wal_level, settings.archive_mode
+                    )),
+                ));
+                let trip = async {
+                    let store = storage::open(&config.repository).await?;
+                    let (segment, took) = round_trip(
+                        &client,
+                        store.as_ref(),
+                        settings.system_id,
+                        std::time::Duration::from_secs(30),
+                    )
+                    .await?;
+                    Ok(format!(
+                        "pg_switch_wal(): segment {segment} was in the repository after {:.1}s",
+                        took.as_secs_f64()
+                    ))
+                };
+                probes.push(Probe::from_result(
+                    "archiving round trip".into(),
+                    trip.await,
+                ));
+            } else {
+                probes.push(Probe::from_result(
+                    name(),
+                    Err(Error::Config(format!("{}{advice}", wrong.join("; ")))),
+                ));
+            }
+        }
+    }
+    drop(client);
+    let _ = connection.await;
+    probes
 }
 
 async fn check_repository(config: &Config) -> Result<String> {

@@ -21,12 +21,12 @@ struct ArchiveConfig {
     path: PathBuf,
 }
 
-fn archive_config(ws: &Workspace, s3: &S3Env, prefix: &str) -> ArchiveConfig {
+fn archive_config(ws: &Workspace, pg: &ScratchCluster, s3: &S3Env, prefix: &str) -> ArchiveConfig {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = dir.path().join("vault.toml");
     let text = ws
-        .configure("postgresql://postgres@127.0.0.1/postgres")
+        .configure(&pg.url("postgres"))
         .s3(s3, prefix)
         .without_identity()
         .text();
@@ -117,9 +117,45 @@ fn archived_wal_is_in_the_repository_and_decrypts_with_stock_tools_to_the_server
     let s3 = S3Env::from_env();
     let prefix = unique_prefix("wal");
     let ws = Workspace::new();
-    let archive = archive_config(&ws, &s3, &prefix);
     let pg = cluster();
+    let archive = archive_config(&ws, &pg, &s3, &prefix);
+    // Before archiving is set up, check says so (and passes).
+    let before = run_ok(vault_cmd(Some(&archive.path)).arg("check"));
+    assert!(
+        before.contains("ok   archiving: point-in-time recovery is not set up"),
+        "{before}"
+    );
     archive_with_vault(&pg, &archive.path);
+    let checked = run_ok(vault_cmd(Some(&archive.path)).arg("check"));
+    assert!(
+        checked.contains(
+            "ok   archiving: wal_level replica, archive_mode on, archive_command calls vault \
+             with this config; advice: archive_timeout is off"
+        ),
+        "{checked}"
+    );
+    assert!(
+        checked.contains("ok   archiving round trip: pg_switch_wal(): segment "),
+        "{checked}"
+    );
+    // Another config than the one archive_command names: WAL and backups would part ways.
+    let other = ws.configure(&pg.url("postgres")).s3(&s3, &prefix).write();
+    let refused = expect_exit(vault_cmd(Some(&other)).arg("check"), 2);
+    let stdout = String::from_utf8_lossy(
+        &vault_cmd(Some(&other))
+            .arg("check")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        stdout.contains(&format!(
+            "FAIL archiving: archive_command uses the config `{}`, not this one",
+            archive.path.display()
+        )),
+        "{stdout}{refused}"
+    );
     pg.psql(
         "postgres",
         "CREATE TABLE orders AS SELECT g AS id, md5(g::text) AS note FROM generate_series(1, 50000) g",
@@ -236,8 +272,8 @@ fn wal_fetch_restores_a_file_says_missing_with_1_and_any_other_failure_above_125
     let s3 = S3Env::from_env();
     let prefix = unique_prefix("walfetch");
     let ws = Workspace::new();
-    let archive = archive_config(&ws, &s3, &prefix);
     let pg = cluster();
+    let archive = archive_config(&ws, &pg, &s3, &prefix);
     archive_with_vault(&pg, &archive.path);
     pg.psql(
         "postgres",

@@ -13,7 +13,7 @@ pub struct Args {
 
 pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let config = super::load_config(config_path)?;
-    let probes = vault::check::run(&config).await;
+    let probes = vault::check::run(&config, config_path).await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&probes)?);
     } else {
