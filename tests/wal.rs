@@ -103,22 +103,26 @@ fn key_of(s3: &S3Env, prefix: &str, name: &str) -> String {
     keys[0].clone()
 }
 
-fn push(config: &Path, pgdata: &Path, file: &Path) -> std::process::Output {
-    vault_cmd(Some(config))
-        .args(["wal-push", "--pgdata"])
-        .arg(pgdata)
-        .arg(file)
-        .output()
-        .unwrap()
+/// `vault wal-push` of `file` for the cluster in `pgdata`, as PostgreSQL would run it.
+fn push(config: &Path, pgdata: &Path, file: &Path) -> assert_cmd::Command {
+    let mut command = vault_cmd(Some(config));
+    command.args(["wal-push", "--pgdata"]).arg(pgdata).arg(file);
+    command
+}
+
+/// A cluster, a workspace and its archive config under a fresh S3 prefix.
+fn set_up(test: &str) -> (S3Env, String, Workspace, ScratchCluster, ArchiveConfig) {
+    let s3 = S3Env::from_env();
+    let prefix = unique_prefix(test);
+    let ws = Workspace::new();
+    let pg = cluster();
+    let archive = archive_config(&ws, &pg, &s3, &prefix);
+    (s3, prefix, ws, pg, archive)
 }
 
 #[test]
 fn archived_wal_is_in_the_repository_and_decrypts_with_stock_tools_to_the_servers_file() {
-    let s3 = S3Env::from_env();
-    let prefix = unique_prefix("wal");
-    let ws = Workspace::new();
-    let pg = cluster();
-    let archive = archive_config(&ws, &pg, &s3, &prefix);
+    let (s3, prefix, ws, pg, archive) = set_up("wal");
     // Before archiving is set up, check says so (and passes).
     let before = run_ok(vault_cmd(Some(&archive.path)).arg("check"));
     assert!(
@@ -213,7 +217,9 @@ fn archived_wal_is_in_the_repository_and_decrypts_with_stock_tools_to_the_server
 
     // PostgreSQL retrying a push it did not see succeed: harmless.
     let segment = data_dir(&pg).join("pg_wal").join(&second);
-    let again = push(&archive.path, &data_dir(&pg), &segment);
+    let again = push(&archive.path, &data_dir(&pg), &segment)
+        .output()
+        .unwrap();
     assert!(
         again.status.success(),
         "{}",
@@ -228,9 +234,7 @@ fn archived_wal_is_in_the_repository_and_decrypts_with_stock_tools_to_the_server
     let mut bytes = original.clone();
     bytes[100_000] ^= 0x01;
     std::fs::write(&changed, &bytes).unwrap();
-    let refused = push(&archive.path, &data_dir(&pg), &changed);
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    let stderr = expect_exit(&mut push(&archive.path, &data_dir(&pg), &changed), 2);
     assert!(
         stderr.contains("already archived with other contents"),
         "{stderr}"
@@ -249,9 +253,7 @@ fn archived_wal_is_in_the_repository_and_decrypts_with_stock_tools_to_the_server
     // A segment of another cluster (its header's system identifier): refused.
     let stranger = cluster();
     let foreign = data_dir(&stranger).join("pg_wal/000000010000000000000001");
-    let refused = push(&archive.path, &data_dir(&pg), &foreign);
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    let stderr = expect_exit(&mut push(&archive.path, &data_dir(&pg), &foreign), 2);
     assert!(
         stderr.contains("belongs to the cluster with system identifier"),
         "{stderr}"
@@ -269,11 +271,7 @@ fn archived_wal_is_in_the_repository_and_decrypts_with_stock_tools_to_the_server
 
 #[test]
 fn wal_fetch_restores_a_file_says_missing_with_1_and_any_other_failure_above_125() {
-    let s3 = S3Env::from_env();
-    let prefix = unique_prefix("walfetch");
-    let ws = Workspace::new();
-    let pg = cluster();
-    let archive = archive_config(&ws, &pg, &s3, &prefix);
+    let (s3, prefix, ws, pg, archive) = set_up("walfetch");
     archive_with_vault(&pg, &archive.path);
     pg.psql(
         "postgres",
@@ -334,17 +332,8 @@ fn wal_fetch_restores_a_file_says_missing_with_1_and_any_other_failure_above_125
         ))
         .write();
     // A push that cannot store exits non-zero (PostgreSQL keeps the file and retries).
-    let not_stored = push(
-        &dead,
-        &data_dir(&pg),
-        &data_dir(&pg).join("pg_wal").join(&segment),
-    );
-    assert_eq!(
-        not_stored.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&not_stored.stderr)
-    );
+    let segment_file = data_dir(&pg).join("pg_wal").join(&segment);
+    expect_exit(&mut push(&dead, &data_dir(&pg), &segment_file), 4);
     let unreachable = fetch(&dead, &segment, &restore_dir.path().join("y"));
     let stderr = String::from_utf8_lossy(&unreachable.stderr);
     assert_eq!(unreachable.status.code(), Some(126), "{stderr}");
