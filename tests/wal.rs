@@ -352,3 +352,63 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A push killed (SIGKILL) before its file was stored leaves nothing listed under the name,
+/// and the next push of that file stores it. The file comes through a FIFO the test feeds
+/// half of, so the kill lands while vault is still reading and sealing it.
+#[test]
+fn a_push_killed_midway_stores_nothing_and_the_next_push_stores_the_file() {
+    let (s3, prefix, _ws, pg, archive) = set_up("walkill");
+    let contents = std::fs::read(data_dir(&pg).join("pg_wal/000000010000000000000001")).unwrap();
+    let name = "0000000100000000000000F0";
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join(name);
+    run_tool("mkfifo", &[fifo.to_str().unwrap()]);
+    let mut vault = std::process::Command::new(assert_cmd::cargo::cargo_bin("vault"))
+        .arg("--config")
+        .arg(&archive.path)
+        .args(["wal-push", "--pgdata"])
+        .arg(data_dir(&pg))
+        .arg(&fifo)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let half = contents[..contents.len() / 2].to_vec();
+    let feeder = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut writer = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+            writer.write_all(&half).unwrap();
+            writer // kept open: vault waits for the rest
+        })
+    };
+    let writer = feeder.join().unwrap();
+    // Half the file went through the pipe: vault is reading it.
+    vault.kill().unwrap();
+    vault.wait().unwrap();
+    drop(writer);
+    let named = |keys: Vec<String>| {
+        keys.into_iter()
+            .filter(|k| k.contains(&format!("/{name}-")))
+            .count()
+    };
+    assert_eq!(
+        named(s3.keys(&format!("{prefix}/wal/"))),
+        0,
+        "nothing of the killed push is listed"
+    );
+    assert!(s3.open_uploads(&prefix).is_empty(), "no upload left open");
+
+    let file = dir.path().join("whole").join(name);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, &contents).unwrap();
+    let out = push(&archive.path, &data_dir(&pg), &file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("archived") && !stderr.contains("already"),
+        "{stderr}"
+    );
+    assert_eq!(named(s3.keys(&format!("{prefix}/wal/"))), 1);
+}
