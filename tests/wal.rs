@@ -412,3 +412,65 @@ fn a_push_killed_midway_stores_nothing_and_the_next_push_stores_the_file() {
     );
     assert_eq!(named(s3.keys(&format!("{prefix}/wal/"))), 1);
 }
+
+/// A segment above the in-memory limit (32 MiB; `wal_segment_size` goes up to 1 GiB) is
+/// hashed, then streamed through a multipart upload, and fetches back byte for byte; a
+/// stored object that was altered is never put in place: exit 126, with what to do.
+#[test]
+fn a_large_segment_is_streamed_and_a_damaged_one_is_never_put_in_place() {
+    let (s3, prefix, ws, pg, archive) = set_up("walbig");
+    // This cluster's own page header, then 40 MiB of poorly compressible bytes.
+    let header = std::fs::read(data_dir(&pg).join("pg_wal/000000010000000000000001")).unwrap();
+    let mut contents = header[..8192].to_vec();
+    let mut state = 0x2545_f491_u32;
+    contents.extend((0..40 << 20).map(|_| {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (state >> 24) as u8
+    }));
+    let name = "0000000100000000000000E0";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(name);
+    std::fs::write(&file, &contents).unwrap();
+    run_ok(&mut push(&archive.path, &data_dir(&pg), &file));
+    let key = key_of(&s3, &prefix, name);
+    assert!(key.ends_with(&format!("{}.zst.age", sha256_hex(&contents))));
+
+    let config = ws.configure(&pg.url("postgres")).s3(&s3, &prefix).write();
+    let fetch = |dest: &Path| {
+        let mut command = vault_cmd(Some(&config));
+        command
+            .args(["wal-fetch", "--pgdata"])
+            .arg(data_dir(&pg))
+            .arg(name)
+            .arg(dest);
+        command
+    };
+    let restored = dir.path().join("restored");
+    run_ok(&mut fetch(&restored));
+    assert!(
+        std::fs::read(&restored).unwrap() == contents,
+        "fetched byte for byte"
+    );
+
+    let mut stored = s3.get_object(&key);
+    let middle = stored.len() / 2;
+    stored[middle] ^= 0x40;
+    s3.put_object(&key, stored);
+    let damaged_dest = dir.path().join("damaged");
+    let stderr = expect_exit(&mut fetch(&damaged_dest), 126);
+    assert!(stderr.contains("is damaged"), "{stderr}");
+    assert!(
+        stderr.contains("recovery cannot replay past it"),
+        "{stderr}"
+    );
+    assert!(!damaged_dest.exists(), "nothing put in place");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".vault-wal-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "no temporary file left: {leftovers:?}"
+    );
+}

@@ -5,8 +5,8 @@
 //!       → [sink thread] sha256(raw) → a sink
 //! ```
 //!
-//! and checks both digests against the manifest before the caller lets the sink see the
-//! end of the stream. The sink is anything that takes bytes: pg_restore's stdin, a nameless
+//! and checks both digests against what is known of the object (a dump's manifest, a WAL
+//! file's name) before the caller lets the sink see the end of the stream. The sink is anything that takes bytes: pg_restore's stdin, a nameless
 //! temporary file (`to_temp_file`), a tar extractor. `restore` and `verify` drive
 //! pg_restore through it (`pg_restore.rs`).
 //!
@@ -41,16 +41,25 @@ pub struct Feed {
     pub progress: Arc<dyn Progress>,
 }
 
-/// One stored object and what is known of it beforehand: every digest given is checked.
+/// One stored object and what is known of it beforehand: everything given is checked.
 #[derive(Clone)]
 pub struct Source<'a> {
     /// What it is, for messages ("backup 2026…: its dump object").
     pub owner: String,
     pub key: &'a str,
-    /// Stored bytes and their sha256.
-    pub stored: (Option<u64>, Option<&'a str>),
-    /// Plain bytes and their sha256.
-    pub raw: (Option<u64>, Option<&'a str>),
+    /// The stored (compressed, encrypted) bytes.
+    pub stored: Known<'a>,
+    /// The plain bytes.
+    pub raw: Known<'a>,
+    /// What the operator can do when it turns out damaged.
+    pub if_damaged: &'static str,
+}
+
+/// A size and a sha256 (hex), each if known.
+#[derive(Clone, Copy)]
+pub struct Known<'a> {
+    pub bytes: Option<u64>,
+    pub sha256: Option<&'a str>,
 }
 
 impl<'a> Source<'a> {
@@ -59,8 +68,15 @@ impl<'a> Source<'a> {
         Source {
             owner: format!("backup {backup}: its dump object"),
             key: &object.stored.key,
-            stored: (Some(object.stored.size_bytes), Some(&object.stored.sha256)),
-            raw: (Some(object.raw_bytes), Some(&object.raw_sha256)),
+            stored: Known {
+                bytes: Some(object.stored.size_bytes),
+                sha256: Some(&object.stored.sha256),
+            },
+            raw: Known {
+                bytes: Some(object.raw_bytes),
+                sha256: Some(&object.raw_sha256),
+            },
+            if_damaged: "restore an older backup (`vault list`) instead",
         }
     }
 }
@@ -180,9 +196,8 @@ impl Feed {
         }
         Error::Integrity(format!(
             "{} `{key}` is damaged: it failed authentication while decrypting ({e}); the \
-             stored bytes were altered or truncated. Restore an older backup (`vault list`) \
-             instead",
-            source.owner
+             stored bytes were altered or truncated: {}",
+            source.owner, source.if_damaged
         ))
     }
 }
@@ -193,18 +208,19 @@ fn check_summary(source: &Source<'_>, summary: &StreamSummary) -> Result<()> {
         ("stored", &summary.stored, source.stored),
         ("decompressed", &summary.raw, source.raw),
     ];
-    for (what, digest, (bytes, sha256)) in checks {
-        let size_differs = bytes.is_some_and(|b| b != digest.bytes);
-        let hash_differs = sha256.is_some_and(|s| s != digest.sha256_hex());
+    for (what, digest, known) in checks {
+        let size_differs = known.bytes.is_some_and(|b| b != digest.bytes);
+        let hash_differs = known.sha256.is_some_and(|s| s != digest.sha256_hex());
         if size_differs || hash_differs {
             return Err(Error::Integrity(format!(
                 "{}: the {what} object is {} bytes with sha256 {}, but {} bytes with sha256 {} \
-                 were stored; it was altered or truncated",
+                 were stored; it was altered or truncated: {}",
                 source.owner,
                 digest.bytes,
                 digest.sha256_hex(),
-                bytes.map_or("?".to_string(), |b| b.to_string()),
-                sha256.unwrap_or("?"),
+                known.bytes.map_or("?".to_string(), |b| b.to_string()),
+                known.sha256.unwrap_or("?"),
+                source.if_damaged
             )));
         }
     }

@@ -27,7 +27,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::feed::{Fed, Feed, PhaseClock, Source};
+use crate::feed::{Fed, Feed, Known, PhaseClock, Source};
 use crate::keys::Recipients;
 use crate::pipeline::{self, ChunkSender, Compression, Digest};
 use crate::progress::Silent;
@@ -285,20 +285,13 @@ impl<R: Read> Read for HeadOf<R> {
 fn hash_file(path: &Path) -> Result<(Digest, Vec<u8>)> {
     let context = || format!("cannot read WAL file `{}`", path.display());
     let file = std::fs::File::open(path).map_err(|e| Error::io(context(), e))?;
-    let mut hashing = pipeline::HashingReader::new(file);
-    let mut head = vec![0u8; HEAD];
-    let mut filled = 0;
-    while filled < head.len() {
-        match hashing.read(&mut head[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) => return Err(Error::io(context(), e)),
-        }
-    }
-    head.truncate(filled);
-    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| Error::io(context(), e))?;
-    let (_, digest) = hashing.finish();
-    Ok((digest, head))
+    let mut reader = HeadOf {
+        inner: pipeline::HashingReader::new(file),
+        head: Vec::with_capacity(HEAD),
+    };
+    std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| Error::io(context(), e))?;
+    let (_, digest) = reader.inner.finish();
+    Ok((digest, reader.head))
 }
 
 /// Streams the file through zstd and age into `key`; committed only if every stage
@@ -389,8 +382,17 @@ pub async fn fetch(feed: &Feed, system_id: u64, file_name: &str, dest: &Path) ->
     let source = Source {
         owner: format!("WAL file {file_name}"),
         key: &object.key,
-        stored: (Some(object.size), None),
-        raw: (None, Some(sha)),
+        stored: Known {
+            bytes: Some(object.size),
+            sha256: None,
+        },
+        // Its name carries the sha256 of the file as it was pushed.
+        raw: Known {
+            bytes: None,
+            sha256: Some(sha),
+        },
+        if_damaged: "recovery cannot replay past it; recover to a time before this file was \
+                     written, or from another copy of the archive",
     };
     let written = match feed
         .to_sink(source, sink, "the restored WAL file", &PhaseClock::start())
