@@ -6,9 +6,10 @@
 //! ```
 //!
 //! and checks both digests against what is known of the object (a dump's manifest, a WAL
-//! file's name) before the caller lets the sink see the end of the stream. The sink is anything that takes bytes: pg_restore's stdin, a nameless
-//! temporary file (`to_temp_file`), a tar extractor. `restore` and `verify` drive
-//! pg_restore through it (`pg_restore.rs`).
+//! file's name) before the caller lets the sink see the end of the stream. The sink is
+//! anything that takes bytes: pg_restore's stdin, a nameless temporary file
+//! (`to_temp_file`), a restored WAL file, a tar extractor. `restore` and `verify` drive
+//! pg_restore through it (`pg_restore.rs`); `wal` restores WAL files with it.
 //!
 //! Failures are told apart by where they happened, because each means something different
 //! to the operator: bytes that fail age authentication or the digests are a damaged backup

@@ -2,14 +2,14 @@
 //!
 //! 1. **plan**: choose the backup, check the identity can open it (on the small facts
 //!    object, before anything heavy), check the target names on the server;
-//! 2. apply the saved roles if asked (existing ones untouched, `globals`);
+//! 2. apply the saved roles if asked (existing ones untouched, `postgres::globals`);
 //! 3. create the database to restore into: the target, or with `--replace` a side database;
-//! 4. stream the dump store → sha256 → age → zstd → `pg_restore` (or, for `pg_restore -j`,
-//!    into a nameless temporary file first: pg_restore needs to seek);
-//! 5. compare the restored database with the dump-time facts (rows per table, large
-//!    objects, sequences);
-//! 6. with `--replace`, swap by renaming: the live database is kept under
-//!    `<db>_before_restore_<time>`, never dropped.
+//! 4. stream the dump store → sha256 → age → zstd → `pg_restore` through `feed` (or, for
+//!    `pg_restore -j`, into a nameless temporary file first: pg_restore needs to seek);
+//! 5. compare the restored database with the dump-time facts (`postgres::comparison`: rows
+//!    per table, large objects, sequences);
+//! 6. with `--replace`, swap by renaming (`postgres::admin`): the live database is kept
+//!    under `<db>_before_restore_<time>`, never dropped.
 //!
 //! Any failure in 3–6 drops what this restore created and leaves the live database as it
 //! was. Nothing reads the clock here: `now` comes from the caller.

@@ -4,7 +4,8 @@
 //! 2. start the scratch PostgreSQL (`scratch.rs`): a throwaway cluster of the backup's major
 //!    version, or a new database on the configured scratch server;
 //! 3. apply the saved roles, then stream the dump store → sha256 → age → zstd → pg_restore
-//!    (the restore module's pipeline; every pg_restore error is collected, not just the first);
+//!    (the feed engine, as restore uses it; every pg_restore error is collected, not just
+//!    the first);
 //! 4. run the checks (`checks.rs`): checksums, pg_restore errors, row counts, large objects,
 //!    sequences, the schema fingerprint, amcheck, and the operator's `[[verify.checks]]`;
 //! 5. remove the scratch database / cluster — also after a failure, the time limit or

@@ -200,7 +200,8 @@ pub async fn push(
             }
             None => {
                 return Err(Error::Integrity(format!(
-                    "`{}` does not start with a WAL page header: it is not a WAL segment",
+                    "`{}` does not start with a WAL page header, so it is not a WAL segment \
+                     (nothing was stored): archive_command must pass PostgreSQL's own %p",
                     path.display()
                 )));
             }
@@ -367,8 +368,10 @@ pub async fn fetch(feed: &Feed, system_id: u64, file_name: &str, dest: &Path) ->
     };
     if let Some((other, _)) = found.next() {
         return Err(Error::Integrity(format!(
-            "`{file_name}` is archived twice with different contents (`{}` and `{}`): the \
-             archive holds two histories; resolve it by hand before recovering",
+            "`{file_name}` is archived twice with different contents (`{}` and `{}`): two \
+             servers with this system identifier archived here (a restored copy with \
+             archive_mode on?). Recovery stops rather than guess; move the object that \
+             belongs to the other server's history out of the repository, then retry",
             object.key, other.key
         )));
     }
