@@ -6,6 +6,7 @@
 //! failures come back as [`error::Error`], which the binary maps to exit codes.
 
 pub mod backup;
+pub mod base;
 pub mod cancel;
 pub mod catalog;
 pub mod check;

@@ -7,101 +7,9 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use common::*;
-use vault::postgres::cluster::ScratchCluster;
-
-/// A config the cluster's own OS user can read (the archive_command runs as it): recipients
-/// only, no identity, in a 0755 directory.
-struct ArchiveConfig {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-fn archive_config(ws: &Workspace, pg: &ScratchCluster, s3: &S3Env, prefix: &str) -> ArchiveConfig {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = dir.path().join("vault.toml");
-    let text = ws
-        .configure(&pg.url("postgres"))
-        .s3(s3, prefix)
-        .without_identity()
-        .text();
-    std::fs::write(&path, text).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    ArchiveConfig { _dir: dir, path }
-}
-
-fn data_dir(pg: &ScratchCluster) -> PathBuf {
-    pg.directory().join("data")
-}
-
-/// Turns archiving on with `vault wal-push` as the archive_command, and restarts.
-fn archive_with_vault(pg: &ScratchCluster, config: &Path) {
-    let command = format!(
-        "{} --config {} wal-push %p",
-        assert_cmd::cargo::cargo_bin("vault").display(),
-        config.display()
-    );
-    for setting in [
-        "archive_mode = 'on'".to_string(),
-        format!("archive_command = '{}'", command.replace('\'', "''")),
-        "wal_keep_size = '1GB'".to_string(),
-    ] {
-        pg.psql("postgres", &format!("ALTER SYSTEM SET {setting}"))
-            .unwrap();
-    }
-    pg.restart().unwrap();
-}
-
-/// Waits until the server reports `segment` archived; fails with the server's own words.
-fn wait_archived(pg: &ScratchCluster, segment: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let row = pg
-            .psql(
-                "postgres",
-                "SELECT coalesce(last_archived_wal, ''), failed_count, \
-                 coalesce(last_failed_wal, '') FROM pg_stat_archiver",
-            )
-            .unwrap();
-        let fields: Vec<&str> = row.trim().split('|').collect();
-        if fields[0] >= segment {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "`{segment}` not archived within 60 s: pg_stat_archiver {row}; server log:\n{}",
-            std::fs::read_to_string(pg.directory().join("server.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The segment a `pg_switch_wal()` completed, once it is archived.
-fn switch_and_archive(pg: &ScratchCluster) -> String {
-    let segment = pg
-        .psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
-        .unwrap()
-        .trim()
-        .to_string();
-    wait_archived(pg, &segment);
-    segment
-}
-
-/// The repository key of `name`, which must be there exactly once.
-fn key_of(s3: &S3Env, prefix: &str, name: &str) -> String {
-    let keys: Vec<String> = s3
-        .keys(&format!("{prefix}/wal/"))
-        .into_iter()
-        .filter(|k| k.contains(&format!("/{name}-")))
-        .collect();
-    assert_eq!(keys.len(), 1, "one object for {name}: {keys:?}");
-    keys[0].clone()
-}
 
 /// `vault wal-push` of `file` for the cluster in `pgdata`, as PostgreSQL would run it.
 fn push(config: &Path, pgdata: &Path, file: &Path) -> assert_cmd::Command {
@@ -110,19 +18,9 @@ fn push(config: &Path, pgdata: &Path, file: &Path) -> assert_cmd::Command {
     command
 }
 
-/// A cluster, a workspace and its archive config under a fresh S3 prefix.
-fn set_up(test: &str) -> (S3Env, String, Workspace, ScratchCluster, ArchiveConfig) {
-    let s3 = S3Env::from_env();
-    let prefix = unique_prefix(test);
-    let ws = Workspace::new();
-    let pg = cluster();
-    let archive = archive_config(&ws, &pg, &s3, &prefix);
-    (s3, prefix, ws, pg, archive)
-}
-
 #[test]
 fn archived_wal_is_in_the_repository_and_decrypts_with_stock_tools_to_the_servers_file() {
-    let (s3, prefix, ws, pg, archive) = set_up("wal");
+    let (s3, prefix, ws, pg, archive) = archiving_set_up("wal");
     // Before archiving is set up, check says so (and passes).
     let before = run_ok(vault_cmd(Some(&archive.path)).arg("check"));
     assert!(
@@ -271,7 +169,7 @@ fn archived_wal_is_in_the_repository_and_decrypts_with_stock_tools_to_the_server
 
 #[test]
 fn wal_fetch_restores_a_file_says_missing_with_1_and_any_other_failure_above_125() {
-    let (s3, prefix, ws, pg, archive) = set_up("walfetch");
+    let (s3, prefix, ws, pg, archive) = archiving_set_up("walfetch");
     archive_with_vault(&pg, &archive.path);
     pg.psql(
         "postgres",
@@ -358,7 +256,7 @@ fn free_port() -> u16 {
 /// half of, so the kill lands while vault is still reading and sealing it.
 #[test]
 fn a_push_killed_midway_stores_nothing_and_the_next_push_stores_the_file() {
-    let (s3, prefix, _ws, pg, archive) = set_up("walkill");
+    let (s3, prefix, _ws, pg, archive) = archiving_set_up("walkill");
     let contents = std::fs::read(data_dir(&pg).join("pg_wal/000000010000000000000001")).unwrap();
     let name = "0000000100000000000000F0";
     let dir = tempfile::tempdir().unwrap();
@@ -418,7 +316,7 @@ fn a_push_killed_midway_stores_nothing_and_the_next_push_stores_the_file() {
 /// stored object that was altered is never put in place: exit 126, with what to do.
 #[test]
 fn a_large_segment_is_streamed_and_a_damaged_one_is_never_put_in_place() {
-    let (s3, prefix, ws, pg, archive) = set_up("walbig");
+    let (s3, prefix, ws, pg, archive) = archiving_set_up("walbig");
     // This cluster's own page header, then 40 MiB of poorly compressible bytes.
     let header = std::fs::read(data_dir(&pg).join("pg_wal/000000010000000000000001")).unwrap();
     let mut contents = header[..8192].to_vec();

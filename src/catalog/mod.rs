@@ -11,6 +11,7 @@
 //! ```
 //! `<database>` is percent-encoded where it is not `[A-Za-z0-9_.-]`.
 
+pub mod base;
 pub mod sealed;
 
 use std::fmt;

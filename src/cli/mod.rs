@@ -2,6 +2,7 @@
 //! progress display, and the mapping from errors to exit codes (`exit.rs`).
 
 pub mod backup;
+pub mod base_backup;
 pub mod check;
 pub mod daemon;
 pub mod drill;
@@ -95,6 +96,9 @@ pub enum Command {
     /// PostgreSQL's restore_command: restore one WAL file (`wal-fetch %f %p`); exit 1 only
     /// when the archive does not hold it, 126 on any other failure.
     WalFetch(wal::FetchArgs),
+    /// A physical base backup of the whole cluster (pg_basebackup), the starting point of
+    /// point-in-time recovery; its WAL comes from the archive (`wal-push`).
+    BaseBackup(base_backup::Args),
 }
 
 pub fn load_config(path: &Path) -> Result<Config, vault::Error> {
@@ -120,6 +124,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Quickstart(args) => quickstart::run(args).await,
         Command::WalPush(args) => wal::push(&cli.config, args).await,
         Command::WalFetch(args) => wal::fetch(&cli.config, args).await,
+        Command::BaseBackup(args) => base_backup::run(&cli.config, args).await,
     }
 }
 

@@ -92,8 +92,16 @@ impl ScratchCluster {
 
     /// initdb, then pg_ctl start on a free loopback port (blocking).
     pub fn launch(self) -> Result<ScratchCluster> {
+        self.init()?;
+        self.launch_filled()
+    }
+
+    /// The second half of [`Self::prepare`] for a data directory (`directory()/data`) the
+    /// caller filled instead of initdb — a restored base backup: pg_ctl start on a free
+    /// loopback port, waiting until the server takes connections (after recovery, if it
+    /// promotes).
+    pub fn launch_filled(self) -> Result<ScratchCluster> {
         let mut cluster = self;
-        cluster.init()?;
         // A port found free can be taken before the server binds it: try a few.
         let mut last_error = None;
         for _ in 0..5 {
@@ -172,7 +180,7 @@ impl ScratchCluster {
                 .arg(self.data_dir())
                 .arg("-l")
                 .arg(self.dir().join("server.log"))
-                .args(["-w", "-t", "60", "-o", &options, "start"]),
+                .args(["-w", "-t", "120", "-o", &options, "start"]),
         )
         .map(drop)
         .map_err(|e| {

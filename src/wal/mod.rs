@@ -20,6 +20,8 @@
 //! directory PostgreSQL runs these commands in), and a segment whose own header names
 //! another cluster is refused.
 
+pub mod archive;
+pub mod position;
 pub mod probe;
 
 use std::io::Read;

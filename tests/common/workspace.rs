@@ -148,6 +148,12 @@ impl ConfigBuilder<'_> {
         self
     }
 
+    /// `encryption.identity_file` at `path` instead of the workspace's.
+    pub fn identity(mut self, path: &Path) -> Self {
+        self.identity = Some(path.to_path_buf());
+        self
+    }
+
     /// No `encryption.identity_file` (a DB host that holds public keys only).
     pub fn without_identity(mut self) -> Self {
         self.identity = None;

@@ -10,6 +10,8 @@
 //! Any failure leaves no manifest; objects already stored are deleted on a best-effort basis
 //! (whatever remains is an orphan that pruning removes).
 
+pub mod stream;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,10 +25,11 @@ use crate::catalog::{
 };
 use crate::error::{Error, Result};
 use crate::keys::Recipients;
-use crate::pipeline::{self, ChunkSender, Compression, Digest, StreamSummary};
+use crate::pipeline::{Compression, Digest, StreamSummary};
 use crate::postgres::{ChildProcess, ConnInfo, DumpFacts, PgTools, SnapshotSession};
 use crate::progress::Progress;
 use crate::storage::ObjectStore;
+use stream::ChildStream;
 
 /// Everything a backup needs, shared by every database it backs up.
 pub struct BackupJob {
@@ -219,7 +222,7 @@ impl BackupJob {
         shown: &str,
         key: &str,
         expected: Option<u64>,
-        mut cancel: Cancel,
+        cancel: Cancel,
     ) -> Result<DumpOutcome> {
         let mut command = tools.command("pg_dump");
         command
@@ -227,86 +230,28 @@ impl BackupJob {
             .arg(format!("--snapshot={}", session.snapshot_id))
             .arg(format!("--dbname={shown}"));
         self.source.pass_secrets(&mut command)?;
-        let mut pg_dump = ChildProcess::spawn("pg_dump", command)?;
-        let stdout = pg_dump.take_stdout().expect("stdout is piped");
-        let stdout = std::fs::File::from(
-            stdout
-                .into_owned_fd()
-                .map_err(|e| Error::io("cannot read pg_dump's output", e))?,
-        );
-
-        let (sender, receiver) = ChunkSender::channel();
-        let upload = self.store.upload(key, expected, receiver);
-
-        let recipients = Arc::clone(&self.recipients);
-        let progress = Arc::clone(&self.progress);
-        let compression = self.compression;
-        let stages = tokio::task::spawn_blocking(move || {
-            let (mut sender, summary) = pipeline::compress_encrypt(
-                stdout,
-                sender,
-                &recipients,
-                compression,
-                progress.as_ref(),
-            )?;
-            sender.flush_buffered()?;
-            Ok::<_, std::io::Error>((sender, summary))
-        });
-
-        let control = async {
-            let work = async {
-                let (stages, facts) = tokio::join!(stages, session.capture_facts(database));
-                let stages = stages.map_err(|e| {
-                    StageFailure::Failed(Error::task_failed("the pipeline thread", e))
-                })?;
-                let pg_dump = pg_dump.wait().await;
-                // The first failure in the stream's order is the cause: a stage that broke
-                // (a closed upload, a zstd error) also kills pg_dump with EPIPE.
-                let (sender, summary) = match stages {
-                    Ok(done) => done,
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                        return Err(StageFailure::Upload);
-                    }
-                    Err(e) => {
-                        return Err(StageFailure::Failed(Error::io(
-                            format!("compressing and encrypting the dump of {database} failed"),
-                            e,
-                        )));
-                    }
-                };
-                let finished = pg_dump.map_err(StageFailure::Failed)?;
-                let facts = facts.map_err(StageFailure::Failed)?;
-                Ok((sender, summary, facts, finished.stderr))
-            };
-            tokio::select! {
-                result = work => result,
-                _ = cancel.cancelled() => Err(StageFailure::Failed(Error::Interrupted(format!(
-                    "backup of {database} cancelled during the dump; the upload was aborted"
-                )))),
-            }
-        };
-        let committed = async {
-            // Dropping the sender without committing aborts the upload.
-            let (sender, summary, facts, warnings) = control.await?;
-            sender.commit().await.map_err(|()| StageFailure::Upload)?;
-            Ok::<_, StageFailure>((summary, facts, warnings))
-        };
-        let (uploaded, committed) = tokio::join!(upload, committed);
-        match (committed, uploaded) {
-            (Ok((summary, facts, pg_dump_warnings)), Ok(stored_bytes)) => {
-                debug_assert_eq!(stored_bytes, summary.stored.bytes);
-                Ok(DumpOutcome {
-                    summary,
-                    facts,
-                    pg_dump_warnings,
-                })
-            }
-            (Err(StageFailure::Failed(e)), _) => Err(e),
-            (_, Err(upload_error)) => Err(upload_error),
-            (Err(StageFailure::Upload), Ok(_)) => Err(Error::Repository(format!(
-                "the upload of {key} stopped without an error"
-            ))),
+        let pg_dump = ChildProcess::spawn("pg_dump", command)?;
+        let streamed = ChildStream {
+            store: self.store.as_ref(),
+            key,
+            expected,
+            recipients: Arc::clone(&self.recipients),
+            compression: self.compression,
+            progress: Arc::clone(&self.progress),
+            what: format!("the dump of {database}"),
         }
+        .run(
+            pg_dump,
+            |stdout| stdout,
+            session.capture_facts(database),
+            cancel,
+        )
+        .await?;
+        Ok(DumpOutcome {
+            summary: streamed.summary,
+            facts: streamed.alongside,
+            pg_dump_warnings: streamed.stderr,
+        })
     }
 
     async fn dump_globals(
@@ -338,14 +283,7 @@ impl BackupJob {
     }
 }
 
-/// Why the dump's control side did not commit.
-enum StageFailure {
-    /// The upload went away; its own error is the cause.
-    Upload,
-    Failed(Error),
-}
-
-fn stored_object(key: &str, digest: &Digest) -> StoredObject {
+pub(crate) fn stored_object(key: &str, digest: &Digest) -> StoredObject {
     StoredObject {
         key: key.to_string(),
         size_bytes: digest.bytes,

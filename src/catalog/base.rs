@@ -1,0 +1,211 @@
+//! Physical base backups (`vault base-backup`) in the catalog: the manifest that makes one
+//! exist, written last, and where its objects live:
+//!
+//! ```text
+//! base/<system identifier>/<backup-id>.json                 plain JSON, public metadata
+//! base/<system identifier>/<backup-id>/base.tar.zst.age     pg_basebackup -Ft, zstd, age
+//! ```
+//!
+//! A base backup belongs to a cluster (its system identifier), not to a database: it holds
+//! them all, and recovery replays that cluster's WAL (`wal/<system identifier>/`) on top.
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::{BackupId, CompressionInfo, DumpObject, EncryptionInfo, read_versioned};
+use crate::error::{Error, Result};
+use crate::storage::ObjectStore;
+use crate::wal::position::{Lsn, SegmentSize};
+
+pub const BASE_PREFIX: &str = "base/";
+pub const BASE_MANIFEST_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BaseManifest {
+    pub format_version: u32,
+    /// Always "base" (a dump's manifest has no kind: `vault list` calls it "logical").
+    pub kind: String,
+    pub tool: String,
+    pub tool_version: String,
+    pub id: BackupId,
+    pub label: Option<String>,
+    #[serde(default)]
+    pub pinned: bool,
+    /// The cluster's system identifier, as text (it does not fit a JSON number exactly).
+    #[serde(with = "as_text")]
+    pub system_identifier: u64,
+    pub server_version: String,
+    pub server_version_num: u32,
+    pub pg_basebackup_version: String,
+    pub wal_segment_size: u64,
+    /// The timeline the backup started on, and where replay must start and stop at least.
+    pub timeline: u32,
+    pub start_lsn: Lsn,
+    pub checkpoint_lsn: Lsn,
+    pub stop_lsn: Lsn,
+    pub stop_timeline: u32,
+    pub start_wal_file: String,
+    pub stop_wal_file: String,
+    /// vault's clock just before pg_basebackup started, and just after it ended (the server
+    /// had archived the stop segment by then): the backup is consistent at `stopped_at`.
+    pub started_at: DateTime<Utc>,
+    pub stopped_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// `backup_label` as the server wrote it (it is also inside the tar).
+    pub backup_label: String,
+    /// sha256 of the `backup_manifest` inside the tar.
+    pub backup_manifest_sha256: String,
+    /// Always "none": the tar has no WAL, the archive has it.
+    pub wal_method: String,
+    /// The databases the cluster held.
+    pub databases: Vec<String>,
+    /// Regular files in the tar.
+    pub files: u64,
+    pub data: DumpObject,
+    pub compression: CompressionInfo,
+    pub encryption: EncryptionInfo,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+mod as_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl BaseManifest {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("a manifest always serializes")
+    }
+
+    pub fn from_json(bytes: &[u8], key: &str) -> Result<BaseManifest> {
+        read_versioned(bytes, key, "base backup manifest", BASE_MANIFEST_FORMAT)
+    }
+
+    pub fn segment_size(&self) -> SegmentSize {
+        SegmentSize(self.wal_segment_size)
+    }
+}
+
+pub fn cluster_prefix(system_id: u64) -> String {
+    format!("{BASE_PREFIX}{system_id}/")
+}
+
+pub fn base_manifest_key(system_id: u64, id: &BackupId) -> String {
+    format!("{BASE_PREFIX}{system_id}/{id}.json")
+}
+
+pub fn base_data_prefix(system_id: u64, id: &BackupId) -> String {
+    format!("{BASE_PREFIX}{system_id}/{id}/")
+}
+
+/// Every complete base backup (of one cluster, or all), newest first, and a sentence for
+/// each manifest that could not be read.
+#[derive(Debug, Default)]
+pub struct BaseListing {
+    pub backups: Vec<BaseManifest>,
+    pub unreadable: Vec<Error>,
+}
+
+pub async fn list_base_backups(
+    store: &dyn ObjectStore,
+    system_id: Option<u64>,
+) -> Result<BaseListing> {
+    let prefix = system_id.map_or_else(|| BASE_PREFIX.to_string(), cluster_prefix);
+    let keys: Vec<String> = store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| is_manifest_key(k))
+        .collect();
+    let results: Vec<Result<BaseManifest>> = futures_util::stream::iter(keys)
+        .map(|key| read_base_manifest(store, key))
+        .buffered(16)
+        .collect()
+        .await;
+    let mut listing = BaseListing::default();
+    for result in results {
+        match result {
+            Ok(manifest) => listing.backups.push(manifest),
+            Err(e) if matches!(e.class(), Error::Repository(_)) => return Err(e),
+            Err(e) => listing.unreadable.push(e),
+        }
+    }
+    listing
+        .backups
+        .sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
+    Ok(listing)
+}
+
+/// `base/<sysid>/<id>.json`, not an object inside a backup's folder.
+pub fn is_manifest_key(key: &str) -> bool {
+    key.strip_prefix(BASE_PREFIX)
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(_, file)| !file.contains('/') && file.ends_with(".json"))
+}
+
+async fn read_base_manifest(store: &dyn ObjectStore, key: String) -> Result<BaseManifest> {
+    let bytes = store.get(&key).await?;
+    BaseManifest::from_json(&bytes, &key)
+}
+
+/// Rewrites a base backup's manifest with `pinned` set.
+pub async fn set_base_pinned(
+    store: &dyn ObjectStore,
+    manifest: &mut BaseManifest,
+    pinned: bool,
+) -> Result<()> {
+    manifest.pinned = pinned;
+    store
+        .put(
+            &base_manifest_key(manifest.system_identifier, &manifest.id),
+            bytes::Bytes::from(manifest.to_json()),
+        )
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every base manifest format ever written must stay readable: one fixture per version.
+    #[test]
+    fn reads_a_version_1_base_manifest() {
+        let v1 = include_bytes!("../../fixtures/manifests/base-v1.json");
+        let manifest = BaseManifest::from_json(v1, "base-v1.json").unwrap();
+        assert_eq!(manifest.kind, "base");
+        assert_eq!(manifest.system_identifier, 7_714_476_397_772_446_599);
+        assert_eq!(manifest.start_lsn, Lsn::parse("0/2000028").unwrap());
+        assert_eq!(
+            manifest.segment_size().name(
+                manifest
+                    .segment_size()
+                    .segment_before(manifest.stop_timeline, manifest.stop_lsn)
+            ),
+            manifest.stop_wal_file
+        );
+        let again = BaseManifest::from_json(&manifest.to_json(), "again").unwrap();
+        assert_eq!(again, manifest);
+    }
+
+    #[test]
+    fn only_manifests_are_listed_as_backups() {
+        assert!(is_manifest_key("base/7/20261201T000000Z-abcdef.json"));
+        assert!(!is_manifest_key(
+            "base/7/20261201T000000Z-abcdef/base.tar.zst.age"
+        ));
+        assert!(!is_manifest_key("base/7/20261201T000000Z-abcdef/x.json"));
+        assert!(!is_manifest_key("manifests/7/x.json"));
+    }
+}

@@ -1,0 +1,168 @@
+//! A cluster archiving through `vault wal-push`: its config (readable by the server's OS
+//! user, no identity), turning archiving on, and waiting for the server to archive.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use vault::postgres::cluster::ScratchCluster;
+
+use super::*;
+
+/// A config the cluster's own OS user can read (the archive_command runs as it): recipients
+/// only, no identity, in a 0755 directory.
+pub struct ArchiveConfig {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+pub fn archive_config(
+    ws: &Workspace,
+    pg: &ScratchCluster,
+    s3: &S3Env,
+    prefix: &str,
+) -> ArchiveConfig {
+    archive_config_for(ws, &pg.url("postgres"), s3, prefix)
+}
+
+/// As [`archive_config`], connecting with `source_url`.
+pub fn archive_config_for(
+    ws: &Workspace,
+    source_url: &str,
+    s3: &S3Env,
+    prefix: &str,
+) -> ArchiveConfig {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("vault.toml");
+    let text = ws
+        .configure(source_url)
+        .s3(s3, prefix)
+        .without_identity()
+        .text();
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    ArchiveConfig { _dir: dir, path }
+}
+
+pub fn data_dir(pg: &ScratchCluster) -> PathBuf {
+    pg.directory().join("data")
+}
+
+/// Turns archiving on with `vault wal-push` as the archive_command, and restarts.
+pub fn archive_with_vault(pg: &ScratchCluster, config: &Path) {
+    let command = format!(
+        "{} --config {} wal-push %p",
+        assert_cmd::cargo::cargo_bin("vault").display(),
+        config.display()
+    );
+    for setting in [
+        "archive_mode = 'on'".to_string(),
+        format!("archive_command = '{}'", command.replace('\'', "''")),
+        "wal_keep_size = '1GB'".to_string(),
+    ] {
+        pg.psql("postgres", &format!("ALTER SYSTEM SET {setting}"))
+            .unwrap();
+    }
+    pg.restart().unwrap();
+}
+
+/// Waits until the server reports `segment` archived; fails with the server's own words.
+pub fn wait_archived(pg: &ScratchCluster, segment: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let row = pg
+            .psql(
+                "postgres",
+                "SELECT coalesce(last_archived_wal, ''), failed_count, \
+                 coalesce(last_failed_wal, '') FROM pg_stat_archiver",
+            )
+            .unwrap();
+        let fields: Vec<&str> = row.trim().split('|').collect();
+        if fields[0] >= segment {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{segment}` not archived within 60 s: pg_stat_archiver {row}; server log:\n{}",
+            std::fs::read_to_string(pg.directory().join("server.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The segment a `pg_switch_wal()` completed, once it is archived.
+pub fn switch_and_archive(pg: &ScratchCluster) -> String {
+    let segment = pg
+        .psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")
+        .unwrap()
+        .trim()
+        .to_string();
+    wait_archived(pg, &segment);
+    segment
+}
+
+/// The repository key of `name`, which must be there exactly once.
+pub fn key_of(s3: &S3Env, prefix: &str, name: &str) -> String {
+    let keys: Vec<String> = s3
+        .keys(&format!("{prefix}/wal/"))
+        .into_iter()
+        .filter(|k| k.contains(&format!("/{name}-")))
+        .collect();
+    assert_eq!(keys.len(), 1, "one object for {name}: {keys:?}");
+    keys[0].clone()
+}
+
+/// A cluster, a workspace and its archive config under a fresh S3 prefix.
+pub fn archiving_set_up(test: &str) -> (S3Env, String, Workspace, ScratchCluster, ArchiveConfig) {
+    let s3 = S3Env::from_env();
+    let prefix = unique_prefix(test);
+    let ws = Workspace::new();
+    let pg = cluster();
+    let archive = archive_config(&ws, &pg, &s3, &prefix);
+    (s3, prefix, ws, pg, archive)
+}
+
+/// A restore host's config the server's OS user can read for `restore_command`: the
+/// workspace's identity copied for that user (0600, theirs), in a 0755 directory.
+pub fn fetch_config(
+    ws: &Workspace,
+    pg: &ScratchCluster,
+    s3: &S3Env,
+    prefix: &str,
+) -> ArchiveConfig {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let identity = dir.path().join("identity.txt");
+    std::fs::copy(&ws.identity, &identity).unwrap();
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if let Some((uid, gid)) = pg.server_owner() {
+        std::os::unix::fs::chown(&identity, Some(uid), Some(gid)).unwrap();
+    }
+    let path = dir.path().join("vault.toml");
+    let text = ws
+        .configure(&pg.url("postgres"))
+        .s3(s3, prefix)
+        .identity(&identity)
+        .text();
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    ArchiveConfig { _dir: dir, path }
+}
+
+/// Waits until a recovering cluster has ended recovery and promoted; fails with its log.
+pub fn wait_promoted(pg: &ScratchCluster) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = pg.psql("postgres", "SELECT pg_is_in_recovery()");
+        if out.is_ok_and(|out| out.trim() == "f") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "recovery did not end within 120 s; server log:\n{}",
+            std::fs::read_to_string(pg.directory().join("server.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
