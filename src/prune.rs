@@ -11,10 +11,16 @@ use chrono::{DateTime, Duration, Utc};
 use futures_util::StreamExt;
 use serde::Serialize;
 
+use crate::catalog::base::{
+    BASE_PREFIX, BaseManifest, base_data_prefix, base_manifest_key, is_manifest_key,
+    list_base_backups,
+};
 use crate::catalog::{self, MANIFESTS_PREFIX};
 use crate::error::{Error, Result};
 use crate::retention::{self, BackupRef, RetentionPlan, RetentionPolicy};
 use crate::storage::{IncompleteUpload, ObjectInfo, ObjectStore};
+use crate::wal::archive::Archive;
+use crate::wal::retention::{self as wal_retention, WalPlan};
 
 const DATA_PREFIX: &str = "data/";
 /// Deletions and lock checks in flight at once.
@@ -44,6 +50,10 @@ pub enum GarbageKind {
 #[derive(Debug, Clone, Serialize)]
 pub struct PrunePlan {
     pub retention: RetentionPlan,
+    /// Base backups, grouped by cluster (`cluster <system identifier>`).
+    pub base_retention: RetentionPlan,
+    /// Per cluster, the archived WAL kept and deleted.
+    pub wal: Vec<WalPlan>,
     pub garbage_grace_seconds: i64,
     pub garbage: Vec<Garbage>,
     /// Manifests that could not be read: their backups are neither kept nor deleted by
@@ -55,6 +65,8 @@ pub struct PrunePlan {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PruneOutcome {
     pub deleted_backups: Vec<String>,
+    pub deleted_base_backups: Vec<String>,
+    pub deleted_wal_files: usize,
     pub deleted_objects: usize,
     pub aborted_uploads: usize,
     pub deleted_orphans: usize,
@@ -99,12 +111,114 @@ pub async fn plan(
         .map(|o| o.key)
         .collect();
     let uploads = store.list_incomplete("").await?;
+    let mut garbage = plan_garbage(&data, &manifest_keys, &uploads, grace, now);
+
+    let bases = list_base_backups(store, None).await?;
+    let base_objects = store.list(BASE_PREFIX).await?;
+    garbage.extend(plan_base_garbage(&base_objects, grace, now));
+    let base_refs: Vec<BackupRef> = bases
+        .backups
+        .iter()
+        .map(|m| BackupRef {
+            id: m.id.to_string(),
+            database: cluster_group(m.system_identifier),
+            started_at: m.started_at,
+            pinned: m.pinned,
+            verified: false,
+        })
+        .collect();
+    let base_policy = RetentionPolicy {
+        stale_after: policy.stale_after.max(BASE_STALE_AFTER_MIN),
+        ..policy.clone()
+    };
+    let base_retention = retention::plan(&base_refs, &base_policy, now);
+    let mut archives = Archive::list_all(store).await?;
+    let mut clusters: Vec<u64> = bases.backups.iter().map(|b| b.system_identifier).collect();
+    clusters.extend(archives.keys().copied());
+    clusters.sort_unstable();
+    clusters.dedup();
+    let mut wal = Vec::new();
+    for system_id in clusters {
+        let group = cluster_group(system_id);
+        let kept: Vec<&BaseManifest> = bases
+            .backups
+            .iter()
+            .filter(|b| b.system_identifier == system_id)
+            .filter(|b| {
+                base_retention
+                    .decisions
+                    .iter()
+                    .any(|d| d.keep && d.database == group && d.id == b.id.as_str())
+            })
+            .collect();
+        let stalled = base_retention
+            .stalled
+            .iter()
+            .find(|s| s.database == group)
+            .map(|s| Duration::seconds(s.newest_age_seconds));
+        let archive = archives.remove(&system_id).unwrap_or_default();
+        let mut cluster_plan =
+            wal_retention::plan(system_id, &archive, &kept, stalled, policy.keep_within, now);
+        if !bases.unreadable.is_empty() {
+            // What an unreadable base backup needs is unknown: keep every file.
+            cluster_plan.kept_files += cluster_plan.delete.len();
+            cluster_plan.delete.clear();
+            cluster_plan.delete_bytes = 0;
+            cluster_plan.keep_from = None;
+            cluster_plan.reason =
+                "a base backup manifest could not be read, so what it needs is unknown: no \
+                 WAL is deleted"
+                    .into();
+        }
+        wal.push(cluster_plan);
+    }
+    let mut unreadable: Vec<String> = listing.unreadable.iter().map(ToString::to_string).collect();
+    unreadable.extend(bases.unreadable.iter().map(ToString::to_string));
     Ok(PrunePlan {
         retention,
+        base_retention,
+        wal,
         garbage_grace_seconds: grace.num_seconds(),
-        garbage: plan_garbage(&data, &manifest_keys, &uploads, grace, now),
-        unreadable: listing.unreadable.iter().map(ToString::to_string).collect(),
+        garbage,
+        unreadable,
     })
+}
+
+/// Base backups are taken weekly: their stall guard is never shorter than this.
+pub const BASE_STALE_AFTER_MIN: Duration = Duration::days(15);
+
+/// The retention group of a cluster's base backups.
+fn cluster_group(system_id: u64) -> String {
+    format!("cluster {system_id}")
+}
+
+/// Objects under `base/<sysid>/<id>/` with no `base/<sysid>/<id>.json`, older than `grace`.
+fn plan_base_garbage(objects: &[ObjectInfo], grace: Duration, now: DateTime<Utc>) -> Vec<Garbage> {
+    let owned: HashSet<String> = objects
+        .iter()
+        .filter(|o| is_manifest_key(&o.key))
+        .filter_map(|o| o.key.strip_suffix(".json").map(|k| format!("{k}/")))
+        .collect();
+    objects
+        .iter()
+        .filter(|o| !is_manifest_key(&o.key))
+        .filter(|o| {
+            let folder: String = o
+                .key
+                .splitn(4, '/')
+                .take(3)
+                .map(|p| format!("{p}/"))
+                .collect();
+            !owned.contains(&folder)
+        })
+        .map(|o| Garbage {
+            kind: GarbageKind::Orphan,
+            key: o.key.clone(),
+            upload_id: None,
+            since: o.last_modified,
+            remove: o.last_modified.is_some_and(|t| now - t > grace),
+        })
+        .collect()
 }
 
 /// Orphans are data objects under `data/<db>/<id>/` with no `manifests/<db>/<id>.json`
@@ -162,61 +276,73 @@ pub async fn apply(
     clock: DateTime<Utc>,
 ) -> PruneOutcome {
     let mut outcome = PruneOutcome::default();
-    let doomed: Vec<_> = plan.retention.to_delete().collect();
-
-    // Which of the doomed backups Object Lock still protects (any of its objects).
-    let checks = futures_util::stream::iter(doomed.iter().map(|d| async move {
-        let manifest_key = catalog::manifest_key(&d.database, &d.id.as_str().into());
-        let mut keys = vec![manifest_key];
-        let prefix = catalog::data_prefix(&d.database, &d.id.as_str().into());
-        keys.extend(store.list(&prefix).await?.into_iter().map(|o| o.key));
-        let mut latest: Option<DateTime<Utc>> = None;
-        for key in &keys {
-            if let Some(until) = store.locked_until(key).await?
-                && until > clock
-            {
-                latest = latest.max(Some(until));
-            }
-        }
-        Ok::<_, Error>((d, keys, latest))
-    }))
-    .buffered(CONCURRENCY)
-    .collect::<Vec<_>>()
-    .await;
-
-    let mut deletable = Vec::new();
-    for check in checks {
-        match check {
-            Ok((d, _, Some(until))) => outcome.locked.push(Locked {
+    let dumps = plan
+        .retention
+        .to_delete()
+        .map(|d| {
+            let id = d.id.as_str().into();
+            Doomed {
                 what: format!("backup {} of {}", d.id, d.database),
-                until,
-            }),
-            Ok((d, keys, None)) => deletable.push((d, keys)),
-            Err(e) => outcome.failures.push(e.to_string()),
-        }
-    }
+                id: d.id.clone(),
+                manifest: catalog::manifest_key(&d.database, &id),
+                data_prefix: catalog::data_prefix(&d.database, &id),
+            }
+        })
+        .collect();
+    outcome.deleted_backups = delete_backups(store, dumps, clock, &mut outcome).await;
 
-    // Manifests first: once they are gone, the backups have left the catalog.
-    let manifests_gone = delete_all(
+    // Base backups, then the WAL no kept one needs — only for a cluster whose doomed base
+    // backups are all gone (one left behind may still need that WAL).
+    let bases: Vec<(u64, Doomed)> = plan
+        .base_retention
+        .to_delete()
+        .filter_map(|d| {
+            let system_id: u64 = d.database.strip_prefix("cluster ")?.parse().ok()?;
+            let id = d.id.as_str().into();
+            Some((
+                system_id,
+                Doomed {
+                    what: format!("base backup {} of {}", d.id, d.database),
+                    id: d.id.clone(),
+                    manifest: base_manifest_key(system_id, &id),
+                    data_prefix: base_data_prefix(system_id, &id),
+                },
+            ))
+        })
+        .collect();
+    let clusters: Vec<u64> = bases.iter().map(|(c, _)| *c).collect();
+    let ids: Vec<String> = bases.iter().map(|(_, d)| d.id.clone()).collect();
+    let deleted = delete_backups(
         store,
-        deletable.iter().map(|(_, keys)| keys[0].clone()).collect(),
+        bases.into_iter().map(|(_, d)| d).collect(),
+        clock,
+        &mut outcome,
     )
     .await;
-    let mut data_keys = Vec::new();
-    for ((d, keys), result) in deletable.iter().zip(manifests_gone) {
-        match result {
-            Ok(()) => {
-                outcome.deleted_backups.push(d.id.clone());
-                outcome.deleted_objects += 1;
-                data_keys.extend(keys[1..].iter().cloned());
+    let undeleted: HashSet<u64> = clusters
+        .iter()
+        .zip(&ids)
+        .filter(|(_, id)| !deleted.contains(id))
+        .map(|(c, _)| *c)
+        .collect();
+    outcome.deleted_base_backups = deleted;
+    for cluster in &plan.wal {
+        let system_id: u64 = cluster.system_identifier.parse().unwrap_or_default();
+        if undeleted.contains(&system_id) {
+            if !cluster.delete.is_empty() {
+                outcome.failures.push(format!(
+                    "no WAL of cluster {system_id} was deleted: one of its base backups due \
+                     for deletion is still there"
+                ));
             }
-            Err(e) => outcome.failures.push(e.to_string()),
+            continue;
         }
-    }
-    for result in delete_all(store, data_keys).await {
-        match result {
-            Ok(()) => outcome.deleted_objects += 1,
-            Err(e) => outcome.failures.push(e.to_string()),
+        let keys = unlocked(store, cluster.delete.clone(), clock, &mut outcome).await;
+        for result in delete_all(store, keys).await {
+            match result {
+                Ok(()) => outcome.deleted_wal_files += 1,
+                Err(e) => outcome.failures.push(e.to_string()),
+            }
         }
     }
 
@@ -251,6 +377,114 @@ pub async fn apply(
         }
     }
     outcome
+}
+
+/// A backup retention deletes: its manifest and the folder of its data objects.
+struct Doomed {
+    what: String,
+    id: String,
+    manifest: String,
+    data_prefix: String,
+}
+
+/// Deletes backups not under Object Lock, each manifest first (it leaves the catalog
+/// atomically), then its data; returns the ids deleted.
+async fn delete_backups(
+    store: &dyn ObjectStore,
+    doomed: Vec<Doomed>,
+    clock: DateTime<Utc>,
+    outcome: &mut PruneOutcome,
+) -> Vec<String> {
+    // Which of them Object Lock still protects (any of its objects).
+    let checks = futures_util::stream::iter(doomed.iter().map(|d| async move {
+        let mut keys = vec![d.manifest.clone()];
+        keys.extend(store.list(&d.data_prefix).await?.into_iter().map(|o| o.key));
+        let latest = latest_lock(store, &keys, clock).await?;
+        Ok::<_, Error>((d, keys, latest))
+    }))
+    .buffered(CONCURRENCY)
+    .collect::<Vec<_>>()
+    .await;
+    let mut deletable = Vec::new();
+    for check in checks {
+        match check {
+            Ok((d, _, Some(until))) => outcome.locked.push(Locked {
+                what: d.what.clone(),
+                until,
+            }),
+            Ok((d, keys, None)) => deletable.push((d, keys)),
+            Err(e) => outcome.failures.push(e.to_string()),
+        }
+    }
+    let manifests_gone = delete_all(
+        store,
+        deletable.iter().map(|(_, keys)| keys[0].clone()).collect(),
+    )
+    .await;
+    let mut deleted = Vec::new();
+    let mut data_keys = Vec::new();
+    for ((d, keys), result) in deletable.iter().zip(manifests_gone) {
+        match result {
+            Ok(()) => {
+                deleted.push(d.id.clone());
+                outcome.deleted_objects += 1;
+                data_keys.extend(keys[1..].iter().cloned());
+            }
+            Err(e) => outcome.failures.push(e.to_string()),
+        }
+    }
+    for result in delete_all(store, data_keys).await {
+        match result {
+            Ok(()) => outcome.deleted_objects += 1,
+            Err(e) => outcome.failures.push(e.to_string()),
+        }
+    }
+    deleted
+}
+
+/// The latest Object Lock date after `clock` among `keys`, if any.
+async fn latest_lock(
+    store: &dyn ObjectStore,
+    keys: &[String],
+    clock: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>> {
+    let mut latest: Option<DateTime<Utc>> = None;
+    for key in keys {
+        if let Some(until) = store.locked_until(key).await?
+            && until > clock
+        {
+            latest = latest.max(Some(until));
+        }
+    }
+    Ok(latest)
+}
+
+/// The keys Object Lock no longer protects; the others are reported as locked.
+async fn unlocked(
+    store: &dyn ObjectStore,
+    keys: Vec<String>,
+    clock: DateTime<Utc>,
+    outcome: &mut PruneOutcome,
+) -> Vec<String> {
+    let checks = futures_util::stream::iter(keys.into_iter().map(|key| async move {
+        let until = latest_lock(store, std::slice::from_ref(&key), clock).await;
+        (key, until)
+    }))
+    .buffered(CONCURRENCY)
+    .collect::<Vec<_>>()
+    .await;
+    let mut free = Vec::new();
+    for (key, until) in checks {
+        match until {
+            Ok(None) => free.push(key),
+            Ok(Some(until)) => outcome.locked.push(Locked {
+                what: format!("WAL file {key}"),
+                until,
+            }),
+            Err(e) => outcome.failures.push(e.to_string()),
+        }
+    }
+    free
 }
 
 async fn delete_all(store: &dyn ObjectStore, keys: Vec<String>) -> Vec<Result<()>> {

@@ -222,3 +222,192 @@ fn a_cluster_that_cannot_be_backed_up_gets_a_sentence_saying_what_to_change() {
     let id = base_backup(&reader.path);
     assert!(!id.is_empty());
 }
+
+/// Writes something and switches to a new segment, archived before this returns.
+fn write_and_switch(pg: &ScratchCluster, n: u32) {
+    pg.psql(
+        "postgres",
+        &format!("CREATE TABLE IF NOT EXISTS t (n int); INSERT INTO t VALUES ({n})"),
+    )
+    .unwrap();
+    switch_and_archive(pg);
+}
+
+fn json_of(command: &mut assert_cmd::Command) -> serde_json::Value {
+    serde_json::from_str(&run_ok(command)).unwrap()
+}
+
+#[test]
+fn list_check_and_prune_see_the_wal_chain_and_never_cut_what_a_kept_base_backup_needs() {
+    let (s3, prefix, ws, pg, archive) = archiving_set_up("base-chain");
+    archive_with_vault(&pg, &archive.path);
+    let operator = ws
+        .configure(&pg.url("postgres"))
+        .s3(&s3, &prefix)
+        .section("[retention]\nkeep_within = \"1h\"")
+        .write();
+    write_and_switch(&pg, 1);
+    let older = base_backup(&archive.path);
+    write_and_switch(&pg, 2);
+    write_and_switch(&pg, 3);
+    let newer = base_backup(&archive.path);
+    write_and_switch(&pg, 4);
+    write_and_switch(&pg, 5);
+    let newest_segment = switch_and_archive(&pg);
+    backup(&operator);
+
+    // Both kinds listed, newest first.
+    let listed = json_of(vault_cmd(Some(&operator)).args(["list", "--json"]));
+    let kinds: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["logical", "base", "base"], "{listed:#}");
+    let base_entry = |id: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let (older_entry, newer_entry) = (base_entry(&older), base_entry(&newer));
+    assert_eq!(newer_entry["restorable"], true);
+    assert_eq!(newer_entry["reaches_wal"], newest_segment.as_str());
+    let newer_start = newer_entry["start_wal_file"].as_str().unwrap().to_string();
+    let older_start = older_entry["start_wal_file"].as_str().unwrap().to_string();
+
+    // One window, from the older base backup's stop to the newest segment; the chain whole.
+    let pitr = json_of(vault_cmd(Some(&operator)).args(["list", "--pitr", "--json"]));
+    let cluster = &pitr[0];
+    assert_eq!(cluster["window"].as_array().unwrap().len(), 1, "{pitr:#}");
+    assert_eq!(cluster["window"][0]["from_base"], older.as_str());
+    let time = |v: &serde_json::Value| -> chrono::DateTime<chrono::Utc> {
+        v.as_str().unwrap().parse().unwrap()
+    };
+    let from = time(&cluster["window"][0]["from"]);
+    assert!(
+        (from - time(&older_entry["stopped_at"]))
+            .num_seconds()
+            .abs()
+            < 1
+    );
+    assert_eq!(cluster["window"][0]["to_wal"], newest_segment.as_str());
+    assert_eq!(cluster["missing"], serde_json::json!([]));
+    let table = run_ok(vault_cmd(Some(&operator)).arg("list"));
+    assert!(
+        table.contains("recoverable from ") && table.contains(&newest_segment),
+        "{table}"
+    );
+    let checked = run_ok(vault_cmd(Some(&operator)).args(["check", "--wal"]));
+    assert!(checked.contains("ok   WAL chain of cluster"), "{checked}");
+
+    // Two hours on, with keep_within 1h: the older base backup goes; WAL is kept from the
+    // newer one's start, and nothing from there on is planned for deletion.
+    let started: chrono::DateTime<chrono::Utc> =
+        newer_entry["started_at"].as_str().unwrap().parse().unwrap();
+    let later = (started + chrono::Duration::hours(2)).to_rfc3339();
+    let planned =
+        json_of(vault_cmd(Some(&operator)).args(["prune", "--dry-run", "--json", "--now", &later]));
+    let wal = &planned["plan"]["wal"][0];
+    assert_eq!(wal["keep_from"], newer_start.as_str(), "{wal:#}");
+    assert!(wal["reason"].as_str().unwrap().contains(&newer), "{wal:#}");
+    let doomed: Vec<&str> = wal["delete"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert!(
+        doomed
+            .iter()
+            .any(|k| k.contains(&format!("/{older_start}-"))),
+        "the older base backup's WAL goes with it: {doomed:?}"
+    );
+    for key in &doomed {
+        let name = key.rsplit('/').next().unwrap();
+        assert!(name[..24] < *newer_start, "{name} is needed by {newer}");
+    }
+    let bases = &planned["plan"]["base_retention"]["decisions"];
+    assert_eq!(bases[1]["id"], older.as_str());
+    assert_eq!(bases[1]["keep"], false);
+    // With a longer keep_within both stay, and the cut-off moves to the older one's start.
+    let keep_both = ws
+        .configure(&pg.url("postgres"))
+        .s3(&s3, &prefix)
+        .section("[retention]\nkeep_within = \"30d\"")
+        .text();
+    let keep_both_path = ws.path("keep-both.toml");
+    std::fs::write(&keep_both_path, keep_both).unwrap();
+    let keep_both = keep_both_path;
+    let planned = json_of(vault_cmd(Some(&keep_both)).args([
+        "prune",
+        "--dry-run",
+        "--json",
+        "--now",
+        &later,
+    ]));
+    assert_eq!(planned["plan"]["wal"][0]["keep_from"], older_start.as_str());
+
+    // Applied: the older base backup and its WAL are gone; the chain from the newer is whole.
+    let done = json_of(vault_cmd(Some(&operator)).args(["prune", "--json", "--now", &later]));
+    assert_eq!(
+        done["applied"]["deleted_base_backups"],
+        serde_json::json!([older])
+    );
+    assert_eq!(
+        done["applied"]["deleted_wal_files"].as_u64().unwrap(),
+        doomed.len() as u64
+    );
+    let checked = run_ok(vault_cmd(Some(&operator)).args(["check", "--wal"]));
+    assert!(checked.contains("ok   WAL chain of cluster"), "{checked}");
+
+    // A segment deleted behind vault's back: the chain check names it, the window ends
+    // before it, and prune keeps everything from the newer base backup on.
+    let mut segments: Vec<String> = s3
+        .keys(&format!("{prefix}/wal/"))
+        .iter()
+        .map(|k| {
+            k.rsplit('/')
+                .next()
+                .unwrap()
+                .split('-')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .filter(|name| name.len() == 24)
+        .collect();
+    segments.sort();
+    let lost = segments
+        .iter()
+        .find(|name| **name > newer_start)
+        .unwrap()
+        .clone();
+    assert!(lost > newer_start && lost < newest_segment, "{lost}");
+    s3.delete_object(&key_of(&s3, &prefix, &lost));
+    let broken = expect_exit(vault_cmd(Some(&operator)).args(["check", "--wal"]), 6);
+    let out = String::from_utf8_lossy(
+        &vault_cmd(Some(&operator))
+            .args(["check", "--wal"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        out.contains(&format!("GAP: 1 segment(s) missing on timeline 1: {lost}")),
+        "{out}{broken}"
+    );
+    let pitr = json_of(vault_cmd(Some(&operator)).args(["list", "--pitr", "--json"]));
+    assert_eq!(pitr[0]["missing"][0]["first_missing"], lost.as_str());
+    assert!(pitr[0]["window"][0]["to_wal"].as_str().unwrap() < lost.as_str());
+    let planned =
+        json_of(vault_cmd(Some(&operator)).args(["prune", "--dry-run", "--json", "--now", &later]));
+    let wal = &planned["plan"]["wal"][0];
+    assert!(wal["reason"].as_str().unwrap().contains("gap"), "{wal:#}");
+    assert_eq!(wal["delete"], serde_json::json!([]), "{wal:#}");
+}

@@ -1,10 +1,14 @@
-//! `vault list`: complete backups, newest first, as a table or `--json`.
+//! `vault list`: complete backups, newest first — dumps (`kind` "logical") and base backups
+//! ("base") — as a table or `--json`; and per cluster, the point-in-time recovery window
+//! (in the table, or `--pitr --json`).
 
 use std::path::Path;
 
 use serde::Serialize;
+use vault::catalog::base::{BaseManifest, list_base_backups};
 use vault::catalog::{self, Manifest};
 use vault::verify::record::{self, VerifyState};
+use vault::wal::chain::{self, BaseReach};
 
 use super::exit::{self, Exit};
 
@@ -16,11 +20,17 @@ pub struct Args {
     /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Per cluster: the point-in-time recovery window, its gaps and the newest archived WAL
+    /// (with --json: an array of them instead of the backups).
+    #[arg(long)]
+    pub pitr: bool,
 }
 
 /// One `--json` entry. Field names are a stable contract.
 #[derive(Serialize)]
 struct Entry<'a> {
+    /// "logical" (a dump of one database)
+    kind: &'static str,
     id: &'a str,
     database: &'a str,
     started_at: String,
@@ -44,6 +54,7 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 impl<'a> Entry<'a> {
     fn new(m: &'a Manifest, verify: Option<&VerifyState>) -> Self {
         Entry {
+            kind: "logical",
             id: m.id.as_str(),
             database: &m.database,
             started_at: rfc3339(m.started_at),
@@ -61,24 +72,133 @@ impl<'a> Entry<'a> {
     }
 }
 
+/// A base backup's `--json` entry.
+#[derive(Serialize)]
+struct BaseEntry<'a> {
+    /// "base" (a physical copy of a whole cluster)
+    kind: &'static str,
+    id: &'a str,
+    system_identifier: String,
+    started_at: String,
+    finished_at: String,
+    /// When it became consistent: the earliest point it can be recovered to.
+    stopped_at: String,
+    size_bytes: u64,
+    raw_bytes: u64,
+    sha256: &'a str,
+    label: Option<&'a str>,
+    pinned: bool,
+    key: &'a str,
+    recipients: &'a [String],
+    server_version: &'a str,
+    databases: &'a [String],
+    timeline: u32,
+    start_wal_file: &'a str,
+    stop_wal_file: &'a str,
+    /// Whether its own WAL (start to stop) is archived; false: it restores nothing.
+    restorable: bool,
+    /// The last WAL segment its chain reaches without a gap.
+    reaches_wal: Option<String>,
+}
+
+impl<'a> BaseEntry<'a> {
+    fn new(m: &'a BaseManifest, reach: Option<&BaseReach>) -> Self {
+        BaseEntry {
+            kind: "base",
+            id: m.id.as_str(),
+            system_identifier: m.system_identifier.to_string(),
+            started_at: rfc3339(m.started_at),
+            finished_at: rfc3339(m.finished_at),
+            stopped_at: rfc3339(m.stopped_at),
+            size_bytes: m.data.stored.size_bytes,
+            raw_bytes: m.data.raw_bytes,
+            sha256: &m.data.stored.sha256,
+            label: m.label.as_deref(),
+            pinned: m.pinned,
+            key: &m.data.stored.key,
+            recipients: &m.encryption.recipients,
+            server_version: &m.server_version,
+            databases: &m.databases,
+            timeline: m.timeline,
+            start_wal_file: &m.start_wal_file,
+            stop_wal_file: &m.stop_wal_file,
+            restorable: reach.is_some_and(|r| r.consistent),
+            reaches_wal: reach.and_then(|r| r.reaches.clone()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Listed<'a> {
+    Logical(Entry<'a>),
+    Base(BaseEntry<'a>),
+}
+
+impl Listed<'_> {
+    fn started_at(&self) -> &str {
+        match self {
+            Listed::Logical(e) => &e.started_at,
+            Listed::Base(e) => &e.started_at,
+        }
+    }
+}
+
 pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let config = super::load_config(config_path)?;
     let store = vault::storage::open(&config.repository).await?;
     let listing = catalog::list_backups(store.as_ref(), args.database.as_deref()).await?;
+    let base_manifests = list_base_backups(store.as_ref(), None).await?.backups;
     let backups = &listing.backups;
     let states = record::states(store.as_ref(), args.database.as_deref()).await?;
-    let entries: Vec<Entry> = backups
+    let (chains, unreadable_bases) = chain::survey(store.as_ref()).await?;
+    let base_listing: Vec<(&BaseManifest, Option<&BaseReach>)> = chains
         .iter()
-        .map(|m| Entry::new(m, record::state_of(&states, m)))
+        .flat_map(|c| c.bases.iter())
+        .filter_map(|reach| {
+            let manifest = base_manifests.iter().find(|m| m.id.as_str() == reach.id)?;
+            Some((manifest, Some(reach)))
+        })
+        .filter(|(m, _)| {
+            args.database
+                .as_ref()
+                .is_none_or(|db| m.databases.contains(db))
+        })
         .collect();
-    if args.json {
+    let mut entries: Vec<Listed> = backups
+        .iter()
+        .map(|m| Listed::Logical(Entry::new(m, record::state_of(&states, m))))
+        .chain(
+            base_listing
+                .iter()
+                .map(|(m, reach)| Listed::Base(BaseEntry::new(m, *reach))),
+        )
+        .collect();
+    entries.sort_by(|a, b| b.started_at().cmp(a.started_at()));
+    if args.json && args.pitr {
+        println!("{}", serde_json::to_string_pretty(&chains)?);
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
-    } else if backups.is_empty() {
-        eprintln!("no backups in {}", store.location());
     } else {
-        print_table(&entries);
+        if entries.is_empty() {
+            eprintln!("no backups in {}", store.location());
+        } else if !args.pitr {
+            print_table(&entries);
+        }
+        for chain in &chains {
+            println!();
+            println!(
+                "point-in-time recovery of cluster {}:",
+                chain.system_identifier
+            );
+            for line in chain.lines() {
+                println!("  {line}");
+            }
+        }
     }
     // Listed what could be read; a damaged manifest still makes the exit code honest.
+    let mut listing = listing;
+    listing.unreadable.extend(unreadable_bases);
     for problem in &listing.unreadable {
         eprintln!("warning: {problem}");
     }
@@ -97,26 +217,57 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_table(entries: &[Entry]) {
+fn print_table(entries: &[Listed]) {
     println!(
-        "{:<23} {:<16} {:<19} {:>10} {:>10}  {:<8}  LABEL",
-        "ID", "DATABASE", "STARTED (UTC)", "STORED", "DUMP", "VERIFIED"
+        "{:<23} {:<7} {:<20} {:<19} {:>10} {:>10}  {:<8}  LABEL",
+        "ID", "KIND", "DATABASE", "STARTED (UTC)", "STORED", "RAW", "VERIFIED"
     );
-    for e in entries {
+    for entry in entries {
+        let (kind, database, verified) = match entry {
+            Listed::Logical(e) => (
+                "logical",
+                e.database.to_string(),
+                match e.verified {
+                    Some(true) => "yes",
+                    Some(false) => "FAILED",
+                    None => "not yet",
+                },
+            ),
+            Listed::Base(e) => (
+                "base",
+                format!("cluster {}", e.system_identifier),
+                if e.restorable { "-" } else { "NO WAL" },
+            ),
+        };
+        let (id, started_at, size, raw, label, pinned) = match entry {
+            Listed::Logical(e) => (
+                e.id,
+                &e.started_at,
+                e.size_bytes,
+                e.raw_bytes,
+                e.label,
+                e.pinned,
+            ),
+            Listed::Base(e) => (
+                e.id,
+                &e.started_at,
+                e.size_bytes,
+                e.raw_bytes,
+                e.label,
+                e.pinned,
+            ),
+        };
         println!(
-            "{:<23} {:<16} {:<19} {:>10} {:>10}  {:<8}  {}{}",
-            e.id,
-            e.database,
-            e.started_at.replace('T', " ").trim_end_matches('Z'),
-            indicatif::HumanBytes(e.size_bytes).to_string(),
-            indicatif::HumanBytes(e.raw_bytes).to_string(),
-            match e.verified {
-                Some(true) => "yes",
-                Some(false) => "FAILED",
-                None => "not yet",
-            },
-            e.label.unwrap_or(""),
-            if e.pinned { " (pinned)" } else { "" }
+            "{:<23} {:<7} {:<20} {:<19} {:>10} {:>10}  {:<8}  {}{}",
+            id,
+            kind,
+            database,
+            started_at.replace('T', " ").trim_end_matches('Z'),
+            indicatif::HumanBytes(size).to_string(),
+            indicatif::HumanBytes(raw).to_string(),
+            verified,
+            label.unwrap_or(""),
+            if pinned { " (pinned)" } else { "" }
         );
     }
 }

@@ -118,9 +118,12 @@ fn print_outcome(outcome: &PruneOutcome) {
         );
     }
     println!(
-        "deleted {} backup(s) ({} objects), aborted {} unfinished upload(s), deleted {} orphan(s)",
+        "deleted {} backup(s) and {} base backup(s) ({} objects), {} WAL file(s), aborted {} \
+         unfinished upload(s), deleted {} orphan(s)",
         outcome.deleted_backups.len(),
+        outcome.deleted_base_backups.len(),
         outcome.deleted_objects,
+        outcome.deleted_wal_files,
         outcome.aborted_uploads,
         outcome.deleted_orphans
     );
@@ -130,7 +133,12 @@ fn print_outcome(outcome: &PruneOutcome) {
 fn describe_plan(plan: &PrunePlan) -> Vec<String> {
     let now = plan.retention.now;
     let mut lines = Vec::new();
-    for d in &plan.retention.decisions {
+    for d in plan
+        .retention
+        .decisions
+        .iter()
+        .chain(&plan.base_retention.decisions)
+    {
         let age = timespec::describe(now - d.started_at);
         let why = if d.keep {
             d.reasons
@@ -148,7 +156,35 @@ fn describe_plan(plan: &PrunePlan) -> Vec<String> {
             d.id
         ));
     }
-    for stall in &plan.retention.stalled {
+    for wal in &plan.wal {
+        lines.push(match &wal.keep_from {
+            Some(first) => format!(
+                "wal     cluster {}  keep from {first}: {}; delete {} file(s) ({}) below it, \
+                 keep {}",
+                wal.system_identifier,
+                wal.reason,
+                wal.delete.len(),
+                indicatif::HumanBytes(wal.delete_bytes),
+                wal.kept_files
+            ),
+            None => format!(
+                "wal     cluster {}  keep all {} file(s): {}",
+                wal.system_identifier, wal.kept_files, wal.reason
+            ),
+        });
+        for range in &wal.kept_ranges {
+            lines.push(format!(
+                "wal     cluster {}  keep {} to {}: base backup {} needs them",
+                wal.system_identifier, range.first, range.last, range.base
+            ));
+        }
+    }
+    for stall in plan
+        .retention
+        .stalled
+        .iter()
+        .chain(&plan.base_retention.stalled)
+    {
         lines.push(format!(
             "warning: backups of `{}` have stopped: the newest ({}) is {} old, more than \
              stale_after; nothing of `{}` is deleted until a backup succeeds",

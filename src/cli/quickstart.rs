@@ -73,6 +73,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         super::list::Args {
             database: None,
             json: false,
+            pitr: false,
         },
     )
     .await?;

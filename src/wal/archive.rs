@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::position::{Segment, SegmentSize};
 use super::{WAL_PREFIX, WalKind, WalName};
 use crate::error::Result;
-use crate::storage::ObjectStore;
+use crate::storage::{ObjectInfo, ObjectStore};
 
 /// One archived object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,8 +47,31 @@ impl Archive {
             Some(folder) => format!("{}{folder}/", cluster_prefix(system_id)),
             None => cluster_prefix(system_id),
         };
+        Ok(Archive::from_objects(store.list(&prefix).await?))
+    }
+
+    /// Every cluster's archive in the repository, by system identifier.
+    pub async fn list_all(store: &dyn ObjectStore) -> Result<BTreeMap<u64, Archive>> {
+        let mut by_cluster: BTreeMap<u64, Vec<ObjectInfo>> = BTreeMap::new();
+        for object in store.list(WAL_PREFIX).await? {
+            let system_id = object
+                .key
+                .strip_prefix(WAL_PREFIX)
+                .and_then(|rest| rest.split_once('/'))
+                .and_then(|(id, _)| id.parse().ok());
+            if let Some(system_id) = system_id {
+                by_cluster.entry(system_id).or_default().push(object);
+            }
+        }
+        Ok(by_cluster
+            .into_iter()
+            .map(|(id, objects)| (id, Archive::from_objects(objects)))
+            .collect())
+    }
+
+    fn from_objects(objects: Vec<ObjectInfo>) -> Archive {
         let mut archive = Archive::default();
-        for object in store.list(&prefix).await? {
+        for object in objects {
             match parse_key(&object.key) {
                 Some((name, sha256)) => {
                     archive
@@ -65,7 +88,7 @@ impl Archive {
                 None => archive.foreign.push(object.key),
             }
         }
-        Ok(archive)
+        archive
     }
 
     /// Whole segments (not `.partial`), by position.
@@ -170,5 +193,8 @@ mod tests {
         );
         let folder = Archive::list(&store, 7, Some("history")).await.unwrap();
         assert_eq!(folder.files.len(), 1);
+        let all = Archive::list_all(&store).await.unwrap();
+        assert_eq!(all.keys().copied().collect::<Vec<_>>(), vec![7, 8]);
+        assert_eq!(all[&7], archive);
     }
 }

@@ -21,8 +21,10 @@
 //! another cluster is refused.
 
 pub mod archive;
+pub mod chain;
 pub mod position;
 pub mod probe;
+pub mod retention;
 
 use std::io::Read;
 use std::path::Path;
