@@ -30,6 +30,9 @@ pub struct Config {
     pub daemon: DaemonConfig,
     #[serde(default)]
     pub drill: DrillConfig,
+    /// `[pitr]`: point-in-time recovery is set up (the server archives through `vault
+    /// wal-push`): the daemon takes weekly base backups and watches archiving.
+    pub pitr: Option<PitrConfig>,
     /// `[[notify]]`: where the daemon sends alerts.
     #[serde(default)]
     pub notify: Vec<NotifyConfig>,
@@ -151,6 +154,27 @@ impl DaemonConfig {
     }
 }
 
+/// `[pitr]`: what the daemon does and watches for point-in-time recovery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PitrConfig {
+    /// Archiving has stalled when WAL files wait for `archive_command` and none was archived
+    /// for this long (`15m`): `/healthz` fails and an `archive_stalled` alert goes out —
+    /// before `pg_wal` fills the disk.
+    #[serde(default = "default_archive_stall_after")]
+    pub archive_stall_after: String,
+}
+
+fn default_archive_stall_after() -> String {
+    "15m".into()
+}
+
+impl PitrConfig {
+    pub fn archive_stall_after(&self) -> Result<chrono::Duration> {
+        duration("pitr.archive_stall_after", &self.archive_stall_after)
+    }
+}
+
 /// `[drill]`: the targets a `vault drill` must meet.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,6 +241,8 @@ pub enum NotifyEvent {
     VerifyFailure,
     /// `vault drill` failed a check or missed its RTO / RPO target.
     DrillFailure,
+    /// WAL files wait for archiving and none was archived for `pitr.archive_stall_after`.
+    ArchiveStalled,
     /// A job succeeded.
     Success,
 }
@@ -228,6 +254,7 @@ impl NotifyEvent {
             NotifyEvent::RpoBreach => "rpo_breach",
             NotifyEvent::VerifyFailure => "verify_failure",
             NotifyEvent::DrillFailure => "drill_failure",
+            NotifyEvent::ArchiveStalled => "archive_stalled",
             NotifyEvent::Success => "success",
         }
     }
@@ -239,6 +266,7 @@ fn default_notify_events() -> Vec<NotifyEvent> {
         NotifyEvent::RpoBreach,
         NotifyEvent::VerifyFailure,
         NotifyEvent::DrillFailure,
+        NotifyEvent::ArchiveStalled,
     ]
 }
 fn default_notify_timeout() -> String {
@@ -648,6 +676,9 @@ impl Config {
         self.verify.validate()?;
         self.daemon.settings()?;
         self.drill_targets()?;
+        if let Some(pitr) = &self.pitr {
+            pitr.archive_stall_after()?;
+        }
         for notify in &self.notify {
             notify.validate()?;
         }

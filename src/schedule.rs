@@ -19,6 +19,15 @@ use crate::error::{Error, Result};
 /// `schedules/` folder schedules the same thing.
 pub const BUILT_IN: &str = include_str!("../schedules/default.toml");
 
+/// The job `[pitr]` adds when no schedule takes base backups.
+pub const PITR_BASE_BACKUP: &str = r#"
+[[job]]
+name = "base-backup"
+command = "base-backup"
+cron = "0 0 3 * * Sat"       # weekly, the starting point of point-in-time recovery
+catch_up = true
+"#;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScheduleFile {
@@ -31,7 +40,7 @@ struct ScheduleFile {
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub name: String,
-    /// `backup`, `prune`, `verify`, `snapshot` or `drill`.
+    /// `backup`, `prune`, `verify`, `snapshot`, `drill` or `base-backup`.
     pub command: JobCommand,
     /// `sec min hour day-of-month month day-of-week [year]`, e.g. `0 0 */6 * * *`.
     pub cron: String,
@@ -49,13 +58,14 @@ pub struct JobSpec {
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum JobCommand {
     Backup,
     Prune,
     Verify,
     Snapshot,
     Drill,
+    BaseBackup,
 }
 
 impl JobCommand {
@@ -66,6 +76,7 @@ impl JobCommand {
             JobCommand::Verify => "verify",
             JobCommand::Snapshot => "snapshot",
             JobCommand::Drill => "drill",
+            JobCommand::BaseBackup => "base-backup",
         }
     }
 }
@@ -160,6 +171,37 @@ impl Schedules {
     /// the config file, else `schedules/` in the working directory (a clone of the
     /// repository), else the built-in default.
     pub fn load(config: &Config) -> Result<Schedules> {
+        let mut schedules = Self::load_files(config)?;
+        // With [pitr], a weekly base backup unless a schedule already takes them.
+        let takes_base_backups = schedules
+            .jobs
+            .iter()
+            .any(|j| j.spec.command == JobCommand::BaseBackup);
+        if config.pitr.is_some() && !takes_base_backups {
+            let added = Self::from_files(
+                "[pitr]".into(),
+                vec![(
+                    "the built-in [pitr] schedule".into(),
+                    PITR_BASE_BACKUP.into(),
+                )],
+            )?;
+            if schedules.jobs.iter().any(|j| j.name() == "base-backup") {
+                return Err(Error::Config(format!(
+                    "{}: a job is named `base-backup` but does not run base backups; [pitr] \
+                     adds a job of that name: rename yours, or give it `command = \
+                     \"base-backup\"`",
+                    schedules.origin
+                )));
+            }
+            schedules.jobs.extend(added.jobs);
+            schedules
+                .origin
+                .push_str(" and the built-in [pitr] base-backup job");
+        }
+        Ok(schedules)
+    }
+
+    fn load_files(config: &Config) -> Result<Schedules> {
         let base = config
             .origin
             .parent()
@@ -460,5 +502,48 @@ mod tests {
             one("[[job]]\nname='b'\ncommand='backup'\ncron='0 0 * * * *'\nargs=['--database=app']")
                 .unwrap();
         assert!(eq.covers("app") && !eq.covers("crm"));
+    }
+
+    #[test]
+    fn pitr_adds_a_weekly_base_backup_unless_a_schedule_takes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("schedules")).unwrap();
+        let write = |jobs: &str| {
+            std::fs::write(dir.path().join("schedules/jobs.toml"), jobs).unwrap();
+        };
+        let config = |pitr: bool| {
+            let text = format!(
+                "[source]\nurl = \"postgresql://app@localhost/app\"\n[repository]\n\
+                 url = \"/var/lib/vault\"\n[encryption]\nrecipients = [\"age1xyz\"]\n{}",
+                if pitr { "[pitr]\n" } else { "" }
+            );
+            Config::parse(&text, &dir.path().join("vault.toml")).unwrap()
+        };
+        write("[[job]]\nname='backup'\ncommand='backup'\ncron='0 0 */6 * * *'");
+        let names = |s: Schedules| {
+            s.jobs
+                .iter()
+                .map(|j| j.name().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(Schedules::load(&config(false)).unwrap()), ["backup"]);
+        let with = Schedules::load(&config(true)).unwrap();
+        let base = with
+            .jobs
+            .iter()
+            .find(|j| j.name() == "base-backup")
+            .unwrap();
+        assert_eq!(base.command_line(), ["base-backup"]);
+        assert!(base.spec.catch_up);
+        assert_eq!(
+            base.next_after(at("2026-12-01T00:00:00Z")),
+            Some(at("2026-12-05T03:00:00Z")),
+            "Saturday 03:00"
+        );
+        write("[[job]]\nname='physical'\ncommand='base-backup'\ncron='0 0 1 * * *'");
+        assert_eq!(names(Schedules::load(&config(true)).unwrap()), ["physical"]);
+        write("[[job]]\nname='base-backup'\ncommand='backup'\ncron='0 0 1 * * *'");
+        let clash = Schedules::load(&config(true)).unwrap_err().to_string();
+        assert!(clash.contains("rename yours"), "{clash}");
     }
 }

@@ -834,3 +834,114 @@ fn transient_failures_are_retried_with_backoff_permanent_ones_alert_at_once() {
         .unwrap();
     assert_eq!(out.status.code(), Some(4), "the repository is unreachable");
 }
+
+#[test]
+fn with_pitr_the_daemon_takes_a_base_backup_shows_the_window_and_alerts_when_archiving_stalls() {
+    let s3 = S3Env::from_env();
+    let prefix = unique_prefix("daemon-pitr");
+    let setup = Setup::new();
+    let pg = cluster();
+    let archive = archive_config(&setup.ws, &pg, &s3, &prefix);
+    archive_with_vault(&pg, &archive.path);
+    let sysid = pg
+        .psql(
+            "postgres",
+            "SELECT system_identifier FROM pg_control_system()",
+        )
+        .unwrap()
+        .trim()
+        .to_string();
+    let (hook_port, alerts) = webhook_receiver();
+    // Only a far-off prune: [pitr] adds the weekly base-backup job, which catches up at
+    // start-up (it never ran).
+    setup.schedule("[[job]]\nname = \"prune\"\ncommand = \"prune\"\ncron = \"0 0 0 1 1 *\"\n");
+    let config = setup.config(
+        &pg.url("postgres"),
+        "",
+        &s3_repository(&s3, &prefix),
+        "refresh_every = \"1s\"",
+        &format!(
+            "[pitr]\narchive_stall_after = \"3s\"\n\n[[notify]]\n\
+             url = \"http://127.0.0.1:{hook_port}/hook\"\n"
+        ),
+    );
+    backup(&config);
+    let daemon = Daemon::start(&config);
+    let cluster_label = format!("{{cluster=\"{sysid}\"}}");
+    let text = wait_for_metrics(&setup, 120, |t| {
+        job_runs(t, "base-backup", "success") == Some(1.0)
+            && metric(
+                t,
+                &format!("vault_pitr_window_start_timestamp_seconds{cluster_label}"),
+            )
+            .is_some()
+    });
+    let start = metric(
+        &text,
+        &format!("vault_pitr_window_start_timestamp_seconds{cluster_label}"),
+    )
+    .unwrap();
+    let end = metric(
+        &text,
+        &format!("vault_pitr_window_end_timestamp_seconds{cluster_label}"),
+    )
+    .unwrap();
+    assert!(start <= end, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            &format!("vault_wal_chain_missing_segments{cluster_label}")
+        ),
+        Some(0.0)
+    );
+    assert!(metric(&text, "vault_wal_ready_files").is_some(), "{text}");
+    assert_eq!(metric(&text, "vault_wal_archive_stalled"), Some(0.0));
+    let (status, body) = setup.get("/healthz");
+    assert_eq!(status, 200, "{body}");
+
+    // archive_command fails: files wait, nothing is archived; past 3 s it is a stall.
+    pg.psql("postgres", "ALTER SYSTEM SET archive_command = 'false'")
+        .unwrap();
+    pg.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t AS SELECT 1 AS n; SELECT pg_switch_wal()",
+    )
+    .unwrap();
+    let text = wait_for_metrics(&setup, 60, |t| {
+        metric(t, "vault_wal_archive_stalled") == Some(1.0)
+    });
+    assert!(
+        metric(&text, "vault_wal_ready_files").unwrap() >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "vault_wal_archive_failures").unwrap() >= 1.0,
+        "{text}"
+    );
+    let (status, body) = setup.get("/healthz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("archiving has stalled"), "{body}");
+    let alert = alerts_until(&alerts, "archive_stalled", 30);
+    assert!(
+        alert["message"]
+            .as_str()
+            .unwrap()
+            .contains("wait to be archived"),
+        "{alert}"
+    );
+
+    // Fixed: archiving catches up with no gap, and /healthz recovers.
+    archive_with_vault(&pg, &archive.path);
+    let segment = switch_and_archive(&pg);
+    wait_for_metrics(&setup, 60, |t| {
+        metric(t, "vault_wal_archive_stalled") == Some(0.0)
+    });
+    let (status, body) = setup.get("/healthz");
+    assert_eq!(status, 200, "{body}");
+    let checked = run_ok(vault_cmd(Some(&config)).args(["check", "--wal"]));
+    assert!(checked.contains("ok   WAL chain of cluster"), "{checked}");
+    assert!(checked.contains(&segment), "{checked}");
+    let (status, _, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+}

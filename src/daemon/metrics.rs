@@ -17,10 +17,17 @@ use serde::Serialize;
 
 use super::state::Outcome;
 use crate::status::{Freshness, Overview, Rpo};
+use crate::wal::chain::ChainReport;
+use crate::wal::watch::ArchiverView;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DatabaseLabels {
     database: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +62,14 @@ struct Families {
     job_last_success: Family<JobLabels, Seconds>,
     job_next_run: Family<JobLabels, Seconds>,
     job_running: Family<JobLabels, Gauge>,
+    wal_last_archived: Family<ClusterLabels, Seconds>,
+    pitr_window_start: Family<ClusterLabels, Seconds>,
+    pitr_window_end: Family<ClusterLabels, Seconds>,
+    wal_missing: Family<ClusterLabels, Gauge>,
+    server_last_archived: Seconds,
+    archive_failures: Gauge,
+    ready_files: Gauge,
+    archive_stalled: Gauge,
 }
 
 /// The daemon's view, shared by the scheduler, the refresher and the HTTP server.
@@ -65,6 +80,17 @@ pub struct Monitor {
     databases: Vec<String>,
     repository: Mutex<RepositoryView>,
     backups_running: AtomicUsize,
+    /// `[pitr] archive_stall_after`, when point-in-time recovery is set up.
+    archive_stall_after: Option<chrono::Duration>,
+    pitr: Mutex<PitrView>,
+}
+
+/// What the last PITR refresh saw: the server's archiver and the repository's WAL chains.
+#[derive(Default)]
+struct PitrView {
+    archiver: Option<ArchiverView>,
+    /// Why the server could not be asked, when it could not.
+    archiver_error: Option<String>,
 }
 
 #[derive(Default)]
@@ -91,7 +117,12 @@ impl Health {
 }
 
 impl Monitor {
-    pub fn new(rpo: Rpo, databases: Vec<String>, notify_failures: Counter) -> Monitor {
+    pub fn new(
+        rpo: Rpo,
+        databases: Vec<String>,
+        notify_failures: Counter,
+        archive_stall_after: Option<chrono::Duration>,
+    ) -> Monitor {
         let mut registry = Registry::default();
         let families = Families {
             backup_last_success: Family::default(),
@@ -112,6 +143,14 @@ impl Monitor {
             job_last_success: Family::default(),
             job_next_run: Family::default(),
             job_running: Family::default(),
+            wal_last_archived: Family::default(),
+            pitr_window_start: Family::default(),
+            pitr_window_end: Family::default(),
+            wal_missing: Family::default(),
+            server_last_archived: Seconds::default(),
+            archive_failures: Gauge::default(),
+            ready_files: Gauge::default(),
+            archive_stalled: Gauge::default(),
         };
         let f = &families;
         registry.register(
@@ -209,6 +248,49 @@ impl Monitor {
             "Alerts that could not be delivered.",
             notify_failures,
         );
+        if archive_stall_after.is_some() {
+            registry.register(
+                "vault_wal_last_archived_timestamp_seconds",
+                "When the cluster's newest WAL file reached the repository (Unix time).",
+                f.wal_last_archived.clone(),
+            );
+            registry.register(
+                "vault_pitr_window_start_timestamp_seconds",
+                "The earliest time the cluster can be recovered to (the oldest usable base \
+                 backup's stop).",
+                f.pitr_window_start.clone(),
+            );
+            registry.register(
+                "vault_pitr_window_end_timestamp_seconds",
+                "The latest time the cluster can be recovered to (its newest archived WAL).",
+                f.pitr_window_end.clone(),
+            );
+            registry.register(
+                "vault_wal_chain_missing_segments",
+                "WAL segments missing between the cluster's base backups and its newest WAL.",
+                f.wal_missing.clone(),
+            );
+            registry.register(
+                "vault_wal_server_last_archived_timestamp_seconds",
+                "When the server last archived a WAL file (pg_stat_archiver, Unix time).",
+                f.server_last_archived.clone(),
+            );
+            registry.register(
+                "vault_wal_archive_failures",
+                "Failed archive_command runs (pg_stat_archiver.failed_count).",
+                f.archive_failures.clone(),
+            );
+            registry.register(
+                "vault_wal_ready_files",
+                "WAL files waiting to be archived (.ready in pg_wal/archive_status).",
+                f.ready_files.clone(),
+            );
+            registry.register(
+                "vault_wal_archive_stalled",
+                "1 if files wait and nothing was archived for pitr.archive_stall_after.",
+                f.archive_stalled.clone(),
+            );
+        }
         families.rpo_target.set(rpo.target.num_seconds() as f64);
         Monitor {
             registry,
@@ -217,7 +299,72 @@ impl Monitor {
             databases,
             repository: Mutex::new(RepositoryView::default()),
             backups_running: AtomicUsize::new(0),
+            archive_stall_after,
+            pitr: Mutex::new(PitrView::default()),
         }
+    }
+
+    /// Whether point-in-time recovery is watched (`[pitr]`).
+    pub fn watches_archiving(&self) -> bool {
+        self.archive_stall_after.is_some()
+    }
+
+    /// A fresh look at the WAL chains in the repository.
+    pub fn observe_chains(&self, chains: &[ChainReport]) {
+        let f = &self.families;
+        for family in [
+            &f.wal_last_archived,
+            &f.pitr_window_start,
+            &f.pitr_window_end,
+        ] {
+            family.clear();
+        }
+        f.wal_missing.clear();
+        for chain in chains {
+            let labels = ClusterLabels {
+                cluster: chain.system_identifier.clone(),
+            };
+            if let Some(at) = chain.newest_wal.as_ref().and_then(|n| n.archived_at) {
+                f.wal_last_archived.get_or_create(&labels).set(unix(at));
+            }
+            if let (Some(first), Some(last)) = (chain.window.first(), chain.window.last()) {
+                f.pitr_window_start
+                    .get_or_create(&labels)
+                    .set(unix(first.from));
+                f.pitr_window_end.get_or_create(&labels).set(unix(last.to));
+            }
+            let missing: u64 = chain.missing.iter().map(|g| g.count).sum();
+            f.wal_missing
+                .get_or_create(&labels)
+                .set(i64::try_from(missing).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// A fresh look at the server's archiver, or why there was none.
+    pub fn observe_archiver(&self, archiver: std::result::Result<ArchiverView, String>) {
+        let f = &self.families;
+        let mut view = self.pitr.lock().expect("not poisoned");
+        match archiver {
+            Ok(archiver) => {
+                if let Some(at) = archiver.last_archived_time {
+                    f.server_last_archived.set(unix(at));
+                }
+                f.archive_failures.set(archiver.failed_count);
+                if let Some(ready) = archiver.ready_files {
+                    f.ready_files.set(i64::try_from(ready).unwrap_or(i64::MAX));
+                }
+                view.archiver = Some(archiver);
+                view.archiver_error = None;
+            }
+            Err(e) => view.archiver_error = Some(e),
+        }
+    }
+
+    /// The stall sentence, when archiving has stalled as of the last look.
+    pub fn archive_stall(&self) -> Option<String> {
+        let limit = self.archive_stall_after?;
+        let view = self.pitr.lock().expect("not poisoned");
+        view.archiver.as_ref()?.stall(limit)
     }
 
     /// A fresh read of the repository.
@@ -367,6 +514,7 @@ impl Monitor {
             }
         };
         problems.extend(databases.iter().filter_map(|d| d.problem.clone()));
+        problems.extend(self.archive_stall());
         Health {
             status: if problems.is_empty() { "ok" } else { "failing" },
             databases,
@@ -392,6 +540,8 @@ impl Monitor {
             }
             f.rpo_ok.get_or_create(&labels).set(i64::from(fresh.ok));
         }
+        f.archive_stalled
+            .set(i64::from(self.archive_stall().is_some()));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");

@@ -116,10 +116,16 @@ impl Daemon {
             target: settings.rpo_target,
             grace: settings.rpo_grace,
         };
+        let archive_stall_after = config
+            .pitr
+            .as_ref()
+            .map(|p| p.archive_stall_after())
+            .transpose()?;
         let monitor = Arc::new(Monitor::new(
             rpo,
             databases.clone(),
             notifier.failures_counter(),
+            archive_stall_after,
         ));
         let server = match settings.listen {
             Some(addr) => {
@@ -131,8 +137,10 @@ impl Daemon {
             None => None,
         };
         let refresh = Arc::new(Notify::new());
+        let source = crate::postgres::ConnInfo::parse(&config.source.url)?;
         let refresher = tokio::spawn(refresh_loop(
             store,
+            source,
             Arc::clone(&monitor),
             notifier.clone(),
             settings.refresh_every,
@@ -542,6 +550,7 @@ impl Scheduler {
 /// Re-reads the repository after every job and every `every`; alerts once per RPO breach.
 async fn refresh_loop(
     store: Arc<dyn ObjectStore>,
+    source: crate::postgres::ConnInfo,
     monitor: Arc<Monitor>,
     notifier: Notifier,
     every: Duration,
@@ -549,12 +558,33 @@ async fn refresh_loop(
 ) {
     let every = every.to_std().unwrap_or(MAX_SLEEP);
     let mut breached: HashSet<String> = HashSet::new();
+    let mut stalled = false;
     loop {
         match crate::status::overview(store.as_ref(), monitor.databases(), Utc::now()).await {
             Ok(overview) => monitor.observe(overview),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the repository for metrics");
                 monitor.observe_failure(e.to_string());
+            }
+        }
+        if monitor.watches_archiving() {
+            watch_archiving(store.as_ref(), &source, &monitor).await;
+            match monitor.archive_stall() {
+                Some(problem) if !stalled => {
+                    stalled = true;
+                    tracing::warn!("{problem}");
+                    let mut alert = Alert::new(
+                        NotifyEvent::ArchiveStalled,
+                        format!("vault on {}: {problem}", notify::host_name()),
+                    );
+                    alert.message = Some(problem);
+                    notifier.send(alert);
+                }
+                None if stalled => {
+                    stalled = false;
+                    tracing::info!("archiving is moving again");
+                }
+                _ => {}
             }
         }
         let health = monitor.health(Utc::now());
@@ -587,6 +617,32 @@ async fn refresh_loop(
             _ = tokio::time::sleep(every) => {}
         }
     }
+}
+
+/// Reads the WAL chains from the repository and the archiver from the server.
+async fn watch_archiving(
+    store: &dyn ObjectStore,
+    source: &crate::postgres::ConnInfo,
+    monitor: &Monitor,
+) {
+    match crate::wal::chain::survey(store).await {
+        Ok((chains, _)) => monitor.observe_chains(&chains),
+        Err(e) => tracing::warn!(error = %e, "cannot read the WAL archive for metrics"),
+    }
+    let database = source.database().unwrap_or("postgres").to_string();
+    let archiver = async {
+        let (client, connection) = crate::postgres::client::connect(source, &database).await?;
+        let view = crate::wal::watch::ArchiverView::read(&client, Utc::now()).await;
+        drop(client);
+        connection.abort();
+        view
+    }
+    .await
+    .map_err(|e| e.to_string());
+    if let Err(e) = &archiver {
+        tracing::warn!(error = %e, "cannot read the server's archiver for metrics");
+    }
+    monitor.observe_archiver(archiver);
 }
 
 fn sample_jitter(jitter: Duration) -> Duration {
@@ -644,6 +700,7 @@ mod tests {
                 rpo,
                 vec!["app".into()],
                 notifier.failures_counter(),
+                None,
             )),
             notifier,
             refresh: Arc::new(Notify::new()),

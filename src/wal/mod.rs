@@ -25,6 +25,7 @@ pub mod chain;
 pub mod position;
 pub mod probe;
 pub mod retention;
+pub mod watch;
 
 use std::io::Read;
 use std::path::Path;
