@@ -899,10 +899,13 @@ fn with_pitr_the_daemon_takes_a_base_backup_shows_the_window_and_alerts_when_arc
     let (status, body) = setup.get("/healthz");
     assert_eq!(status, 200, "{body}");
 
-    // archive_command fails: files wait, nothing is archived; past 3 s it is a stall.
-    pg.psql("postgres", "ALTER SYSTEM SET archive_command = 'false'")
-        .unwrap();
-    pg.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    // The S3 server unreachable for wal-push: every push fails, files wait, nothing is
+    // archived; past 3 s it is a stall.
+    let reachable = std::fs::read_to_string(&archive.path).unwrap();
+    let endpoint = format!("endpoint = {}", toml_str(&s3.endpoint));
+    assert!(reachable.contains(&endpoint), "{reachable}");
+    let dead = format!("endpoint = \"http://127.0.0.1:{}\"", free_port());
+    std::fs::write(&archive.path, reachable.replace(&endpoint, &dead)).unwrap();
     pg.psql(
         "postgres",
         "CREATE TABLE t AS SELECT 1 AS n; SELECT pg_switch_wal()",
@@ -910,6 +913,7 @@ fn with_pitr_the_daemon_takes_a_base_backup_shows_the_window_and_alerts_when_arc
     .unwrap();
     let text = wait_for_metrics(&setup, 60, |t| {
         metric(t, "vault_wal_archive_stalled") == Some(1.0)
+            && metric(t, "vault_wal_archive_failures").is_some_and(|n| n >= 1.0)
     });
     assert!(
         metric(&text, "vault_wal_ready_files").unwrap() >= 1.0,
@@ -931,8 +935,8 @@ fn with_pitr_the_daemon_takes_a_base_backup_shows_the_window_and_alerts_when_arc
         "{alert}"
     );
 
-    // Fixed: archiving catches up with no gap, and /healthz recovers.
-    archive_with_vault(&pg, &archive.path);
+    // S3 is back: PostgreSQL's retries catch up with no gap, and /healthz recovers.
+    std::fs::write(&archive.path, &reachable).unwrap();
     let segment = switch_and_archive(&pg);
     wait_for_metrics(&setup, 60, |t| {
         metric(t, "vault_wal_archive_stalled") == Some(0.0)

@@ -76,11 +76,21 @@ pub fn compress_encrypt<R: Read, W: Write>(
         compressor.multithread(compression.threads)?;
         compressor.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))?;
     }
-    let mut raw = HashingWriter::new(compressor);
+    // The raw sha256 on a thread of its own: this thread reads, feeds zstd's workers and
+    // encrypts what they give back; hashing every raw byte here too made it the bottleneck
+    // of a base backup (perf: 13% of its time in sha256, most of it the raw side).
+    let mut raw = Tee {
+        first: compressor,
+        second: offload::OffloadedHashingWriter::new(std::io::sink())?,
+    };
 
     copy_counted(&mut source, &mut raw, progress, |e| e)?;
 
-    let (compressor, raw_digest) = raw.finish();
+    let Tee {
+        first: compressor,
+        second: hasher,
+    } = raw;
+    let (_, raw_digest) = hasher.finish()?;
     let encrypted = compressor.finish()?;
     let stored = encrypted.finish()?;
     let (sink, stored_digest) = stored.finish();
@@ -130,6 +140,25 @@ pub fn decrypt_decompress<R: Read, W: Write + Send + 'static>(
             stored: stored_digest,
         },
     ))
+}
+
+/// Writes what `first` takes to `second` as well.
+struct Tee<A, B> {
+    first: A,
+    second: B,
+}
+
+impl<A: Write, B: Write> Write for Tee<A, B> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.first.write(buf)?;
+        self.second.write_all(&buf[..n])?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.first.flush()?;
+        self.second.flush()
+    }
 }
 
 /// Decrypts a small in-memory object (facts, globals).
