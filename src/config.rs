@@ -746,6 +746,14 @@ impl Config {
         }
     }
 
+    /// `[compression]` as the pipeline takes it (threads resolved).
+    pub fn compression(&self) -> crate::pipeline::Compression {
+        crate::pipeline::Compression {
+            level: self.compression.level,
+            threads: self.compression_threads(),
+        }
+    }
+
     /// zstd worker threads after resolving 0 to the number of cores.
     pub fn compression_threads(&self) -> u32 {
         match self.compression.threads {

@@ -138,15 +138,8 @@ impl BackupJob {
                 finished_at: Utc::now(),
                 server_version,
                 pg_dump_version,
-                compression: CompressionInfo {
-                    algorithm: "zstd".into(),
-                    level: self.compression.level,
-                    threads: self.compression.threads,
-                },
-                encryption: EncryptionInfo {
-                    algorithm: "age-x25519".into(),
-                    recipients: self.recipients.public_keys(),
-                },
+                compression: self.compression_info(),
+                encryption: self.encryption_info(),
                 dump: DumpObject {
                     stored: stored_object(&dump_key, &dumped.summary.stored),
                     raw_bytes: dumped.summary.raw.bytes,
@@ -276,6 +269,23 @@ impl BackupJob {
         self.source.pass_secrets(&mut command)?;
         let (globals, _) = ChildProcess::spawn("pg_dumpall", command)?.output().await?;
         Ok(globals)
+    }
+
+    /// How this job compresses, as its manifests record it.
+    pub(crate) fn compression_info(&self) -> CompressionInfo {
+        CompressionInfo {
+            algorithm: "zstd".into(),
+            level: self.compression.level,
+            threads: self.compression.threads,
+        }
+    }
+
+    /// Whom this job encrypts to, as its manifests record it.
+    pub(crate) fn encryption_info(&self) -> EncryptionInfo {
+        EncryptionInfo {
+            algorithm: "age-x25519".into(),
+            recipients: self.recipients.public_keys(),
+        }
     }
 
     async fn put_encrypted(&self, key: &str, plain: &[u8]) -> Result<StoredObject> {

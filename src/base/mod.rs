@@ -14,7 +14,6 @@
 
 pub mod tar;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -22,33 +21,20 @@ use chrono::Utc;
 use sha2::{Digest as _, Sha256};
 use tokio_postgres::Client;
 
-use crate::backup::stored_object;
 use crate::backup::stream::ChildStream;
+use crate::backup::{BackupJob, stored_object};
 use crate::cancel::Cancel;
 use crate::catalog::base::{
     BASE_MANIFEST_FORMAT, BaseManifest, base_data_prefix, base_manifest_key,
 };
-use crate::catalog::{BackupId, CompressionInfo, DumpObject, EncryptionInfo};
+use crate::catalog::{BackupId, DumpObject};
 use crate::error::{Error, Result};
-use crate::keys::Recipients;
-use crate::pipeline::Compression;
 use crate::postgres::client::{ServerInfo, describe_pg_error};
-use crate::postgres::{ChildProcess, ConnInfo, PgTools};
-use crate::progress::Progress;
-use crate::storage::ObjectStore;
+use crate::postgres::{ChildProcess, PgTools};
 use crate::wal::archive::Archive;
 use crate::wal::position::{Lsn, Segment, SegmentSize};
 use crate::wal::probe::ArchiveSettings;
 use tar::{TarFacts, TarInspector};
-
-pub struct BaseBackupJob {
-    pub store: Arc<dyn ObjectStore>,
-    pub source: ConnInfo,
-    pub pg_bin_dir: Option<PathBuf>,
-    pub recipients: Arc<Recipients>,
-    pub compression: Compression,
-    pub progress: Arc<dyn Progress>,
-}
 
 /// What the server says before the backup starts.
 #[derive(Debug, Clone)]
@@ -301,8 +287,11 @@ fn explain(error: Error, role: &str) -> Error {
     Error::Config(format!("{advice}. pg_basebackup said: {message}"))
 }
 
-impl BaseBackupJob {
-    pub async fn run(
+/// Base backups run in the same job as dumps: the same source, repository, recipients,
+/// compression and progress.
+impl BackupJob {
+    /// Takes a base backup of the whole cluster; returns its manifest once it is stored.
+    pub async fn base_backup(
         &self,
         label: Option<String>,
         pinned: bool,
@@ -504,15 +493,8 @@ impl BaseBackupJob {
                 raw_sha256: summary.raw.sha256_hex(),
                 format: "tar".into(),
             },
-            compression: CompressionInfo {
-                algorithm: "zstd".into(),
-                level: self.compression.level,
-                threads: self.compression.threads,
-            },
-            encryption: EncryptionInfo {
-                algorithm: "age-x25519".into(),
-                recipients: self.recipients.public_keys(),
-            },
+            compression: self.compression_info(),
+            encryption: self.encryption_info(),
             warnings,
         })
     }

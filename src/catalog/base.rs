@@ -10,11 +10,12 @@
 //! them all, and recovery replays that cluster's WAL (`wal/<system identifier>/`) on top.
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{BackupId, CompressionInfo, DumpObject, EncryptionInfo, read_versioned};
-use crate::error::{Error, Result};
+use super::{
+    BackupId, CompressionInfo, DumpObject, EncryptionInfo, Listed, Listing, read_versioned,
+};
+use crate::error::Result;
 use crate::storage::ObjectStore;
 use crate::wal::position::{Lsn, SegmentSize};
 
@@ -83,6 +84,18 @@ mod as_text {
     }
 }
 
+impl Listed for BaseManifest {
+    fn read(bytes: &[u8], key: &str) -> Result<Self> {
+        BaseManifest::from_json(bytes, key)
+    }
+    fn started_at(&self) -> DateTime<Utc> {
+        self.started_at
+    }
+    fn id(&self) -> &BackupId {
+        &self.id
+    }
+}
+
 impl BaseManifest {
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("a manifest always serializes")
@@ -111,16 +124,10 @@ pub fn base_data_prefix(system_id: u64, id: &BackupId) -> String {
 
 /// Every complete base backup (of one cluster, or all), newest first, and a sentence for
 /// each manifest that could not be read.
-#[derive(Debug, Default)]
-pub struct BaseListing {
-    pub backups: Vec<BaseManifest>,
-    pub unreadable: Vec<Error>,
-}
-
 pub async fn list_base_backups(
     store: &dyn ObjectStore,
     system_id: Option<u64>,
-) -> Result<BaseListing> {
+) -> Result<Listing<BaseManifest>> {
     let prefix = system_id.map_or_else(|| BASE_PREFIX.to_string(), cluster_prefix);
     let keys: Vec<String> = store
         .list(&prefix)
@@ -129,23 +136,7 @@ pub async fn list_base_backups(
         .map(|o| o.key)
         .filter(|k| is_manifest_key(k))
         .collect();
-    let results: Vec<Result<BaseManifest>> = futures_util::stream::iter(keys)
-        .map(|key| read_base_manifest(store, key))
-        .buffered(16)
-        .collect()
-        .await;
-    let mut listing = BaseListing::default();
-    for result in results {
-        match result {
-            Ok(manifest) => listing.backups.push(manifest),
-            Err(e) if matches!(e.class(), Error::Repository(_)) => return Err(e),
-            Err(e) => listing.unreadable.push(e),
-        }
-    }
-    listing
-        .backups
-        .sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
-    Ok(listing)
+    super::read_all(store, keys).await
 }
 
 /// `base/<sysid>/<id>.json`, not an object inside a backup's folder.
@@ -153,11 +144,6 @@ pub fn is_manifest_key(key: &str) -> bool {
     key.strip_prefix(BASE_PREFIX)
         .and_then(|rest| rest.split_once('/'))
         .is_some_and(|(_, file)| !file.contains('/') && file.ends_with(".json"))
-}
-
-async fn read_base_manifest(store: &dyn ObjectStore, key: String) -> Result<BaseManifest> {
-    let bytes = store.get(&key).await?;
-    BaseManifest::from_json(&bytes, &key)
 }
 
 /// Rewrites a base backup's manifest with `pinned` set.

@@ -175,10 +175,38 @@ pub fn read_versioned<T: serde::de::DeserializeOwned>(
 
 /// What a listing found: the readable backups, newest first, and a sentence for every
 /// manifest that could not be read (one damaged manifest must not hide the others).
-#[derive(Debug, Default)]
-pub struct Listing {
-    pub backups: Vec<Manifest>,
+#[derive(Debug)]
+pub struct Listing<T = Manifest> {
+    pub backups: Vec<T>,
     pub unreadable: Vec<Error>,
+}
+
+impl<T> Default for Listing<T> {
+    fn default() -> Self {
+        Listing {
+            backups: Vec::new(),
+            unreadable: Vec::new(),
+        }
+    }
+}
+
+/// A manifest the catalog lists: a dump's or a base backup's.
+pub trait Listed: Sized {
+    fn read(bytes: &[u8], key: &str) -> Result<Self>;
+    fn started_at(&self) -> DateTime<Utc>;
+    fn id(&self) -> &BackupId;
+}
+
+impl Listed for Manifest {
+    fn read(bytes: &[u8], key: &str) -> Result<Self> {
+        Manifest::from_json(bytes, key)
+    }
+    fn started_at(&self) -> DateTime<Utc> {
+        self.started_at
+    }
+    fn id(&self) -> &BackupId {
+        &self.id
+    }
 }
 
 /// Every complete backup in the repository (optionally of one database).
@@ -188,11 +216,19 @@ pub async fn list_backups(store: &dyn ObjectStore, database: Option<&str>) -> Re
         None => MANIFESTS_PREFIX.to_string(),
     };
     let keys = manifest_keys(store, &prefix).await?;
-    // Manifests are small; fetch a bounded number at once.
+    read_all(store, keys).await
+}
+
+/// Reads the manifests at `keys`, a bounded number at once, into a listing, newest first.
+/// The repository itself failing stops the read.
+pub(crate) async fn read_all<T: Listed>(
+    store: &dyn ObjectStore,
+    keys: Vec<String>,
+) -> Result<Listing<T>> {
     // Owned keys and a named function keep this future `Send` for spawned callers (the
     // daemon's refresher): a closure returning a borrowing async block is not.
-    let results: Vec<Result<Manifest>> = futures_util::stream::iter(keys)
-        .map(|key| read_manifest(store, key))
+    let results: Vec<Result<T>> = futures_util::stream::iter(keys)
+        .map(|key| read_one::<T>(store, key))
         .buffered(16)
         .collect()
         .await;
@@ -200,15 +236,19 @@ pub async fn list_backups(store: &dyn ObjectStore, database: Option<&str>) -> Re
     for result in results {
         match result {
             Ok(manifest) => listing.backups.push(manifest),
-            // The repository itself failing is not a damaged manifest: stop.
             Err(e) if matches!(e.class(), Error::Repository(_)) => return Err(e),
             Err(e) => listing.unreadable.push(e),
         }
     }
     listing
         .backups
-        .sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
+        .sort_by(|a, b| b.started_at().cmp(&a.started_at()).then(b.id().cmp(a.id())));
     Ok(listing)
+}
+
+async fn read_one<T: Listed>(store: &dyn ObjectStore, key: String) -> Result<T> {
+    let bytes = store.get(&key).await?;
+    T::read(&bytes, &key)
 }
 
 /// The newest backup of `database` by its key (ids sort by time): one listing of its
@@ -216,7 +256,7 @@ pub async fn list_backups(store: &dyn ObjectStore, database: Option<&str>) -> Re
 pub async fn newest_backup(store: &dyn ObjectStore, database: &str) -> Result<Option<Manifest>> {
     let prefix = format!("{MANIFESTS_PREFIX}{}/", database_segment(database));
     match manifest_keys(store, &prefix).await?.into_iter().max() {
-        Some(key) => read_manifest(store, key).await.map(Some),
+        Some(key) => read_one::<Manifest>(store, key).await.map(Some),
         None => Ok(None),
     }
 }
@@ -230,11 +270,6 @@ async fn manifest_keys(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Stri
         .map(|o| o.key)
         .filter(|k| k.ends_with(".json"))
         .collect())
-}
-
-async fn read_manifest(store: &dyn ObjectStore, key: String) -> Result<Manifest> {
-    let bytes = store.get(&key).await?;
-    Manifest::from_json(&bytes, &key)
 }
 
 /// Which backup an operator asked for.

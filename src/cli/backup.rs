@@ -4,10 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use vault::backup::BackupJob;
-use vault::cancel::Cancel;
 use vault::keys::Recipients;
 use vault::lock::{self, Lock};
-use vault::pipeline::Compression;
 use vault::postgres::ConnInfo;
 
 use super::exit::{self, Exit};
@@ -20,6 +18,27 @@ pub struct Args {
     /// A label stored in the manifest and shown by `list`.
     #[arg(long)]
     pub label: Option<String>,
+}
+
+/// The job every backup of this config runs in (dumps and base backups), after checking what
+/// can be checked without touching the database: the recipients, the URL, the repository.
+pub async fn job_for(
+    config: &vault::config::Config,
+) -> anyhow::Result<(BackupJob, Arc<dyn vault::progress::Progress>)> {
+    let recipients = Arc::new(Recipients::from_config(&config.encryption)?);
+    let source = ConnInfo::parse(&config.source.url)?;
+    let store = vault::storage::open(&config.repository).await?;
+    store.probe().await?;
+    let progress = super::progress::for_stderr();
+    let job = BackupJob {
+        store: Arc::from(store),
+        source,
+        pg_bin_dir: config.source.pg_bin_dir.clone(),
+        recipients,
+        compression: config.compression(),
+        progress: Arc::clone(&progress),
+    };
+    Ok((job, progress))
 }
 
 pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
@@ -47,29 +66,8 @@ pub async fn back_up(
         }
         None => configured,
     };
-    // Everything that can be checked without touching the database is checked first.
-    let recipients = Arc::new(Recipients::from_config(&config.encryption)?);
-    let source = ConnInfo::parse(&config.source.url)?;
-    let store = vault::storage::open(&config.repository).await?;
-    store.probe().await?;
-    let progress = super::progress::for_stderr();
-    let job = BackupJob {
-        store: Arc::from(store),
-        source,
-        pg_bin_dir: config.source.pg_bin_dir.clone(),
-        recipients,
-        compression: Compression {
-            level: config.compression.level,
-            threads: config.compression_threads(),
-        },
-        progress: Arc::clone(&progress),
-    };
-
-    let (trigger, cancel) = Cancel::new();
-    tokio::spawn(async move {
-        super::shutdown_signal().await;
-        trigger.cancel();
-    });
+    let (job, progress) = job_for(&config).await?;
+    let cancel = super::cancel_on_signal();
 
     let state_dir = config.state_dir();
     let mut failures = Vec::new();

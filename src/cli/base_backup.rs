@@ -2,14 +2,8 @@
 //! recovery's starting point); prints its id on stdout.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use vault::base::BaseBackupJob;
-use vault::cancel::Cancel;
-use vault::keys::Recipients;
 use vault::lock::{self, Lock};
-use vault::pipeline::Compression;
-use vault::postgres::ConnInfo;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,27 +17,8 @@ pub struct Args {
 
 pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let config = super::load_config(config_path)?;
-    let recipients = Arc::new(Recipients::from_config(&config.encryption)?);
-    let source = ConnInfo::parse(&config.source.url)?;
-    let store = vault::storage::open(&config.repository).await?;
-    store.probe().await?;
-    let progress = super::progress::for_stderr();
-    let job = BaseBackupJob {
-        store: Arc::from(store),
-        source,
-        pg_bin_dir: config.source.pg_bin_dir.clone(),
-        recipients,
-        compression: Compression {
-            level: config.compression.level,
-            threads: config.compression_threads(),
-        },
-        progress: Arc::clone(&progress),
-    };
-    let (trigger, cancel) = Cancel::new();
-    tokio::spawn(async move {
-        super::shutdown_signal().await;
-        trigger.cancel();
-    });
+    let (job, progress) = super::backup::job_for(&config).await?;
+    let cancel = super::cancel_on_signal();
     let server = job.source.host_port().to_string();
     // One base backup of a server at a time on this host (the daemon and a manual run).
     let result = match Lock::try_acquire(
@@ -51,7 +26,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         &lock::name_for("base-backup", &server),
         &format!("taking a base backup of {server}"),
     ) {
-        Ok(_held) => job.run(args.label, args.pin, cancel).await,
+        Ok(_held) => job.base_backup(args.label, args.pin, cancel).await,
         Err(busy) => Err(busy),
     };
     progress.finish();

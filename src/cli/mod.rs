@@ -128,6 +128,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A cancellation that SIGINT or SIGTERM triggers.
+pub fn cancel_on_signal() -> vault::cancel::Cancel {
+    let (trigger, cancel) = vault::cancel::Cancel::new();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        trigger.cancel();
+    });
+    cancel
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Utc;
-use vault::cancel::Cancel;
 use vault::catalog::{self, Selector};
 use vault::keys::Identities;
 use vault::postgres::ConnInfo;
@@ -135,11 +134,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         confirm(live, &plan)?;
     }
 
-    let (trigger, cancel) = Cancel::new();
-    tokio::spawn(async move {
-        super::shutdown_signal().await;
-        trigger.cancel();
-    });
+    let cancel = super::cancel_on_signal();
     let result = job.execute(&plan, cancel).await;
     progress.finish();
     let report = result?;

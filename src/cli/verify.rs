@@ -76,11 +76,7 @@ pub(super) async fn session(
     for note in job.remove_abandoned(&lock).await {
         progress.warn(&note);
     }
-    let (trigger, cancel) = Cancel::new();
-    tokio::spawn(async move {
-        super::shutdown_signal().await;
-        trigger.cancel();
-    });
+    let cancel = super::cancel_on_signal();
     Ok(Session {
         job,
         lock,

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use vault::feed::Feed;
 use vault::keys::Recipients;
-use vault::pipeline::Compression;
 use vault::wal::{self, Fetched, Pushed};
 
 use super::exit::{self, Exit};
@@ -48,10 +47,7 @@ pub async fn push(config_path: &Path, args: PushArgs) -> anyhow::Result<()> {
     let recipients = Arc::new(Recipients::from_config(&config.encryption)?);
     let store: Arc<dyn vault::storage::ObjectStore> =
         Arc::from(vault::storage::open(&config.repository).await?);
-    let compression = Compression {
-        level: config.compression.level,
-        threads: config.compression_threads(),
-    };
+    let compression = config.compression();
     let path = if args.path.is_absolute() || args.pgdata.is_none() {
         args.path.clone()
     } else {
