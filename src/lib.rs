@@ -18,6 +18,7 @@ pub mod feed;
 pub mod keys;
 pub mod lock;
 pub mod pipeline;
+pub mod pitr;
 pub mod postgres;
 pub mod progress;
 pub mod prune;

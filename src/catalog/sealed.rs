@@ -88,15 +88,22 @@ pub async fn read_globals(
 
 /// The identity must match one of the backup's recipients; says which keys would.
 pub fn check_identity(backup: &Manifest, identities: &Identities) -> Result<()> {
+    check_recipients(
+        &format!("backup {}", backup.id),
+        &backup.encryption.recipients,
+        identities,
+    )
+}
+
+/// The identity must match one of `recipients` (of `owner`: "base backup …").
+pub fn check_recipients(owner: &str, recipients: &[String], identities: &Identities) -> Result<()> {
     let mine = identities.public_keys();
-    let recipients = &backup.encryption.recipients;
     if recipients.iter().any(|r| mine.contains(r)) {
         return Ok(());
     }
     Err(Error::Key(format!(
-        "backup {} is encrypted to recipients {}; your identity is {}: use the identity file \
+        "{owner} is encrypted to recipients {}; your identity is {}: use the identity file \
          of one of those recipients (encryption.identity_file or VAULT_IDENTITY_FILE)",
-        backup.id,
         recipients.join(", "),
         mine.join(", ")
     )))

@@ -14,6 +14,7 @@ pub mod progress;
 pub mod prune;
 pub mod quickstart;
 pub mod restore;
+pub mod restore_cluster;
 pub mod runbook;
 pub mod snapshot;
 pub mod status;
@@ -99,6 +100,9 @@ pub enum Command {
     /// A physical base backup of the whole cluster (pg_basebackup), the starting point of
     /// point-in-time recovery; its WAL comes from the archive (`wal-push`).
     BaseBackup(base_backup::Args),
+    /// Recover the whole cluster to a second (or the end of the archive) from a base backup
+    /// and the archived WAL, into an empty directory, on its own port.
+    RestoreCluster(restore_cluster::Args),
 }
 
 pub fn load_config(path: &Path) -> Result<Config, vault::Error> {
@@ -125,6 +129,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::WalPush(args) => wal::push(&cli.config, args).await,
         Command::WalFetch(args) => wal::fetch(&cli.config, args).await,
         Command::BaseBackup(args) => base_backup::run(&cli.config, args).await,
+        Command::RestoreCluster(args) => restore_cluster::run(&cli.config, args).await,
     }
 }
 

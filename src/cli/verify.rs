@@ -41,13 +41,19 @@ pub struct Args {
 
 /// The identity, checked before anything else: restoring needs it.
 pub(super) fn identities(config: &Config, command: &str) -> anyhow::Result<Arc<Identities>> {
-    let identity_file = config.identity_file().ok_or_else(|| {
+    Ok(Arc::new(Identities::load(&identity_file(
+        config, command,
+    )?)?))
+}
+
+/// Where the identity is: `command` needs one.
+pub(super) fn identity_file(config: &Config, command: &str) -> anyhow::Result<std::path::PathBuf> {
+    Ok(config.identity_file().ok_or_else(|| {
         vault::Error::Key(format!(
             "{command} decrypts backups and needs an identity: set encryption.identity_file \
              or VAULT_IDENTITY_FILE to the file `vault keygen` wrote"
         ))
-    })?;
-    Ok(Arc::new(Identities::load(&identity_file)?))
+    })?)
 }
 
 /// A verify-like run: the job, its lock (what a killed run left removed first), the

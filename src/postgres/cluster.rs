@@ -338,14 +338,14 @@ fn tail(text: &str, max: usize) -> &str {
     &text[start..]
 }
 
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| Error::io("cannot find a free loopback port", e))
 }
 
-fn lookup_user(name: &str) -> Result<(u32, u32)> {
+pub(crate) fn lookup_user(name: &str) -> Result<(u32, u32)> {
     let c_name =
         CString::new(name).map_err(|_| Error::Config(format!("bad user name `{name}`")))?;
     // SAFETY: getpwnam takes a NUL-terminated string; the result is read before any other
@@ -362,7 +362,7 @@ fn lookup_user(name: &str) -> Result<(u32, u32)> {
     Ok(unsafe { ((*entry).pw_uid, (*entry).pw_gid) })
 }
 
-fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
+pub(crate) fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
     std::os::unix::fs::chown(path, Some(uid), Some(gid))
         .map_err(|e| Error::io(format!("cannot chown `{}`", path.display()), e))
 }

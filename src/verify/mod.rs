@@ -16,7 +16,7 @@
 
 pub mod checks;
 pub mod record;
-mod scratch;
+pub mod scratch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -255,7 +255,7 @@ pub(crate) async fn probe(config: &VerifyConfig, major: u32) -> Result<String> {
 /// the first of `/usr/lib/postgresql/<major>/bin`, `pg_config --bindir`, the other
 /// `/usr/lib/postgresql/*/bin` and `PATH` whose initdb is `major`; else the nearest newer
 /// major (restoring into a newer server works), with a warning.
-async fn server_bin_dir(
+pub async fn server_bin_dir(
     configured: Option<&Path>,
     major: u32,
     progress: &dyn Progress,

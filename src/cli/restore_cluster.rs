@@ -1,0 +1,167 @@
+//! `vault restore-cluster`: the whole cluster recovered to a second (or the end of the
+//! archive) into an empty directory, on its own port, beside the live one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::Utc;
+use vault::catalog::sealed::check_recipients;
+use vault::feed::Feed;
+use vault::lock::Lock;
+use vault::pitr::cluster::{self, Destination};
+use vault::pitr::plan::Target;
+use vault::timespec::{self, rfc3339};
+
+#[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["at", "latest"]))]
+pub struct Args {
+    /// Recover to this time (RFC 3339 with an offset, or how long ago: 90m, 2h).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Recover everything the archive holds.
+    #[arg(long)]
+    pub latest: bool,
+    /// An empty or new directory for the recovered cluster.
+    #[arg(long)]
+    pub pgdata: PathBuf,
+    /// The port it listens on (localhost only); default: a free one.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Stop once recovery has reached the target instead of promoting and leaving it
+    /// running.
+    #[arg(long)]
+    pub no_start: bool,
+    /// The cluster, when the repository holds base backups of several.
+    #[arg(long)]
+    pub system_identifier: Option<u64>,
+    /// Print the plan and the outcome as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
+    let config = super::load_config(config_path)?;
+    let target = match &args.at {
+        Some(at) => Target::At(timespec::parse_point_in_time(at, Utc::now())?),
+        None => Target::Latest,
+    };
+    let identity_file = super::verify::identity_file(&config, "restore-cluster")?;
+    let identities = Arc::new(vault::keys::Identities::load(&identity_file)?);
+    let store: Arc<dyn vault::storage::ObjectStore> =
+        Arc::from(vault::storage::open(&config.repository).await?);
+    let (plan, base) =
+        vault::pitr::plan_for(store.as_ref(), args.system_identifier, target).await?;
+    check_recipients(
+        &format!("base backup {}", base.id),
+        &base.encryption.recipients,
+        &identities,
+    )?;
+    let progress = super::progress::for_stderr();
+    for note in &plan.notes {
+        progress.phase(note);
+    }
+    eprintln!("data-loss gap: {} s", plan.data_loss_seconds(target));
+    let port = match args.port {
+        Some(port) => {
+            std::net::TcpListener::bind(("127.0.0.1", port)).map_err(|e| {
+                vault::Error::Config(format!(
+                    "port {port} is taken ({e}): restore-cluster never shares a port with \
+                     another server; choose another --port"
+                ))
+            })?;
+            port
+        }
+        None => vault::postgres::cluster::free_port()?,
+    };
+    let major = base.server_version_num / 10000;
+    let bin_dir = vault::verify::scratch::server_bin_dir(
+        config.verify.pg_bin_dir.as_deref(),
+        major,
+        progress.as_ref(),
+    )
+    .await?;
+    let state_dir = config.state_dir();
+    let lock = Lock::try_acquire(&state_dir, "restore-cluster", "restoring a cluster")?;
+    for note in
+        cluster::clean_up_after_killed_run(lock.previous_notes(), &bin_dir, &config.verify.run_as)
+    {
+        progress.warn(&note);
+    }
+    let destination = Destination {
+        pgdata: std::path::absolute(&args.pgdata)?,
+        port,
+        start: !args.no_start,
+        bin_dir,
+        run_as: config.verify.run_as.clone(),
+        config_path: std::path::absolute(config_path)?,
+        identity_file,
+    };
+    let feed = Feed {
+        store,
+        identities,
+        progress: Arc::clone(&progress),
+    };
+    let recovered = tokio::select! {
+        result = cluster::recover(&feed, &base, &plan, &destination, &lock) => result,
+        _ = super::shutdown_signal() => Err(vault::Error::Interrupted(
+            "restore-cluster cancelled; what it had created is removed by the next run".into(),
+        )),
+    };
+    progress.finish();
+    let recovered = recovered?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "plan": plan,
+                "recovered": recovered,
+            }))?
+        );
+    }
+    let reached = recovered
+        .stopped_at_commit
+        .as_deref()
+        .map(|s| format!("recovery stopped {s}"))
+        .or_else(|| {
+            recovered
+                .last_transaction
+                .as_deref()
+                .map(|t| format!("the last replayed transaction committed at {t}"))
+        })
+        .unwrap_or_else(|| "no transaction was replayed after the base backup".into());
+    let asked = match target {
+        Target::At(at) => rfc3339(at),
+        Target::Latest => "the end of the archive".into(),
+    };
+    eprintln!(
+        "recovered cluster {} to {asked}: {reached}",
+        plan.system_identifier
+    );
+    for note in &recovered.notes {
+        eprintln!("{note}");
+    }
+    let pgdata = recovered.pgdata.display();
+    if recovered.running {
+        eprintln!(
+            "running on localhost:{} (timeline {}), not archiving: psql -h localhost -p {} -U \
+             <role> <database>; stop it with `pg_ctl -D {pgdata} stop` as the server's user",
+            recovered.port,
+            recovered
+                .timeline
+                .map_or_else(|| "?".to_string(), |t| t.to_string()),
+            recovered.port
+        );
+    } else if recovered.in_recovery {
+        eprintln!(
+            "stopped at the target, still in recovery: `pg_ctl -D {pgdata} start` as the \
+             server's user promotes it (restore_command still reads {})",
+            recovered
+                .helper
+                .as_deref()
+                .map_or_else(|| "the config".into(), |h| h.display().to_string())
+        );
+    } else {
+        eprintln!("stopped; `pg_ctl -D {pgdata} start` as the server's user starts it");
+    }
+    Ok(())
+}

@@ -1,0 +1,595 @@
+//! `vault restore-cluster`: a whole cluster recovered into an empty directory beside the live
+//! one, from a base backup and the archived WAL, to a second or to the end of the archive.
+//!
+//! ```text
+//! plan (nothing created): chain report → base backup + target, or a refusal naming the gap
+//! lock state_dir/restore-cluster.lock; notes of a killed run → stop its server, remove its dir
+//! mkdir PGDATA (0700, the server's user) + marker; feed base.tar.zst.age → `tar -x` (as that user)
+//! postgresql.auto.conf += restore_command = vault wal-fetch, recovery_target_time, archive_mode
+//!   off, listen_addresses localhost, the port, hot_standby off; recovery.signal
+//! pg_ctl start → the log says: promoted | shut down at the target | "ended before the target"
+//!   (no commit after it: every archived commit is before it → again without a target) | failed
+//! what was reached (from the log); the marker removed, the notes cleared
+//! ```
+//!
+//! Whatever fails before the server is up stops it and removes what this run created: the
+//! live cluster's files and port are never touched, and the copy never archives into the
+//! production repository.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::plan::RecoveryPlan;
+use crate::catalog::base::BaseManifest;
+use crate::error::{Error, Result};
+use crate::feed::{Fed, Feed, Known, PhaseClock, Source};
+use crate::lock::Lock;
+use crate::postgres::ChildProcess;
+use crate::postgres::cluster::{chown, lookup_user};
+
+/// Inside the data directory while vault fills it; a directory holding it is vault's to
+/// remove after a killed run.
+const MARKER: &str = ".vault-restore-incomplete";
+/// The server log of the recovery, in the data directory.
+pub const LOG: &str = "vault-recovery.log";
+
+/// Where and how to recover.
+pub struct Destination {
+    /// An empty or missing directory.
+    pub pgdata: PathBuf,
+    pub port: u16,
+    /// Leave the server running once promoted; otherwise stop once the target is reached.
+    pub start: bool,
+    /// The server's binaries (of the base backup's major version).
+    pub bin_dir: PathBuf,
+    /// The OS user the server runs as when vault runs as root.
+    pub run_as: String,
+    /// The config file `restore_command` runs `vault wal-fetch` with.
+    pub config_path: PathBuf,
+    /// The identity file. When vault runs as root, the server's user gets copies of it and
+    /// of the config (0600, theirs) beside the data directory (`.<name>.vault-recovery`),
+    /// removed once recovery has ended.
+    pub identity_file: PathBuf,
+}
+
+/// What recovery reached.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovered {
+    pub pgdata: PathBuf,
+    pub port: u16,
+    pub running: bool,
+    /// Stopped at its target, still in recovery (`--no-start`): its next start resumes
+    /// recovery, with `restore_command` and the copies it needs (`helper`).
+    pub in_recovery: bool,
+    pub helper: Option<PathBuf>,
+    /// The log's "recovery stopping before/after commit of transaction N, time T".
+    pub stopped_at_commit: Option<String>,
+    /// The log's "last completed transaction was at log time T".
+    pub last_transaction: Option<String>,
+    /// The new timeline, when the copy promoted.
+    pub timeline: Option<u32>,
+    /// Sentences for the operator, about what happened on the way.
+    pub notes: Vec<String>,
+}
+
+/// Recovers `base` per `plan` into `to`. The lock's notes say what a killed run left.
+pub async fn recover(
+    feed: &Feed,
+    base: &BaseManifest,
+    plan: &RecoveryPlan,
+    to: &Destination,
+    lock: &Lock,
+) -> Result<Recovered> {
+    let owner = server_owner(&to.run_as)?;
+    prepare_directory(&to.pgdata, owner)?;
+    lock.note(&[format!("pgdata {}", to.pgdata.display())])?;
+    // Beside the data directory: the server's user can reach it, as it reaches PGDATA.
+    let helper = to.pgdata.with_file_name(format!(
+        ".{}.vault-recovery",
+        to.pgdata
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let result = async {
+        extract(feed, base, &to.pgdata, owner).await?;
+        let env = helper_files(to, owner, &helper)?;
+        write_recovery_settings(plan, to, owner, &env)?;
+        run_recovery(plan, to, owner, &env).await
+    }
+    .await;
+    // Once recovery has ended the server no longer runs restore_command: its copies of
+    // the config and identity go. A copy stopped at its target (still recovering) keeps them
+    // for its next start.
+    if !result.as_ref().is_ok_and(|r| r.in_recovery) {
+        let _ = std::fs::remove_dir_all(&helper);
+    }
+    match result {
+        Ok(recovered) => {
+            let _ = std::fs::remove_file(to.pgdata.join(MARKER));
+            lock.note(&[])?;
+            Ok(recovered)
+        }
+        Err(e) => {
+            stop_and_remove(&to.pgdata, &to.bin_dir, owner);
+            let _ = lock.note(&[]);
+            Err(e)
+        }
+    }
+}
+
+/// Stops a server a killed run left in a directory it was filling, and removes it. Only a
+/// directory holding vault's marker is touched.
+pub fn clean_up_after_killed_run(notes: &[String], bin_dir: &Path, run_as: &str) -> Vec<String> {
+    let mut said = Vec::new();
+    for dir in notes.iter().filter_map(|n| n.strip_prefix("pgdata ")) {
+        let dir = Path::new(dir);
+        if dir.join(MARKER).exists() {
+            stop_and_remove(dir, bin_dir, server_owner(run_as).ok().flatten());
+            said.push(format!(
+                "removed `{}`, left unfinished by a restore-cluster that was killed",
+                dir.display()
+            ));
+        }
+    }
+    said
+}
+
+type Owner = Option<(u32, u32)>;
+
+/// PostgreSQL refuses to run as root: the server's user, when vault is root.
+fn server_owner(run_as: &str) -> Result<Owner> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        lookup_user(run_as).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+fn prepare_directory(pgdata: &Path, owner: Owner) -> Result<()> {
+    if pgdata.exists() {
+        let mut entries = std::fs::read_dir(pgdata)
+            .map_err(|e| Error::io(format!("cannot read `{}`", pgdata.display()), e))?;
+        if entries.next().is_some() {
+            return Err(Error::Config(format!(
+                "`{}` is not empty: restore-cluster recovers only into an empty or new \
+                 directory, so that nothing there (the live cluster above all) is ever \
+                 overwritten; choose another --pgdata",
+                pgdata.display()
+            )));
+        }
+    } else {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(pgdata)
+            .map_err(|e| Error::io(format!("cannot create `{}`", pgdata.display()), e))?;
+    }
+    std::fs::set_permissions(pgdata, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(format!("cannot restrict `{}`", pgdata.display()), e))?;
+    if let Some((uid, gid)) = owner {
+        chown(pgdata, uid, gid)?;
+    }
+    std::fs::write(pgdata.join(MARKER), b"")
+        .map_err(|e| Error::io(format!("cannot write into `{}`", pgdata.display()), e))
+}
+
+/// The base backup's tar, checked as it streams, unpacked by the stock `tar` as the
+/// server's user.
+async fn extract(feed: &Feed, base: &BaseManifest, pgdata: &Path, owner: Owner) -> Result<()> {
+    let mut command = tokio::process::Command::new("tar");
+    command.arg("-x").arg("-f").arg("-").arg("-C").arg(pgdata);
+    if let Some((uid, gid)) = owner {
+        command.uid(uid).gid(gid);
+    }
+    feed.progress.phase(&format!(
+        "restoring base backup {} into `{}`",
+        base.id,
+        pgdata.display()
+    ));
+    let (tar, stdin) = ChildProcess::spawn_with_stdin("tar", command)?;
+    let stdin = std::fs::File::from(
+        stdin
+            .into_owned_fd()
+            .map_err(|e| Error::io("cannot write to tar", e))?,
+    );
+    let source = Source {
+        owner: format!("base backup {}: its tar", base.id),
+        key: &base.data.stored.key,
+        stored: Known {
+            bytes: Some(base.data.stored.size_bytes),
+            sha256: Some(&base.data.stored.sha256),
+        },
+        raw: Known {
+            bytes: Some(base.data.raw_bytes),
+            sha256: Some(&base.data.raw_sha256),
+        },
+        if_damaged: "recover from an older base backup (`vault list`), or restore a logical \
+                     backup",
+    };
+    let fed = feed
+        .to_sink(source, stdin, "tar's input", &PhaseClock::start())
+        .await;
+    match fed? {
+        Fed::Whole { sink, .. } => {
+            drop(sink);
+            tar.wait().await.map(drop)
+        }
+        Fed::SinkClosed => Err(tar
+            .wait()
+            .await
+            .err()
+            .unwrap_or_else(|| Error::Source("tar stopped reading its input".into()))),
+    }
+}
+
+/// The environment the server (and so `restore_command`) runs with, and the config path
+/// `restore_command` names. As root, the server's user gets its own copies of the config and
+/// identity (0600, theirs) in `helper`; otherwise the originals serve.
+fn helper_files(to: &Destination, owner: Owner, helper: &Path) -> Result<RecoveryEnv> {
+    let Some((uid, gid)) = owner else {
+        return Ok(RecoveryEnv {
+            config: to.config_path.clone(),
+            identity: to.identity_file.clone(),
+        });
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(helper)
+        .map_err(|e| Error::io(format!("cannot create `{}`", helper.display()), e))?;
+    chown(helper, uid, gid)?;
+    let copy = |from: &Path, name: &str| -> Result<PathBuf> {
+        let path = helper.join(name);
+        std::fs::copy(from, &path)
+            .map_err(|e| Error::io(format!("cannot copy `{}`", from.display()), e))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(format!("cannot restrict `{}`", path.display()), e))?;
+        chown(&path, uid, gid)?;
+        Ok(path)
+    };
+    Ok(RecoveryEnv {
+        config: copy(&to.config_path, "vault.toml")?,
+        identity: copy(&to.identity_file, "identity.txt")?,
+    })
+}
+
+struct RecoveryEnv {
+    config: PathBuf,
+    identity: PathBuf,
+}
+
+/// `recovery_target_time` as PostgreSQL wants it: a numeric offset, never an abbreviation.
+fn target_text(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()
+}
+
+fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+fn write_recovery_settings(
+    plan: &RecoveryPlan,
+    to: &Destination,
+    owner: Owner,
+    env: &RecoveryEnv,
+) -> Result<()> {
+    let pgdata = &to.pgdata;
+    let vault =
+        std::env::current_exe().map_err(|e| Error::io("cannot find vault's own executable", e))?;
+    let restore_command = format!(
+        "{} --config {} wal-fetch %f %p",
+        shell_word(&vault.display().to_string()),
+        shell_word(&env.config.display().to_string())
+    );
+    let mut settings = vec![
+        ("restore_command", restore_command),
+        ("recovery_target_timeline", "latest".to_string()),
+        // A restored copy must never archive into production's repository.
+        ("archive_mode", "off".to_string()),
+        ("listen_addresses", "localhost".to_string()),
+        ("port", to.port.to_string()),
+        ("unix_socket_directories", pgdata.display().to_string()),
+        ("hot_standby", "off".to_string()),
+        ("synchronous_standby_names", String::new()),
+        ("primary_conninfo", String::new()),
+        ("logging_collector", "off".to_string()),
+        ("log_timezone", "UTC".to_string()),
+    ];
+    if let Some(at) = plan.target_time {
+        settings.push(("recovery_target_time", target_text(at)));
+        let action = if to.start { "promote" } else { "shutdown" };
+        settings.push(("recovery_target_action", action.to_string()));
+    }
+    let mut text = format!(
+        "\n# vault restore-cluster, {}: base backup {} of cluster {}\n",
+        crate::timespec::rfc3339(Utc::now()),
+        plan.base,
+        plan.system_identifier
+    );
+    for (name, value) in settings {
+        text.push_str(&format!("{name} = {}\n", quote(&value)));
+    }
+    append(&pgdata.join("postgresql.auto.conf"), &text, owner)?;
+    // Debian keeps these outside the data directory: the backup lacks them.
+    if !pgdata.join("postgresql.conf").exists() {
+        append(
+            &pgdata.join("postgresql.conf"),
+            "# written by vault restore-cluster: the backup held none\n",
+            owner,
+        )?;
+    }
+    if !pgdata.join("pg_hba.conf").exists() {
+        append(
+            &pgdata.join("pg_hba.conf"),
+            "# written by vault restore-cluster: the backup held none\n\
+             local all all peer\n\
+             host all all 127.0.0.1/32 scram-sha-256\n\
+             host all all ::1/128 scram-sha-256\n",
+            owner,
+        )?;
+    }
+    if !pgdata.join("pg_ident.conf").exists() {
+        append(&pgdata.join("pg_ident.conf"), "", owner)?;
+    }
+    append(&pgdata.join("recovery.signal"), "", owner)
+}
+
+/// A word the shell (which runs restore_command) takes as is.
+fn shell_word(word: &str) -> String {
+    if word
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:".contains(&b))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+fn append(path: &Path, text: &str, owner: Owner) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("cannot write `{}`", path.display()), e))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| Error::io(format!("cannot write `{}`", path.display()), e))?;
+    if let Some((uid, gid)) = owner {
+        chown(path, uid, gid)?;
+    }
+    Ok(())
+}
+
+fn pg_ctl(bin_dir: &Path, owner: Owner) -> std::process::Command {
+    let mut command = std::process::Command::new(bin_dir.join("pg_ctl"));
+    if let Some((uid, gid)) = owner {
+        std::os::unix::process::CommandExt::uid(&mut command, uid);
+        std::os::unix::process::CommandExt::gid(&mut command, gid);
+    }
+    command.env("LC_ALL", "C.UTF-8").env_remove("PGDATA");
+    command
+}
+
+/// How a start of the recovering server ended.
+enum Ended {
+    Promoted,
+    ShutDownAtTarget,
+    /// PostgreSQL 13+: no commit after the target in the archive.
+    BeforeTarget,
+}
+
+async fn run_recovery(
+    plan: &RecoveryPlan,
+    to: &Destination,
+    owner: Owner,
+    env: &RecoveryEnv,
+) -> Result<Recovered> {
+    let mut notes = Vec::new();
+    let log = to.pgdata.join(LOG);
+    let mut ended = start_and_wait(to, owner, env, &log, 0).await?;
+    if matches!(ended, Ended::BeforeTarget) {
+        // Every archived commit is before the target: replay to the end of the archive.
+        notes.push(format!(
+            "the archive holds no commit after {}: recovered to its end ({}, pushed {}), \
+             which is the state at that time",
+            plan.target_time
+                .map(crate::timespec::rfc3339)
+                .unwrap_or_default(),
+            plan.newest_wal,
+            crate::timespec::rfc3339(plan.newest_wal_at)
+        ));
+        append(
+            &to.pgdata.join("postgresql.auto.conf"),
+            "recovery_target_time = ''\n",
+            owner,
+        )?;
+        let from = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        ended = start_and_wait(to, owner, env, &log, from).await?;
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let mut recovered = Recovered {
+        pgdata: to.pgdata.clone(),
+        port: to.port,
+        running: matches!(ended, Ended::Promoted),
+        in_recovery: matches!(ended, Ended::ShutDownAtTarget),
+        helper: owner.and(env.config.parent().map(Path::to_path_buf)),
+        stopped_at_commit: last_after(&text, "recovery stopping "),
+        last_transaction: last_after(&text, "last completed transaction was at log time "),
+        timeline: last_after(&text, "selected new timeline ID: ")
+            .and_then(|t| t.trim().parse().ok()),
+        notes,
+    };
+    if recovered.running && !to.start {
+        let _ = pg_ctl(&to.bin_dir, owner)
+            .arg("-D")
+            .arg(&to.pgdata)
+            .args(["-m", "fast", "-w", "stop"])
+            .output();
+        recovered.running = false;
+    }
+    Ok(recovered)
+}
+
+/// Starts the server and waits until the log says how recovery ended (reading from byte
+/// `from` of the log).
+async fn start_and_wait(
+    to: &Destination,
+    owner: Owner,
+    env: &RecoveryEnv,
+    log: &Path,
+    from: u64,
+) -> Result<Ended> {
+    let output = pg_ctl(&to.bin_dir, owner)
+        .arg("-D")
+        .arg(&to.pgdata)
+        .arg("-l")
+        .arg(log)
+        .arg("-W")
+        .arg("start")
+        .env("VAULT_IDENTITY_FILE", &env.identity)
+        .output()
+        .map_err(|e| Error::Source(format!("cannot run pg_ctl: {e}")))?;
+    if !output.status.success() {
+        return Err(Error::Source(format!(
+            "pg_ctl start failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let pid_file = to.pgdata.join("postmaster.pid");
+    let mut seen_pid = false;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let text = read_from(log, from);
+        if text.contains("database system is ready to accept connections") {
+            return Ok(Ended::Promoted);
+        }
+        let running = pid_file.exists();
+        seen_pid |= running;
+        if text.contains("recovery ended before configured recovery target was reached") {
+            wait_gone(&pid_file).await;
+            return Ok(Ended::BeforeTarget);
+        }
+        if text.contains("shutdown at recovery target") && !running {
+            return Ok(Ended::ShutDownAtTarget);
+        }
+        if !running && (seen_pid || text.contains("FATAL")) {
+            return Err(Error::Source(format!(
+                "the recovering server stopped: {}",
+                tail(&text, 3000)
+            )));
+        }
+    }
+}
+
+async fn wait_gone(pid_file: &Path) {
+    for _ in 0..300 {
+        if !pid_file.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn read_from(path: &Path, from: u64) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let start = usize::try_from(from).unwrap_or(0).min(text.len());
+    String::from_utf8_lossy(&text[start..]).into_owned()
+}
+
+fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].trim()
+}
+
+/// What follows the last `needle` in `text`, to the end of its line.
+fn last_after(text: &str, needle: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|line| {
+            line.split_once(needle)
+                .map(|(_, rest)| rest.trim().to_string())
+        })
+        .next_back()
+}
+
+fn stop_and_remove(pgdata: &Path, bin_dir: &Path, owner: Owner) {
+    if pgdata.join("postmaster.pid").exists() {
+        let _ = pg_ctl(bin_dir, owner)
+            .arg("-D")
+            .arg(pgdata)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+    if let Ok(entries) = std::fs::read_dir(pgdata) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_says_what_recovery_reached() {
+        let log = "2026-12-01 10:00:01 UTC LOG:  starting point-in-time recovery to 2026-12-01 10:15:00+00\n\
+                   2026-12-01 10:00:02 UTC LOG:  recovery stopping before commit of transaction 741, time 2026-12-01 10:15:00.5+00\n\
+                   2026-12-01 10:00:02 UTC LOG:  redo done at 0/5000100\n\
+                   2026-12-01 10:00:02 UTC LOG:  last completed transaction was at log time 2026-12-01 10:14:58.1+00\n\
+                   2026-12-01 10:00:02 UTC LOG:  selected new timeline ID: 2\n";
+        assert_eq!(
+            last_after(log, "recovery stopping ").as_deref(),
+            Some("before commit of transaction 741, time 2026-12-01 10:15:00.5+00")
+        );
+        assert_eq!(
+            last_after(log, "last completed transaction was at log time ").as_deref(),
+            Some("2026-12-01 10:14:58.1+00")
+        );
+        assert_eq!(
+            last_after(log, "selected new timeline ID: ").as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            target_text("2026-12-01T10:15:00.25Z".parse().unwrap()),
+            "2026-12-01 10:15:00.250000+00"
+        );
+        assert_eq!(quote("it's"), "'it''s'");
+        assert_eq!(shell_word("/usr/bin/vault"), "/usr/bin/vault");
+        assert_eq!(shell_word("/a b/it's"), r"'/a b/it'\''s'");
+    }
+
+    #[test]
+    fn only_an_empty_or_new_directory_is_recovered_into() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("PG_VERSION"), "15").unwrap();
+        let err = prepare_directory(dir.path(), None).unwrap_err().to_string();
+        assert!(err.contains("is not empty"), "{err}");
+        let fresh = dir.path().join("new/pgdata");
+        prepare_directory(&fresh, None).unwrap();
+        assert!(fresh.join(MARKER).exists());
+        // A killed run's directory is removed only when it holds the marker.
+        let notes = vec![
+            format!("pgdata {}", fresh.display()),
+            format!("pgdata {}", dir.path().display()),
+        ];
+        let said = clean_up_after_killed_run(&notes, Path::new("/nonexistent"), "postgres");
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(!fresh.join(MARKER).exists());
+        assert!(dir.path().join("PG_VERSION").exists());
+    }
+}

@@ -1,0 +1,65 @@
+//! Point-in-time recovery: choosing the base backup and target (`plan`, pure), and
+//! recovering a whole cluster into a directory of its own (`cluster`, `vault
+//! restore-cluster`).
+
+pub mod cluster;
+pub mod plan;
+
+use crate::catalog::base::{BaseManifest, list_base_backups};
+use crate::error::{Error, Result};
+use crate::storage::ObjectStore;
+use crate::wal::chain;
+use plan::{RecoveryPlan, Target};
+
+/// Plans recovery of one cluster of the repository to `target`: the one named, else the
+/// only one there is. Reads only public objects; changes nothing.
+pub async fn plan_for(
+    store: &dyn ObjectStore,
+    system_id: Option<u64>,
+    target: Target,
+) -> Result<(RecoveryPlan, BaseManifest)> {
+    let (reports, _) = chain::survey(store).await?;
+    let bases = list_base_backups(store, None).await?.backups;
+    let mut clusters: Vec<u64> = bases.iter().map(|b| b.system_identifier).collect();
+    clusters.sort_unstable();
+    clusters.dedup();
+    let cluster = match (system_id, clusters.as_slice()) {
+        (Some(id), _) => id,
+        (None, [one]) => *one,
+        (None, []) => {
+            return Err(Error::Config(format!(
+                "{} holds no base backup: take one with `vault base-backup` (point-in-time \
+                 recovery starts from one)",
+                store.location()
+            )));
+        }
+        (None, many) => {
+            let ids: Vec<String> = many.iter().map(u64::to_string).collect();
+            return Err(Error::Config(format!(
+                "{} holds base backups of several clusters ({}): choose one with \
+                 --system-identifier",
+                store.location(),
+                ids.join(", ")
+            )));
+        }
+    };
+    let report = reports
+        .into_iter()
+        .find(|r| r.system_identifier == cluster.to_string())
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "{} holds nothing of cluster {cluster} (`vault list --pitr` shows the clusters)",
+                store.location()
+            ))
+        })?;
+    let of_cluster: Vec<BaseManifest> = bases
+        .into_iter()
+        .filter(|b| b.system_identifier == cluster)
+        .collect();
+    let plan = plan::plan(&report, &of_cluster, target)?;
+    let base = of_cluster
+        .into_iter()
+        .find(|b| b.id.as_str() == plan.base)
+        .expect("the plan's base backup is one of them");
+    Ok((plan, base))
+}

@@ -1,0 +1,242 @@
+//! Point-in-time recovery against a real PostgreSQL archiving through `vault wal-push` into
+//! the suite's S3 server: `vault restore-cluster --at T` gives the cluster exactly as it was
+//! at T (a row committed before T, not the one after), on its own port, promoted, archiving
+//! nothing into the repository; a T after the archive recovers to its end and says so; a T
+//! before the window, or across a deleted WAL object, is refused before anything is created.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use vault::postgres::cluster::ScratchCluster;
+
+/// A recovered cluster's directory; its server is stopped on drop (also when a test fails).
+struct Recovered {
+    _parent: tempfile::TempDir,
+    pgdata: PathBuf,
+}
+
+impl Recovered {
+    fn new() -> Recovered {
+        let parent = tempfile::Builder::new()
+            .prefix("vault-pitr-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let pgdata = parent.path().join("restored");
+        Recovered {
+            _parent: parent,
+            pgdata,
+        }
+    }
+
+    fn psql(&self, port: u16, sql: &str) -> String {
+        String::from_utf8(run_tool(
+            "psql",
+            &[
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                "localhost",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ],
+        ))
+        .unwrap()
+        .trim()
+        .to_string()
+    }
+}
+
+impl Drop for Recovered {
+    fn drop(&mut self) {
+        if self.pgdata.join("postmaster.pid").exists() {
+            let bin = std::fs::read_dir("/usr/lib/postgresql")
+                .unwrap()
+                .flatten()
+                .map(|e| e.path().join("bin/pg_ctl"))
+                .max()
+                .unwrap();
+            let _ = std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(bin)
+                .arg("-D")
+                .arg(&self.pgdata)
+                .args(["-m", "immediate", "-w", "stop"])
+                .output();
+        }
+    }
+}
+
+fn now_on(pg: &ScratchCluster) -> String {
+    pg.psql(
+        "postgres",
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
+    .unwrap()
+    .trim()
+    .to_string()
+}
+
+fn restore_cluster(config: &Path, at: &str, pgdata: &Path) -> (serde_json::Value, String) {
+    let out = vault_cmd(Some(config))
+        .args(["restore-cluster", "--json", "--at", at, "--pgdata"])
+        .arg(pgdata)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "restore-cluster failed: {stderr}");
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
+}
+
+#[test]
+fn restore_cluster_recovers_to_the_exact_second_and_refuses_what_the_archive_cannot_give() {
+    let (s3, prefix, ws, pg, archive) = archiving_set_up("pitr");
+    archive_with_vault(&pg, &archive.path);
+    pg.psql("postgres", "CREATE TABLE orders (n int)").unwrap();
+    let before_window = now_on(&pg);
+    std::thread::sleep(Duration::from_millis(300));
+    run_ok(vault_cmd(Some(&archive.path)).arg("base-backup"));
+    pg.psql("postgres", "INSERT INTO orders VALUES (1)")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = now_on(&pg);
+    std::thread::sleep(Duration::from_millis(300));
+    pg.psql("postgres", "INSERT INTO orders VALUES (2)")
+        .unwrap();
+    switch_and_archive(&pg);
+    let operator = ws
+        .configure(&pg.url("postgres"))
+        .s3(&s3, &prefix)
+        .state_dir(&ws.path("state"))
+        .write();
+    let before: Vec<String> = s3.keys(&format!("{prefix}/"));
+
+    // To the second: row 1, not row 2; its own port; promoted; nothing archived from it.
+    let copy = Recovered::new();
+    let (json, said) = restore_cluster(&operator, &t, &copy.pgdata);
+    let port = json["recovered"]["port"].as_u64().unwrap() as u16;
+    assert_ne!(port, pg.port());
+    assert_eq!(json["recovered"]["running"], true, "{json:#}");
+    assert!(
+        said.contains("recovering to") && said.contains("data-loss gap: 0 s"),
+        "{said}"
+    );
+    assert!(
+        said.contains("recovery stopped before commit of transaction"),
+        "{said}"
+    );
+    assert_eq!(
+        copy.psql(port, "SELECT array_agg(n ORDER BY n) FROM orders"),
+        "{1}"
+    );
+    assert_eq!(copy.psql(port, "SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(copy.psql(port, "SHOW archive_mode"), "off");
+    assert_eq!(copy.psql(port, "SHOW listen_addresses"), "localhost");
+    copy.psql(
+        port,
+        "CREATE TABLE written_in_the_copy AS SELECT 1; SELECT pg_switch_wal()",
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        s3.keys(&format!("{prefix}/")),
+        before,
+        "the copy archived nothing"
+    );
+    assert_eq!(
+        pg.psql("postgres", "SELECT array_agg(n ORDER BY n) FROM orders")
+            .unwrap()
+            .trim(),
+        "{1,2}",
+        "the live cluster is untouched"
+    );
+    assert!(
+        !copy
+            .pgdata
+            .with_file_name(".restored.vault-recovery")
+            .exists(),
+        "the copies of the config and identity are gone once recovery ended"
+    );
+
+    // After the archive: its end, said.
+    let later = Recovered::new();
+    let (json, said) = restore_cluster(&operator, "2099-01-01T00:00:00Z", &later.pgdata);
+    let port = json["recovered"]["port"].as_u64().unwrap() as u16;
+    assert!(said.contains("after the newest archived WAL"), "{said}");
+    assert_eq!(json["plan"]["target_time"], serde_json::Value::Null);
+    assert_eq!(
+        later.psql(port, "SELECT array_agg(n ORDER BY n) FROM orders"),
+        "{1,2}"
+    );
+
+    // Before the window: refused, nothing created.
+    let early = Recovered::new();
+    let refused = expect_exit(
+        vault_cmd(Some(&operator))
+            .args(["restore-cluster", "--at", &before_window, "--pgdata"])
+            .arg(&early.pgdata),
+        2,
+    );
+    assert!(
+        refused.contains("before the oldest base backup became consistent"),
+        "{refused}"
+    );
+    assert!(!early.pgdata.exists());
+
+    // Into a directory that is not empty: refused, its files untouched.
+    let occupied = Recovered::new();
+    std::fs::create_dir(&occupied.pgdata).unwrap();
+    std::fs::write(occupied.pgdata.join("PG_VERSION"), "15\n").unwrap();
+    let refused = expect_exit(
+        vault_cmd(Some(&operator))
+            .args(["restore-cluster", "--latest", "--pgdata"])
+            .arg(&occupied.pgdata),
+        2,
+    );
+    assert!(refused.contains("is not empty"), "{refused}");
+    assert_eq!(
+        std::fs::read_to_string(occupied.pgdata.join("PG_VERSION")).unwrap(),
+        "15\n"
+    );
+
+    // A WAL object deleted on the way (not the newest one): refused naming it, nothing
+    // created.
+    pg.psql("postgres", "INSERT INTO orders VALUES (3)")
+        .unwrap();
+    switch_and_archive(&pg);
+    let segment = {
+        let mut names: Vec<String> = s3
+            .keys(&format!("{prefix}/wal/"))
+            .iter()
+            .filter_map(|k| k.rsplit('/').next()?.split('-').next().map(str::to_string))
+            .filter(|n| n.len() == 24)
+            .collect();
+        names.sort();
+        names[names.len() - 2].clone()
+    };
+    s3.delete_object(&key_of(&s3, &prefix, &segment));
+    let gap = Recovered::new();
+    let refused = expect_exit(
+        vault_cmd(Some(&operator))
+            .args([
+                "restore-cluster",
+                "--at",
+                "2099-01-01T00:00:00Z",
+                "--pgdata",
+            ])
+            .arg(&gap.pgdata),
+        2,
+    );
+    assert!(refused.contains(&segment), "{refused}");
+    assert!(!gap.pgdata.exists());
+}
