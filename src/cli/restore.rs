@@ -7,8 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Utc;
+use vault::catalog::base::BaseManifest;
 use vault::catalog::{self, Selector};
+use vault::feed::Feed;
 use vault::keys::Identities;
+use vault::lock::Lock;
+use vault::pitr::plan::{RecoveryPlan, Target as PitrTarget};
+use vault::pitr::{cluster, logical};
 use vault::postgres::ConnInfo;
 use vault::restore::{RestoreJob, RestorePlan, RestoreReport, RestoreRequest, Target};
 use vault::timespec::{self, rfc3339};
@@ -56,6 +61,11 @@ pub struct Args {
     /// Directory for the temporary file of --jobs (default: $TMPDIR or /tmp).
     #[arg(long, value_name = "DIR")]
     pub temp_dir: Option<PathBuf>,
+    /// Restore from the logical backups even when the WAL archive covers --at (by default
+    /// --at recovers the cluster to that second from a base backup and the archive, when it
+    /// can, and restores the database from that).
+    #[arg(long)]
+    pub logical: bool,
     /// Print the plan and the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -108,6 +118,103 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         temp_dir: args.temp_dir.clone(),
     };
     let progress = super::progress::for_stderr();
+    let mut request = request;
+    // The path taken is said on stdout, or on stderr when stdout is JSON.
+    let say = |line: String| {
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    let point_in_time = match (&request.selector, args.logical) {
+        (Selector::At(at), false) => {
+            match choose_point_in_time(store.as_ref(), &target, &request.database, *at).await {
+                Ok(chosen) => Some(chosen),
+                Err(Some(why)) => {
+                    say(format!("path:          logical: {why}"));
+                    None
+                }
+                Err(None) => None,
+            }
+        }
+        _ => None,
+    };
+    let path = if point_in_time.is_some() {
+        "point_in_time"
+    } else {
+        "logical"
+    };
+    let lock;
+    let mut dumped = None;
+    let (store, identities) = match point_in_time {
+        None => (store, identities),
+        Some((recovery, base)) => {
+            say(format!(
+                "path:          point in time, from base backup {} and the archived WAL",
+                base.id
+            ));
+            for note in &recovery.notes {
+                say(format!("               {note}"));
+            }
+            if args.dry_run {
+                say(format!(
+                    "plan (dry run, nothing changed): recover the cluster to that time in a \
+                     throwaway directory, dump `{}` from it, restore that as below{}",
+                    request.database,
+                    if request.replace {
+                        " and swap it in"
+                    } else {
+                        ""
+                    }
+                ));
+                return Ok(());
+            }
+            let major = base.server_version_num / 10000;
+            let bin_dir = vault::verify::scratch::server_bin_dir(
+                config.verify.pg_bin_dir.as_deref(),
+                major,
+                progress.as_ref(),
+            )
+            .await?;
+            lock = Lock::try_acquire(
+                &config.state_dir(),
+                "restore-cluster",
+                "recovering a cluster",
+            )?;
+            for note in cluster::clean_up_after_killed_run(
+                lock.previous_notes(),
+                &bin_dir,
+                &config.verify.run_as,
+            ) {
+                progress.warn(&note);
+            }
+            let feed = Feed {
+                store: Arc::clone(&store),
+                identities: Arc::clone(&identities),
+                progress: Arc::clone(&progress),
+            };
+            let dump = logical::dump_at(logical::DumpAt {
+                feed: &feed,
+                base: &base,
+                plan: &recovery,
+                database: &request.database,
+                source: &target,
+                bin_dir,
+                run_as: config.verify.run_as.clone(),
+                config_path: std::path::absolute(config_path)?,
+                identity_file: super::verify::identity_file(&config, "restore")?,
+                compression: config.compression(),
+                lock: &lock,
+                cancel: super::cancel_on_signal(),
+            })
+            .await?;
+            request.selector = Selector::Latest;
+            let pair = (Arc::clone(&dump.store), Arc::clone(&dump.identities));
+            dumped = Some(dump);
+            pair
+        }
+    };
     let job = RestoreJob {
         store,
         target,
@@ -137,6 +244,8 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let cancel = super::cancel_on_signal();
     let result = job.execute(&plan, cancel).await;
     progress.finish();
+    // The throwaway recovered cluster goes now (it is not needed past the restore).
+    drop(dumped);
     let report = result?;
     tracing::info!(
         id = %report.backup_id,
@@ -148,12 +257,58 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "plan": plan, "report": report }))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "path": path, "plan": plan, "report": report })
+            )?
         );
     } else {
         print_report(&report);
     }
     Ok(())
+}
+
+/// The recovery to `at` through the archive, when the repository has base backups of the
+/// live server's cluster that reach it and hold `database`; otherwise says why the logical
+/// backups serve.
+async fn choose_point_in_time(
+    store: &dyn vault::storage::ObjectStore,
+    source: &ConnInfo,
+    database: &str,
+    at: chrono::DateTime<Utc>,
+) -> Result<(RecoveryPlan, BaseManifest), Option<String>> {
+    let bases = vault::catalog::base::list_base_backups(store, None)
+        .await
+        .map_err(|e| Some(e.to_string()))?;
+    if bases.backups.is_empty() {
+        return Err(None);
+    }
+    let system_id = live_system_identifier(source, database).await;
+    match vault::pitr::plan_for(store, system_id, PitrTarget::At(at)).await {
+        Ok((plan, base)) if base.databases.iter().any(|d| d == database) => Ok((plan, base)),
+        Ok((_, base)) => Err(Some(format!(
+            "base backup {} holds no database `{database}`",
+            base.id
+        ))),
+        Err(e) => Err(Some(format!("no point-in-time recovery to that time: {e}"))),
+    }
+}
+
+/// The live server's system identifier, when it answers (it may be down: that is often why
+/// one restores).
+async fn live_system_identifier(source: &ConnInfo, database: &str) -> Option<u64> {
+    let (client, connection) = vault::postgres::client::connect(source, database)
+        .await
+        .ok()?;
+    let row = client
+        .query_one(
+            "SELECT system_identifier::text FROM pg_control_system()",
+            &[],
+        )
+        .await
+        .ok();
+    drop(client);
+    connection.abort();
+    row?.get::<_, String>(0).parse().ok()
 }
 
 fn print_plan(plan: &RestorePlan, dry_run: bool) {

@@ -95,19 +95,26 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         run_as: config.verify.run_as.clone(),
         config_path: std::path::absolute(config_path)?,
         identity_file,
+        trust_loopback: false,
     };
+    lock.note(&[cluster::pgdata_note(&destination.pgdata)])?;
     let feed = Feed {
         store,
         identities,
         progress: Arc::clone(&progress),
     };
     let recovered = tokio::select! {
-        result = cluster::recover(&feed, &base, &plan, &destination, &lock) => result,
+        result = cluster::recover(&feed, &base, &plan, &destination) => result,
         _ = super::shutdown_signal() => Err(vault::Error::Interrupted(
-            "restore-cluster cancelled; what it had created is removed by the next run".into(),
+            "restore-cluster cancelled; what it had created was removed".into(),
         )),
     };
     progress.finish();
+    if matches!(recovered, Err(vault::Error::Interrupted(_))) {
+        // The recovery was dropped midway: remove what it created now.
+        let note = cluster::pgdata_note(&destination.pgdata);
+        cluster::clean_up_after_killed_run(&[note], &destination.bin_dir, &destination.run_as);
+    }
     let recovered = recovered?;
     if args.json {
         println!(

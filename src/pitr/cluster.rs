@@ -28,7 +28,6 @@ use super::plan::RecoveryPlan;
 use crate::catalog::base::BaseManifest;
 use crate::error::{Error, Result};
 use crate::feed::{Fed, Feed, Known, PhaseClock, Source};
-use crate::lock::Lock;
 use crate::postgres::ChildProcess;
 use crate::postgres::cluster::{chown, lookup_user};
 
@@ -51,6 +50,10 @@ pub struct Destination {
     pub run_as: String,
     /// The config file `restore_command` runs `vault wal-fetch` with.
     pub config_path: PathBuf,
+    /// A throwaway copy vault itself reads (`vault restore --at` through the archive): only
+    /// 127.0.0.1, where vault's own `hba_file` trusts every role; the backup's pg_hba is not
+    /// used. An operator's copy (`restore-cluster`) keeps its own pg_hba.
+    pub trust_loopback: bool,
     /// The identity file. When vault runs as root, the server's user gets copies of it and
     /// of the config (0600, theirs) beside the data directory (`.<name>.vault-recovery`),
     /// removed once recovery has ended.
@@ -77,17 +80,16 @@ pub struct Recovered {
     pub notes: Vec<String>,
 }
 
-/// Recovers `base` per `plan` into `to`. The lock's notes say what a killed run left.
+/// Recovers `base` per `plan` into `to`. The caller notes `to.pgdata` in its lock first
+/// ([`pgdata_note`]), so that the next run can clean up after a killed one.
 pub async fn recover(
     feed: &Feed,
     base: &BaseManifest,
     plan: &RecoveryPlan,
     to: &Destination,
-    lock: &Lock,
 ) -> Result<Recovered> {
     let owner = server_owner(&to.run_as)?;
     prepare_directory(&to.pgdata, owner)?;
-    lock.note(&[format!("pgdata {}", to.pgdata.display())])?;
     // Beside the data directory: the server's user can reach it, as it reaches PGDATA.
     let helper = to.pgdata.with_file_name(format!(
         ".{}.vault-recovery",
@@ -112,27 +114,47 @@ pub async fn recover(
     match result {
         Ok(recovered) => {
             let _ = std::fs::remove_file(to.pgdata.join(MARKER));
-            lock.note(&[])?;
             Ok(recovered)
         }
         Err(e) => {
             stop_and_remove(&to.pgdata, &to.bin_dir, owner);
-            let _ = lock.note(&[]);
             Err(e)
         }
     }
 }
 
-/// Stops a server a killed run left in a directory it was filling, and removes it. Only a
-/// directory holding vault's marker is touched.
+/// The lock note for a data directory being filled (`restore-cluster`).
+pub fn pgdata_note(pgdata: &Path) -> String {
+    format!("pgdata {}", pgdata.display())
+}
+
+/// The lock note for a throwaway recovery (`restore --at` through the archive): the whole
+/// directory is vault's.
+pub fn scratch_note(dir: &Path) -> String {
+    format!("scratch {}", dir.display())
+}
+
+/// Stops a server a killed run left and removes what it created: a data directory being
+/// filled (only while it holds vault's marker), or a whole throwaway directory.
 pub fn clean_up_after_killed_run(notes: &[String], bin_dir: &Path, run_as: &str) -> Vec<String> {
+    let owner = server_owner(run_as).ok().flatten();
     let mut said = Vec::new();
-    for dir in notes.iter().filter_map(|n| n.strip_prefix("pgdata ")) {
-        let dir = Path::new(dir);
-        if dir.join(MARKER).exists() {
-            stop_and_remove(dir, bin_dir, server_owner(run_as).ok().flatten());
+    for note in notes {
+        if let Some(dir) = note.strip_prefix("pgdata ").map(Path::new)
+            && dir.join(MARKER).exists()
+        {
+            stop_and_remove(dir, bin_dir, owner);
             said.push(format!(
                 "removed `{}`, left unfinished by a restore-cluster that was killed",
+                dir.display()
+            ));
+        }
+        if let Some(dir) = note.strip_prefix("scratch ").map(Path::new)
+            && dir.exists()
+        {
+            remove_scratch(dir, bin_dir, owner);
+            said.push(format!(
+                "removed `{}`, the scratch cluster of a point-in-time restore that was killed",
                 dir.display()
             ));
         }
@@ -140,10 +162,16 @@ pub fn clean_up_after_killed_run(notes: &[String], bin_dir: &Path, run_as: &str)
     said
 }
 
+/// Stops the server in `dir/data` and removes `dir`.
+pub fn remove_scratch(dir: &Path, bin_dir: &Path, owner: Option<(u32, u32)>) {
+    stop_and_remove(&dir.join("data"), bin_dir, owner);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 type Owner = Option<(u32, u32)>;
 
 /// PostgreSQL refuses to run as root: the server's user, when vault is root.
-fn server_owner(run_as: &str) -> Result<Owner> {
+pub fn server_owner(run_as: &str) -> Result<Owner> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         lookup_user(run_as).map(Some)
@@ -293,7 +321,15 @@ fn write_recovery_settings(
         ("recovery_target_timeline", "latest".to_string()),
         // A restored copy must never archive into production's repository.
         ("archive_mode", "off".to_string()),
-        ("listen_addresses", "localhost".to_string()),
+        (
+            "listen_addresses",
+            if to.trust_loopback {
+                "127.0.0.1"
+            } else {
+                "localhost"
+            }
+            .to_string(),
+        ),
         ("port", to.port.to_string()),
         ("unix_socket_directories", pgdata.display().to_string()),
         ("hot_standby", "off".to_string()),
@@ -306,6 +342,11 @@ fn write_recovery_settings(
         settings.push(("recovery_target_time", target_text(at)));
         let action = if to.start { "promote" } else { "shutdown" };
         settings.push(("recovery_target_action", action.to_string()));
+    }
+    if to.trust_loopback {
+        let hba = pgdata.join("vault_hba.conf");
+        append(&hba, "host all all 127.0.0.1/32 trust\n", owner)?;
+        settings.push(("hba_file", hba.display().to_string()));
     }
     let mut text = format!(
         "\n# vault restore-cluster, {}: base backup {} of cluster {}\n",

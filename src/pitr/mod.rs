@@ -3,6 +3,7 @@
 //! restore-cluster`).
 
 pub mod cluster;
+pub mod logical;
 pub mod plan;
 
 use crate::catalog::base::{BaseManifest, list_base_backups};

@@ -1,0 +1,179 @@
+//! `vault restore --at T` through the archive: one database of the cluster as it was at T,
+//! restored by the same path as a logical backup.
+//!
+//! ```text
+//! recover the cluster to T in a throwaway directory (TMPDIR/vault-pitr-*: 127.0.0.1 only,
+//!   a random port, vault's own hba_file)
+//! vault's own backup of the database from it (pg_dump + facts + globals, the usual
+//!   pipeline) into a directory store beside it, encrypted to a key that lives only in
+//!   this process's memory — no plaintext on disk; the manifest dated T
+//! → RestoreJob on that store, as for any backup: side database, facts check, --replace swap
+//! the throwaway directory removed (now, or by the next run if this one was killed)
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::cluster::{self, Destination, Recovered};
+use super::plan::RecoveryPlan;
+use crate::backup::BackupJob;
+use crate::cancel::Cancel;
+use crate::catalog::base::BaseManifest;
+use crate::catalog::{self, Manifest};
+use crate::error::{Error, Result};
+use crate::feed::Feed;
+use crate::keys::{Identities, Recipients};
+use crate::lock::Lock;
+use crate::pipeline::Compression;
+use crate::postgres::ConnInfo;
+use crate::postgres::cluster::chown;
+use crate::storage::ObjectStore;
+use crate::storage::local::LocalStore;
+
+/// A database dumped from a cluster recovered to a point in time, ready for `RestoreJob`:
+/// a store holding that one backup and the only key that opens it. Dropping it stops the
+/// recovered cluster and removes its directory.
+pub struct PointInTimeDump {
+    pub store: Arc<dyn ObjectStore>,
+    pub identities: Arc<Identities>,
+    pub manifest: Manifest,
+    pub recovered: Recovered,
+    scratch: Scratch,
+}
+
+struct Scratch {
+    dir: PathBuf,
+    bin_dir: PathBuf,
+    owner: Option<(u32, u32)>,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        cluster::remove_scratch(&self.dir, &self.bin_dir, self.owner);
+    }
+}
+
+impl PointInTimeDump {
+    /// Where the throwaway cluster and store live.
+    pub fn directory(&self) -> &Path {
+        &self.scratch.dir
+    }
+}
+
+/// What [`dump_at`] needs besides the plan.
+pub struct DumpAt<'a> {
+    /// The repository and the operator's identity (to read the base backup and WAL).
+    pub feed: &'a Feed,
+    pub base: &'a BaseManifest,
+    pub plan: &'a RecoveryPlan,
+    pub database: &'a str,
+    /// The live source: its role connects to the recovered copy (it exists there too).
+    pub source: &'a ConnInfo,
+    pub bin_dir: PathBuf,
+    pub run_as: String,
+    pub config_path: PathBuf,
+    pub identity_file: PathBuf,
+    pub compression: Compression,
+    pub lock: &'a Lock,
+    pub cancel: Cancel,
+}
+
+pub async fn dump_at(request: DumpAt<'_>) -> Result<PointInTimeDump> {
+    let owner = cluster::server_owner(&request.run_as)?;
+    let dir = tempfile::Builder::new()
+        .prefix("vault-pitr-")
+        .tempdir()
+        .map_err(|e| Error::io("cannot create a directory for the point-in-time copy", e))?
+        .keep();
+    let scratch = Scratch {
+        dir: dir.clone(),
+        bin_dir: request.bin_dir.clone(),
+        owner,
+    };
+    if let Some((uid, gid)) = owner {
+        chown(&dir, uid, gid)?;
+    }
+    // Noted before anything runs: a run killed from here on leaves nothing the next one
+    // cannot find.
+    request.lock.note(&[cluster::scratch_note(&dir)])?;
+    let destination = Destination {
+        pgdata: dir.join("data"),
+        port: crate::postgres::cluster::free_port()?,
+        start: true,
+        bin_dir: request.bin_dir.clone(),
+        run_as: request.run_as.clone(),
+        config_path: request.config_path.clone(),
+        identity_file: request.identity_file.clone(),
+        trust_loopback: true,
+    };
+    let recovered =
+        cluster::recover(request.feed, request.base, request.plan, &destination).await?;
+    let at = request
+        .plan
+        .target_time
+        .unwrap_or(request.plan.newest_wal_at);
+
+    // A key for this restore only: the dump never exists in plain on disk.
+    let identity = age::x25519::Identity::generate();
+    let recipients = Recipients::parse(
+        &[identity.to_public().to_string()],
+        "the point-in-time restore's own key",
+    )?;
+    let identities = Arc::new(Identities::from_keys(vec![identity]));
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.join("store")));
+    let user = request.source.user().unwrap_or_else(|| "postgres".into());
+    let copy = ConnInfo::parse(&format!(
+        "postgresql://{}@127.0.0.1:{}/{}",
+        percent_encoding::utf8_percent_encode(&user, percent_encoding::NON_ALPHANUMERIC),
+        destination.port,
+        percent_encoding::utf8_percent_encode(request.database, percent_encoding::NON_ALPHANUMERIC),
+    ))?;
+    let job = BackupJob {
+        store: Arc::clone(&store),
+        source: copy,
+        pg_bin_dir: Some(request.bin_dir.clone()),
+        recipients: Arc::new(recipients),
+        compression: request.compression,
+        progress: Arc::clone(&request.feed.progress),
+    };
+    request.feed.progress.phase(&format!(
+        "dumping `{}` as it was at {}",
+        request.database,
+        crate::timespec::rfc3339(at)
+    ));
+    let mut manifest = job
+        .run(
+            request.database,
+            Some(format!("recovered to {}", crate::timespec::rfc3339(at))),
+            false,
+            request.cancel,
+        )
+        .await?;
+    date_manifest(store.as_ref(), &mut manifest, at).await?;
+    Ok(PointInTimeDump {
+        store,
+        identities,
+        manifest,
+        recovered,
+        scratch,
+    })
+}
+
+/// The dump holds the database as it was at `at`: its manifest says so (the restore's
+/// default name and data-loss gap come from it).
+async fn date_manifest(
+    store: &dyn ObjectStore,
+    manifest: &mut Manifest,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    manifest.started_at = at;
+    store
+        .put(
+            &catalog::manifest_key(&manifest.database, &manifest.id),
+            Bytes::from(manifest.to_json()),
+        )
+        .await
+}
