@@ -292,7 +292,8 @@ fn restore_at_a_second_before_a_migration_rolls_one_database_back_through_the_ar
         "shop_copy",
     ]));
     assert!(
-        out.contains("path:          point in time, from base backup"),
+        out.contains("path:          point in time, from base backup")
+            && out.contains("data-loss gap: 0 s before"),
         "{out}"
     );
     let same = |restored: &str| {

@@ -207,6 +207,10 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
                 compression: config.compression(),
                 lock: &lock,
                 cancel: super::cancel_on_signal(),
+                asked: match &request.selector {
+                    Selector::At(at) => PitrTarget::At(*at),
+                    _ => PitrTarget::Latest,
+                },
             })
             .await?;
             request.selector = Selector::Latest;
@@ -224,7 +228,11 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     };
     let plan = job.plan(&request, now).await?;
     if !args.json {
-        print_plan(&plan, args.dry_run);
+        print_plan(
+            &plan,
+            args.dry_run,
+            dumped.as_ref().map(|d| d.data_loss_seconds),
+        );
     }
     if args.dry_run {
         if args.json {
@@ -311,25 +319,45 @@ async fn live_system_identifier(source: &ConnInfo, database: &str) -> Option<u64
     row?.get::<_, String>(0).parse().ok()
 }
 
-fn print_plan(plan: &RestorePlan, dry_run: bool) {
+/// `point_in_time`: the data-loss gap of a recovery through the archive (seconds of commits
+/// before the target the archive lacks; 0 inside the window).
+fn print_plan(plan: &RestorePlan, dry_run: bool, point_in_time: Option<i64>) {
     let backup = &plan.backup;
-    println!(
-        "backup:        {} of `{}`, started {}{}",
-        backup.id,
-        backup.database,
-        rfc3339(backup.started_at),
-        backup
-            .label
-            .as_deref()
-            .map(|l| format!(" (label: {l})"))
-            .unwrap_or_default()
-    );
-    println!(
-        "data-loss gap: {}: everything written to `{}` after {} is not in this backup",
-        timespec::describe(plan.data_loss_gap()),
-        backup.database,
-        rfc3339(backup.started_at)
-    );
+    match point_in_time {
+        Some(gap) => {
+            println!(
+                "recovered:     `{}` as it was at {}",
+                backup.database,
+                rfc3339(backup.started_at)
+            );
+            println!(
+                "data-loss gap: {} s before {}; everything written to `{}` after it is not \
+                 restored",
+                gap,
+                rfc3339(backup.started_at),
+                backup.database
+            );
+        }
+        None => {
+            println!(
+                "backup:        {} of `{}`, started {}{}",
+                backup.id,
+                backup.database,
+                rfc3339(backup.started_at),
+                backup
+                    .label
+                    .as_deref()
+                    .map(|l| format!(" (label: {l})"))
+                    .unwrap_or_default()
+            );
+            println!(
+                "data-loss gap: {}: everything written to `{}` after {} is not in this backup",
+                timespec::describe(plan.data_loss_gap()),
+                backup.database,
+                rfc3339(backup.started_at)
+            );
+        }
+    }
     println!("server:        {}", plan.server);
     println!(
         "{}",

@@ -41,6 +41,8 @@ pub struct PointInTimeDump {
     pub identities: Arc<Identities>,
     pub manifest: Manifest,
     pub recovered: Recovered,
+    /// Seconds of commits before the target the archive lacks (0 inside the window).
+    pub data_loss_seconds: i64,
     scratch: Scratch,
 }
 
@@ -79,6 +81,8 @@ pub struct DumpAt<'a> {
     pub compression: Compression,
     pub lock: &'a Lock,
     pub cancel: Cancel,
+    /// What the operator asked for (the plan may recover to the archive's end instead).
+    pub asked: super::plan::Target,
 }
 
 pub async fn dump_at(request: DumpAt<'_>) -> Result<PointInTimeDump> {
@@ -158,6 +162,7 @@ pub async fn dump_at(request: DumpAt<'_>) -> Result<PointInTimeDump> {
         identities,
         manifest,
         recovered,
+        data_loss_seconds: request.plan.data_loss_seconds(request.asked),
         scratch,
     })
 }
