@@ -167,6 +167,12 @@ fn restore_cluster_recovers_to_the_exact_second_and_refuses_what_the_archive_can
             .exists(),
         "the copies of the config and identity are gone once recovery ended"
     );
+    assert!(
+        !copy.pgdata.join("vault-wal-spool").exists(),
+        "the WAL fetched ahead is gone once recovery ended"
+    );
+    let log = std::fs::read_to_string(copy.pgdata.join("vault-recovery.log")).unwrap();
+    assert!(log.contains("restored log file"), "{log}");
 
     // After the archive: its end, said.
     let later = Recovered::new();

@@ -30,12 +30,18 @@ use crate::error::{Error, Result};
 use crate::feed::{Fed, Feed, Known, PhaseClock, Source};
 use crate::postgres::ChildProcess;
 use crate::postgres::cluster::{chown, lookup_user};
+use crate::wal::archive::Archive;
 
 /// Inside the data directory while vault fills it; a directory holding it is vault's to
 /// remove after a killed run.
 const MARKER: &str = ".vault-restore-incomplete";
 /// The server log of the recovery, in the data directory.
 pub const LOG: &str = "vault-recovery.log";
+/// WAL fetched ahead of recovery (checked, decrypted), in the data directory; removed once
+/// recovery has ended.
+const SPOOL: &str = "vault-wal-spool";
+/// WAL files fetched at once ahead of recovery.
+const PREFETCH: usize = 3;
 
 /// Where and how to recover.
 pub struct Destination {
@@ -99,7 +105,16 @@ pub async fn recover(
             .unwrap_or_default()
     ));
     let result = async {
-        extract(feed, base, &to.pgdata, owner).await?;
+        // The WAL recovery will replay is fetched while the base backup unpacks.
+        let spool = to.pgdata.join(SPOOL);
+        let (extracted, prefetched) = tokio::join!(
+            extract(feed, base, &to.pgdata, owner),
+            prefetch(feed, base, plan, &spool, owner)
+        );
+        extracted?;
+        if let Err(e) = prefetched {
+            tracing::warn!(error = %e, "WAL prefetch failed; recovery fetches each file itself");
+        }
         let env = helper_files(to, owner, &helper)?;
         write_recovery_settings(plan, to, owner, &env)?;
         run_recovery(plan, to, owner, &env).await
@@ -110,6 +125,7 @@ pub async fn recover(
     // for its next start.
     if !result.as_ref().is_ok_and(|r| r.in_recovery) {
         let _ = std::fs::remove_dir_all(&helper);
+        let _ = std::fs::remove_dir_all(to.pgdata.join(SPOOL));
     }
     match result {
         Ok(recovered) => {
@@ -257,6 +273,71 @@ async fn extract(feed: &Feed, base: &BaseManifest, pgdata: &Path, owner: Owner) 
     }
 }
 
+/// Fetches the whole segments recovery will replay — from the base backup's start to the
+/// plan's last file, on its timeline and later ones — into `spool`, each checked against
+/// the sha256 in its name, owned by the server's user. Best effort: a file not fetched here
+/// is fetched by `restore_command` when recovery asks for it.
+async fn prefetch(
+    feed: &Feed,
+    base: &BaseManifest,
+    plan: &RecoveryPlan,
+    spool: &Path,
+    owner: Owner,
+) -> Result<usize> {
+    use futures_util::StreamExt;
+    let size = base.segment_size();
+    let system_id = base.system_identifier;
+    let first = size.segment_of(base.timeline, base.start_lsn).number;
+    let last = size.parse(&plan.newest_wal).map_or(u64::MAX, |s| s.number);
+    let archive = Archive::list(feed.store.as_ref(), system_id, None).await?;
+    let segments = archive.segments(size);
+    // To a time: up to the first segment pushed after it (it holds the target's commit).
+    let last = match plan.target_time {
+        Some(at) => segments
+            .iter()
+            .filter(|(_, objects)| {
+                objects
+                    .iter()
+                    .any(|o| o.archived_at.is_some_and(|t| t > at))
+            })
+            .map(|(s, _)| s.number)
+            .filter(|n| *n >= first)
+            .min()
+            .map_or(last, |n| n.min(last)),
+        None => last,
+    };
+    let names: Vec<String> = segments
+        .into_keys()
+        .filter(|s| s.timeline >= base.timeline && (first..=last).contains(&s.number))
+        .map(|s| size.name(s))
+        .collect();
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(spool)
+        .map_err(|e| Error::io(format!("cannot create `{}`", spool.display()), e))?;
+    if let Some((uid, gid)) = owner {
+        chown(spool, uid, gid)?;
+    }
+    let fetched = futures_util::stream::iter(names)
+        .map(|name| async move {
+            let dest = spool.join(&name);
+            crate::wal::fetch(feed, system_id, &name, &dest).await?;
+            if let Some((uid, gid)) = owner {
+                chown(&dest, uid, gid)?;
+            }
+            Ok::<_, Error>(())
+        })
+        .buffer_unordered(PREFETCH)
+        .collect::<Vec<_>>()
+        .await;
+    let mut count = 0;
+    for result in fetched {
+        result?;
+        count += 1;
+    }
+    Ok(count)
+}
+
 /// The environment the server (and so `restore_command`) runs with, and the config path
 /// `restore_command` names. As root, the server's user gets its own copies of the config and
 /// identity (0600, theirs) in `helper`; otherwise the originals serve.
@@ -311,8 +392,10 @@ fn write_recovery_settings(
     let pgdata = &to.pgdata;
     let vault =
         std::env::current_exe().map_err(|e| Error::io("cannot find vault's own executable", e))?;
+    // A prefetched file is moved into place; any other is fetched then.
+    let spool = shell_word(&pgdata.join(SPOOL).display().to_string());
     let restore_command = format!(
-        "{} --config {} wal-fetch %f %p",
+        "[ -f {spool}/%f ] && mv {spool}/%f %p || {} --config {} wal-fetch %f %p",
         shell_word(&vault.display().to_string()),
         shell_word(&env.config.display().to_string())
     );
