@@ -22,6 +22,8 @@ use crate::timespec::{describe, rfc3339};
 /// Marks the start of a database's break-glass script (an HTML comment: invisible when
 /// rendered, easy to find for people and tests).
 pub const BREAK_GLASS_MARK: &str = "<!-- break-glass:";
+/// Marks the start of a cluster's point-in-time break-glass script.
+pub const BREAK_GLASS_PITR_MARK: &str = "<!-- break-glass-pitr:";
 
 pub struct RunbookInput<'a> {
     pub config: &'a Config,
@@ -46,6 +48,8 @@ pub struct RunbookInput<'a> {
     pub source_host: String,
     pub source_port: String,
     pub source_user: String,
+    /// The clusters (system identifiers) with base backups in the repository.
+    pub clusters: Vec<u64>,
 }
 
 /// Single-quotes `text` for sh.
@@ -319,6 +323,18 @@ pub fn render(input: &RunbookInput) -> String {
         md.push_str(&break_glass(input, db));
         md.push_str("```\n\n");
     }
+    for system_id in &input.clusters {
+        let _ = writeln!(
+            md,
+            "### Point-in-time: cluster {system_id}\n\nThe whole cluster from its newest base \
+             backup (or `BASE_ID`) and the archived WAL, to `RECOVER_TO` or the end of the \
+             archive, into an empty `PGDATA_NEW`, on `PORT_NEW` (default 5433), localhost \
+             only, never archiving. Also needs `tar` and the server's `pg_ctl`.\n\n\
+             {BREAK_GLASS_PITR_MARK} {system_id} -->\n```sh"
+        );
+        md.push_str(&break_glass_pitr(input, *system_id));
+        md.push_str("```\n\n");
+    }
 
     // 6. Drills.
     let _ = writeln!(md, "## 6. Last drills\n");
@@ -387,7 +403,6 @@ fn code_list(items: &[String]) -> String {
 
 /// The break-glass script of one database.
 fn break_glass(input: &RunbookInput, db: &str) -> String {
-    let config = input.config;
     let segment = database_segment(db);
     let mut sh = String::new();
     let _ = writeln!(sh, "set -euo pipefail");
@@ -408,6 +423,27 @@ fn break_glass(input: &RunbookInput, db: &str) -> String {
     let _ = writeln!(sh, "export PGHOST PGPORT PGUSER");
     let _ = writeln!(sh, "DB={}", quote(db));
     let _ = writeln!(sh, "[ -n \"${{RESTORE_AS:-}}\" ] || RESTORE_AS=\"$DB\"");
+    sh.push_str(&repository_access(input));
+    sh.push_str(&RESTORE_STEPS.replace("{segment}", &segment));
+    sh
+}
+
+/// The point-in-time break-glass script of one cluster: its base backup and archived WAL,
+/// with stock tools only.
+fn break_glass_pitr(input: &RunbookInput, system_id: u64) -> String {
+    let mut sh = String::new();
+    let _ = writeln!(sh, "set -euo pipefail");
+    let _ = writeln!(sh, "SYSID='{system_id}'");
+    sh.push_str(&repository_access(input));
+    sh.push_str(PITR_STEPS);
+    sh
+}
+
+/// The part every break-glass script shares: the identity, a work directory, and `fetch` /
+/// `listing` for the repository (AWS CLI or `cp`).
+fn repository_access(input: &RunbookInput) -> String {
+    let config = input.config;
+    let mut sh = String::new();
     match &input.identity {
         Some(path) => {
             let _ = writeln!(
@@ -475,7 +511,6 @@ fn break_glass(input: &RunbookInput, db: &str) -> String {
             let _ = writeln!(sh, "listing() {{ ls \"$REPO/$1\"; }}");
         }
     }
-    sh.push_str(&RESTORE_STEPS.replace("{segment}", &segment));
     sh
 }
 
@@ -512,6 +547,74 @@ age -d -i "$IDENTITY" facts.json.age | tr '{' '\n' | grep '"rows"' | cut -d, -f1
 echo "restored $ID into $RESTORE_AS (files in $WORK)"
 "#;
 
+/// The steps of a point-in-time break-glass script after its setup (`SYSID`, `fetch`,
+/// `listing`, `IDENTITY`, `WORK`). Run as the PostgreSQL OS user.
+const PITR_STEPS: &str = r##"# Recovers the whole cluster into PGDATA_NEW (an empty directory) on port PORT_NEW, to
+# RECOVER_TO ('2026-12-01 03:14:05+00'; default: the end of the archive). Run it as the
+# PostgreSQL OS user (`sudo -u postgres -E bash`), with pg_ctl of the backup's major version
+# on PATH; IDENTITY must be readable by that user.
+: "${PGDATA_NEW:?set PGDATA_NEW to an empty directory for the recovered cluster}"
+[ -n "${PORT_NEW:-}" ] || PORT_NEW=5433
+# 1. The base backup: the newest, unless BASE_ID names another (`listing base/$SYSID/`).
+ID="${BASE_ID:-$(listing "base/$SYSID/" | grep '\.json$' | sort | tail -n 1)}"
+ID="${ID%.json}"
+echo "recovering cluster $SYSID from base backup $ID into $PGDATA_NEW"
+fetch "base/$SYSID/$ID.json" base.json
+fetch "base/$SYSID/$ID/base.tar.zst.age" base.tar.zst.age
+EXPECTED=$(tr -d ' \n' < base.json | grep -o '"data":{[^}]*' | grep -o '"sha256":"[0-9a-f]*"' | cut -d'"' -f4)
+echo "$EXPECTED  base.tar.zst.age" | sha256sum -c -
+mkdir -p "$PGDATA_NEW"
+chmod 700 "$PGDATA_NEW"
+age -d -i "$IDENTITY" base.tar.zst.age | zstd -d | tar -x -C "$PGDATA_NEW"
+rm base.tar.zst.age
+# 2. restore_command: one archived WAL file, checked against the sha256 in its name; exit 1
+#    only when the repository answered without it, 200 on any other failure (PostgreSQL
+#    then stops instead of ending recovery early).
+{
+  echo '#!/bin/bash'
+  declare -p REPO IDENTITY SYSID
+  if [ -n "${AWS_CONFIG_FILE:-}" ]; then declare -p AWS_CONFIG_FILE; fi
+  declare -f fetch listing
+  cat <<'WAL'
+set -uo pipefail
+f=$1; p=$2
+case $f in *.history) d=history ;; *) d=${f:0:16} ;; esac
+k=$(listing "wal/$SYSID/$d/" 2>/dev/null | grep -- "^$f-" | head -n 1)
+if [ -z "$k" ]; then
+  listing "base/$SYSID/" 2>/dev/null | grep -q . && exit 1
+  exit 200
+fi
+fetch "wal/$SYSID/$d/$k" "$p.age" || exit 200
+age -d -i "$IDENTITY" "$p.age" | zstd -d -q > "$p.tmp" || exit 200
+rm -f "$p.age"
+h=${k#"$f-"}
+[ "$(sha256sum < "$p.tmp" | cut -c1-64)" = "${h%.zst.age}" ] || exit 200
+mv "$p.tmp" "$p"
+WAL
+} > "$WORK/restore-wal.sh"
+chmod 700 "$WORK/restore-wal.sh"
+# 3. Recovery settings: the copy never archives into production's repository, listens on
+#    localhost only, on its own port.
+cat >> "$PGDATA_NEW/postgresql.auto.conf" <<CONF
+restore_command = '$WORK/restore-wal.sh %f %p'
+archive_mode = 'off'
+listen_addresses = 'localhost'
+port = $PORT_NEW
+unix_socket_directories = '$PGDATA_NEW'
+hot_standby = 'off'
+CONF
+if [ -n "${RECOVER_TO:-}" ]; then
+  printf "recovery_target_time = '%s'\nrecovery_target_action = 'promote'\n" "$RECOVER_TO" >> "$PGDATA_NEW/postgresql.auto.conf"
+fi
+[ -f "$PGDATA_NEW/postgresql.conf" ] || echo "# written by the break-glass script" > "$PGDATA_NEW/postgresql.conf"
+[ -f "$PGDATA_NEW/pg_hba.conf" ] || printf 'local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n' > "$PGDATA_NEW/pg_hba.conf"
+[ -f "$PGDATA_NEW/pg_ident.conf" ] || touch "$PGDATA_NEW/pg_ident.conf"
+touch "$PGDATA_NEW/recovery.signal"
+# 4. Start: recovery replays the archive (to RECOVER_TO), then promotes.
+pg_ctl -D "$PGDATA_NEW" -l "$PGDATA_NEW/recovery.log" start
+echo "recovering on localhost:$PORT_NEW; it accepts connections once recovery has ended (see $PGDATA_NEW/recovery.log): psql -h localhost -p $PORT_NEW"
+"##;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,6 +642,7 @@ mod tests {
             source_host: "db1.internal".into(),
             source_port: "5433".into(),
             source_user: "backup".into(),
+            clusters: vec![],
         }
     }
 

@@ -369,3 +369,124 @@ fn restore_at_a_second_before_a_migration_rolls_one_database_back_through_the_ar
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn the_runbooks_point_in_time_break_glass_script_recovers_to_the_second_with_stock_tools() {
+    // A directory repository (the `cp` variant of the script; the S3 variant differs only in
+    // `fetch`/`listing`, which tests/drill.rs runs for dumps), owned by the server's user.
+    let ws = Workspace::new();
+    let pg = cluster();
+    let owner = pg.server_owner();
+    let repo_parent = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(repo_parent.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let repo = repo_parent.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let (uid, gid) = owner.unwrap_or((0, 0));
+    std::os::unix::fs::chown(&repo, Some(uid), Some(gid)).unwrap();
+    let body = format!("url = {}", toml_str(&repo.display().to_string()));
+    let archive = server_user_config(&ws, &pg.url("postgres"), &body, None);
+    let restore_host = server_user_config(&ws, &pg.url("postgres"), &body, Some(owner));
+    archive_with_vault(&pg, &archive.path);
+    pg.psql("postgres", "CREATE TABLE orders (n int)").unwrap();
+    run_ok(vault_cmd(Some(&archive.path)).arg("base-backup"));
+    pg.psql("postgres", "INSERT INTO orders VALUES (1)")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = now_on(&pg);
+    std::thread::sleep(Duration::from_millis(300));
+    pg.psql("postgres", "INSERT INTO orders VALUES (2)")
+        .unwrap();
+    switch_and_archive(&pg);
+    let runbook = run_ok(vault_cmd(Some(&restore_host.path)).arg("runbook"));
+    let sysid = pg
+        .psql(
+            "postgres",
+            "SELECT system_identifier FROM pg_control_system()",
+        )
+        .unwrap()
+        .trim()
+        .to_string();
+    let script = runbook
+        .split(&format!("<!-- break-glass-pitr: {sysid} -->\n```sh\n"))
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the runbook has a point-in-time break-glass script for the cluster");
+    assert!(!script.contains("vault "), "stock tools only:\n{script}");
+    // What an operator copying the repository to the restore host does: make it theirs.
+    run_tool(
+        "chown",
+        &["-R", &format!("{uid}:{gid}"), repo.to_str().unwrap()],
+    );
+
+    // As a person would run it: bash as the PostgreSQL OS user, stock tools on PATH.
+    let copy = Recovered::new();
+    let home = copy.pgdata.with_file_name("home");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
+    std::os::unix::fs::chown(copy.pgdata.parent().unwrap(), Some(uid), Some(gid)).unwrap();
+    let pg_bin = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .max()
+        .unwrap();
+    let port = vault::postgres::cluster::free_port().unwrap();
+    let mut command = std::process::Command::new("bash");
+    command
+        .arg("-c")
+        .arg(script)
+        .current_dir(&home)
+        .env("HOME", &home)
+        .env("TMPDIR", &home)
+        .env(
+            "PATH",
+            format!("{}:{}", pg_bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("PGDATA_NEW", &copy.pgdata)
+        .env("PORT_NEW", port.to_string())
+        .env("RECOVER_TO", t.replace('T', " ").replace('Z', "+00"));
+    if uid != 0 {
+        std::os::unix::process::CommandExt::uid(&mut command, uid);
+        std::os::unix::process::CommandExt::gid(&mut command, gid);
+    }
+    let out = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "break-glass failed:\n{script}\n---\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("base.tar.zst.age: OK"), "{stdout}");
+    // It accepts connections once recovery has ended at the target.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let answer = std::process::Command::new("psql")
+            .args(["-X", "-A", "-t", "-h", "localhost", "-p", &port.to_string()])
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                "SELECT pg_is_in_recovery()",
+            ])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&answer.stdout).trim() == "f" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "recovery did not end: {}",
+            std::fs::read_to_string(copy.pgdata.join("recovery.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        copy.psql(port, "SELECT array_agg(n ORDER BY n) FROM orders"),
+        "{1}"
+    );
+    assert_eq!(copy.psql(port, "SHOW archive_mode"), "off");
+    let log = std::fs::read_to_string(copy.pgdata.join("recovery.log")).unwrap();
+    assert!(log.contains("recovery stopping before commit"), "{log}");
+}

@@ -58,6 +58,18 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
             }
         }
     }
+    let mut clusters: Vec<u64> = if repository_error.is_none() {
+        vault::catalog::base::list_base_backups(store.as_ref(), None)
+            .await?
+            .backups
+            .iter()
+            .map(|b| b.system_identifier)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    clusters.sort_unstable();
+    clusters.dedup();
     let input = RunbookInput {
         config: &config,
         config_path: std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf()),
@@ -79,6 +91,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         source_host,
         source_port,
         source_user: source.user().unwrap_or_else(|| "postgres".into()),
+        clusters,
     };
     let markdown = render(&input);
     match &args.output {

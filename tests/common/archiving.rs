@@ -32,15 +32,35 @@ pub fn archive_config_for(
     s3: &S3Env,
     prefix: &str,
 ) -> ArchiveConfig {
+    server_user_config(ws, source_url, &s3_repository(s3, prefix), None)
+}
+
+/// A config the server's OS user can read, in a 0755 directory of its own: the repository
+/// `repository` (a `[repository]` body) and, given the server's owner (`Some(None)` when
+/// not root), a copy of the workspace's identity that user can read.
+pub fn server_user_config(
+    ws: &Workspace,
+    source_url: &str,
+    repository: &str,
+    identity_owner: Option<Option<(u32, u32)>>,
+) -> ArchiveConfig {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = dir.path().join("vault.toml");
-    let text = ws
-        .configure(source_url)
-        .s3(s3, prefix)
-        .without_identity()
-        .text();
-    std::fs::write(&path, text).unwrap();
+    let builder = ws.configure(source_url).repository(repository);
+    let builder = match identity_owner {
+        None => builder.without_identity(),
+        Some(owner) => {
+            let identity = dir.path().join("identity.txt");
+            std::fs::copy(&ws.identity, &identity).unwrap();
+            std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&identity, Some(uid), Some(gid)).unwrap();
+            }
+            builder.identity(&identity)
+        }
+    };
+    std::fs::write(&path, builder.text()).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     ArchiveConfig { _dir: dir, path }
 }
@@ -131,23 +151,12 @@ pub fn fetch_config(
     s3: &S3Env,
     prefix: &str,
 ) -> ArchiveConfig {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let identity = dir.path().join("identity.txt");
-    std::fs::copy(&ws.identity, &identity).unwrap();
-    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
-    if let Some((uid, gid)) = pg.server_owner() {
-        std::os::unix::fs::chown(&identity, Some(uid), Some(gid)).unwrap();
-    }
-    let path = dir.path().join("vault.toml");
-    let text = ws
-        .configure(&pg.url("postgres"))
-        .s3(s3, prefix)
-        .identity(&identity)
-        .text();
-    std::fs::write(&path, text).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    ArchiveConfig { _dir: dir, path }
+    server_user_config(
+        ws,
+        &pg.url("postgres"),
+        &s3_repository(s3, prefix),
+        Some(pg.server_owner()),
+    )
 }
 
 /// Waits until a recovering cluster has ended recovery and promoted; fails with its log.
