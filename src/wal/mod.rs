@@ -386,7 +386,10 @@ pub async fn fetch(feed: &Feed, system_id: u64, file_name: &str, dest: &Path) ->
         .prefix(".vault-wal-")
         .tempfile_in(dir)
         .map_err(|e| Error::io(format!("cannot create a file in `{}`", dir.display()), e))?;
-    let sink = std::io::BufWriter::with_capacity(1024 * 1024, temp);
+    // The name stays here and the file goes to the sink: whatever happens to the sink's
+    // thread, a failed fetch removes the temporary file before it returns.
+    let (file, temp_path) = temp.into_parts();
+    let sink = std::io::BufWriter::with_capacity(1024 * 1024, file);
     let source = Source {
         owner: format!("WAL file {file_name}"),
         key: &object.key,
@@ -407,13 +410,13 @@ pub async fn fetch(feed: &Feed, system_id: u64, file_name: &str, dest: &Path) ->
         .await?
     {
         Fed::Whole { sink, summary } => {
-            let temp = sink
+            let file = sink
                 .into_inner()
                 .map_err(|e| Error::io("writing the restored WAL file", e.into_error()))?;
-            temp.as_file()
-                .sync_all()
+            file.sync_all()
                 .map_err(|e| Error::io("syncing the restored WAL file", e))?;
-            temp.persist(dest).map_err(|e| {
+            drop(file);
+            temp_path.persist(dest).map_err(|e| {
                 Error::io(
                     format!("cannot move the WAL file into `{}`", dest.display()),
                     e.error,
