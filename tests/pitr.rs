@@ -88,6 +88,24 @@ fn now_on(pg: &ScratchCluster) -> String {
     .to_string()
 }
 
+/// A table `orders`, a time before any base backup, a base backup, row 1, the second T, row
+/// 2, every segment archived: returns (the time before, T).
+fn rows_around_a_second(pg: &ScratchCluster, archive_config: &Path) -> (String, String) {
+    pg.psql("postgres", "CREATE TABLE orders (n int)").unwrap();
+    let before_window = now_on(pg);
+    std::thread::sleep(Duration::from_millis(300));
+    run_ok(vault_cmd(Some(archive_config)).arg("base-backup"));
+    pg.psql("postgres", "INSERT INTO orders VALUES (1)")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = now_on(pg);
+    std::thread::sleep(Duration::from_millis(300));
+    pg.psql("postgres", "INSERT INTO orders VALUES (2)")
+        .unwrap();
+    switch_and_archive(pg);
+    (before_window, t)
+}
+
 fn restore_cluster(config: &Path, at: &str, pgdata: &Path) -> (serde_json::Value, String) {
     let out = vault_cmd(Some(config))
         .args(["restore-cluster", "--json", "--at", at, "--pgdata"])
@@ -103,18 +121,7 @@ fn restore_cluster(config: &Path, at: &str, pgdata: &Path) -> (serde_json::Value
 fn restore_cluster_recovers_to_the_exact_second_and_refuses_what_the_archive_cannot_give() {
     let (s3, prefix, ws, pg, archive) = archiving_set_up("pitr");
     archive_with_vault(&pg, &archive.path);
-    pg.psql("postgres", "CREATE TABLE orders (n int)").unwrap();
-    let before_window = now_on(&pg);
-    std::thread::sleep(Duration::from_millis(300));
-    run_ok(vault_cmd(Some(&archive.path)).arg("base-backup"));
-    pg.psql("postgres", "INSERT INTO orders VALUES (1)")
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let t = now_on(&pg);
-    std::thread::sleep(Duration::from_millis(300));
-    pg.psql("postgres", "INSERT INTO orders VALUES (2)")
-        .unwrap();
-    switch_and_archive(&pg);
+    let (before_window, t) = rows_around_a_second(&pg, &archive.path);
     let operator = ws
         .configure(&pg.url("postgres"))
         .s3(&s3, &prefix)
@@ -387,16 +394,7 @@ fn the_runbooks_point_in_time_break_glass_script_recovers_to_the_second_with_sto
     let archive = server_user_config(&ws, &pg.url("postgres"), &body, None);
     let restore_host = server_user_config(&ws, &pg.url("postgres"), &body, Some(owner));
     archive_with_vault(&pg, &archive.path);
-    pg.psql("postgres", "CREATE TABLE orders (n int)").unwrap();
-    run_ok(vault_cmd(Some(&archive.path)).arg("base-backup"));
-    pg.psql("postgres", "INSERT INTO orders VALUES (1)")
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let t = now_on(&pg);
-    std::thread::sleep(Duration::from_millis(300));
-    pg.psql("postgres", "INSERT INTO orders VALUES (2)")
-        .unwrap();
-    switch_and_archive(&pg);
+    let (_, t) = rows_around_a_second(&pg, &archive.path);
     let runbook = run_ok(vault_cmd(Some(&restore_host.path)).arg("runbook"));
     let sysid = pg
         .psql(

@@ -11,9 +11,8 @@ use vault::catalog::base::BaseManifest;
 use vault::catalog::{self, Selector};
 use vault::feed::Feed;
 use vault::keys::Identities;
-use vault::lock::Lock;
 use vault::pitr::plan::{RecoveryPlan, Target as PitrTarget};
-use vault::pitr::{cluster, logical};
+use vault::pitr::logical;
 use vault::postgres::ConnInfo;
 use vault::restore::{RestoreJob, RestorePlan, RestoreReport, RestoreRequest, Target};
 use vault::timespec::{self, rfc3339};
@@ -170,25 +169,13 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
                 ));
                 return Ok(());
             }
-            let major = base.server_version_num / 10000;
-            let bin_dir = vault::verify::scratch::server_bin_dir(
-                config.verify.pg_bin_dir.as_deref(),
-                major,
-                progress.as_ref(),
-            )
-            .await?;
-            lock = Lock::try_acquire(
-                &config.state_dir(),
-                "restore-cluster",
-                "recovering a cluster",
-            )?;
-            for note in cluster::clean_up_after_killed_run(
-                lock.previous_notes(),
-                &bin_dir,
-                &config.verify.run_as,
-            ) {
-                progress.warn(&note);
+            let prepared =
+                vault::pitr::prepare(&config, &base, &identities, progress.as_ref()).await?;
+            for note in &prepared.cleaned {
+                progress.warn(note);
             }
+            lock = prepared.lock;
+            let bin_dir = prepared.bin_dir;
             let feed = Feed {
                 store: Arc::clone(&store),
                 identities: Arc::clone(&identities),

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Utc;
-use vault::catalog::sealed::check_recipients;
 use vault::feed::Feed;
-use vault::lock::Lock;
 use vault::pitr::cluster::{self, Destination};
 use vault::pitr::plan::Target;
 use vault::timespec::{self, rfc3339};
@@ -51,11 +49,6 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         Arc::from(vault::storage::open(&config.repository).await?);
     let (plan, base) =
         vault::pitr::plan_for(store.as_ref(), args.system_identifier, target).await?;
-    check_recipients(
-        &format!("base backup {}", base.id),
-        &base.encryption.recipients,
-        &identities,
-    )?;
     let progress = super::progress::for_stderr();
     for note in &plan.notes {
         progress.phase(note);
@@ -73,20 +66,12 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         }
         None => vault::postgres::cluster::free_port()?,
     };
-    let major = base.server_version_num / 10000;
-    let bin_dir = vault::verify::scratch::server_bin_dir(
-        config.verify.pg_bin_dir.as_deref(),
-        major,
-        progress.as_ref(),
-    )
-    .await?;
-    let state_dir = config.state_dir();
-    let lock = Lock::try_acquire(&state_dir, "restore-cluster", "restoring a cluster")?;
-    for note in
-        cluster::clean_up_after_killed_run(lock.previous_notes(), &bin_dir, &config.verify.run_as)
-    {
-        progress.warn(&note);
+    let prepared = vault::pitr::prepare(&config, &base, &identities, progress.as_ref()).await?;
+    for note in &prepared.cleaned {
+        progress.warn(note);
     }
+    let lock = prepared.lock;
+    let bin_dir = prepared.bin_dir;
     let destination = Destination {
         pgdata: std::path::absolute(&args.pgdata)?,
         port,

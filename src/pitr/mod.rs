@@ -6,8 +6,14 @@ pub mod cluster;
 pub mod logical;
 pub mod plan;
 
+use std::path::PathBuf;
+
 use crate::catalog::base::{BaseManifest, list_base_backups};
+use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::keys::Identities;
+use crate::lock::Lock;
+use crate::progress::Progress;
 use crate::storage::ObjectStore;
 use crate::wal::chain;
 use plan::{RecoveryPlan, Target};
@@ -63,4 +69,45 @@ pub async fn plan_for(
         .find(|b| b.id.as_str() == plan.base)
         .expect("the plan's base backup is one of them");
     Ok((plan, base))
+}
+
+/// What a recovery holds before it creates anything: the identity opens `base`, the
+/// server's binaries of its major version, the host's recovery lock (one at a time), and
+/// what a killed run left removed (said in `cleaned`).
+pub struct Prepared {
+    pub bin_dir: PathBuf,
+    pub lock: Lock,
+    pub cleaned: Vec<String>,
+}
+
+pub async fn prepare(
+    config: &Config,
+    base: &BaseManifest,
+    identities: &Identities,
+    progress: &dyn Progress,
+) -> Result<Prepared> {
+    crate::catalog::sealed::check_recipients(
+        &format!("base backup {}", base.id),
+        &base.encryption.recipients,
+        identities,
+    )?;
+    let major = base.server_version_num / 10000;
+    let bin_dir = crate::verify::scratch::server_bin_dir(
+        config.verify.pg_bin_dir.as_deref(),
+        major,
+        progress,
+    )
+    .await?;
+    let lock = Lock::try_acquire(
+        &config.state_dir(),
+        "restore-cluster",
+        "recovering a cluster",
+    )?;
+    let cleaned =
+        cluster::clean_up_after_killed_run(lock.previous_notes(), &bin_dir, &config.verify.run_as);
+    Ok(Prepared {
+        bin_dir,
+        lock,
+        cleaned,
+    })
 }
