@@ -206,6 +206,31 @@ fn restore_cluster_recovers_to_the_exact_second_and_refuses_what_the_archive_can
     );
     assert!(!early.pgdata.exists());
 
+    // A wrong identity: refused (exit 5) before anything is created, by both paths.
+    let stranger = ws.path("stranger.txt");
+    run_ok(vault_cmd(None).args(["keygen", "--output"]).arg(&stranger));
+    let wrong = ws
+        .configure(&pg.url("postgres"))
+        .s3(&s3, &prefix)
+        .state_dir(&ws.path("state"))
+        .identity(&stranger)
+        .text();
+    let wrong_path = ws.path("wrong.toml");
+    std::fs::write(&wrong_path, wrong).unwrap();
+    let refused = expect_exit(
+        vault_cmd(Some(&wrong_path))
+            .args(["restore-cluster", "--latest", "--pgdata"])
+            .arg(&early.pgdata),
+        5,
+    );
+    assert!(refused.contains("is encrypted to recipients"), "{refused}");
+    assert!(!early.pgdata.exists());
+    let refused = expect_exit(
+        vault_cmd(Some(&wrong_path)).args(["restore", "--at", &t, "--target-db", "nope"]),
+        5,
+    );
+    assert!(refused.contains("is encrypted to recipients"), "{refused}");
+
     // Into a directory that is not empty: refused, its files untouched.
     let occupied = Recovered::new();
     std::fs::create_dir(&occupied.pgdata).unwrap();
