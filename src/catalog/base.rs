@@ -122,6 +122,32 @@ pub fn base_data_prefix(system_id: u64, id: &BackupId) -> String {
     format!("{BASE_PREFIX}{system_id}/{id}/")
 }
 
+#[cfg(test)]
+impl BaseManifest {
+    /// The fixture as base backup `id` of 16 MiB segments, on `timeline` from segment
+    /// `start` to `stop`, consistent at `stopped_at` (for the WAL modules' tests).
+    pub(crate) fn sample(
+        id: &str,
+        timeline: u32,
+        (start, stop): (u64, u64),
+        stopped_at: DateTime<Utc>,
+    ) -> BaseManifest {
+        let mut m = BaseManifest::from_json(
+            include_bytes!("../../fixtures/manifests/base-v1.json"),
+            "fixture",
+        )
+        .expect("the fixture reads");
+        let segment = 16 * 1024 * 1024;
+        m.id = BackupId::from(id);
+        m.timeline = timeline;
+        m.stop_timeline = timeline;
+        m.start_lsn = Lsn(start * segment + 0x28);
+        m.stop_lsn = Lsn(stop * segment + 0x100);
+        m.stopped_at = stopped_at;
+        m
+    }
+}
+
 /// Every complete base backup (of one cluster, or all), newest first, and a sentence for
 /// each manifest that could not be read.
 pub async fn list_base_backups(

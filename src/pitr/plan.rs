@@ -188,10 +188,9 @@ fn across_gap(report: &ChainReport, at: DateTime<Utc>, window: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::BackupId;
     use crate::wal::archive::{Archive, ArchivedFile};
     use crate::wal::chain;
-    use crate::wal::position::{Lsn, Segment, SegmentSize};
+    use crate::wal::position::{Segment, SegmentSize};
 
     const SIZE: SegmentSize = SegmentSize(16 << 20);
 
@@ -220,16 +219,7 @@ mod tests {
     }
 
     fn base(id: &str, start: u64, minute: u32) -> BaseManifest {
-        let mut m = BaseManifest::from_json(
-            include_bytes!("../../fixtures/manifests/base-v1.json"),
-            "fixture",
-        )
-        .unwrap();
-        m.id = BackupId::from(id);
-        m.start_lsn = Lsn(start * SIZE.0 + 0x28);
-        m.stop_lsn = Lsn(start * SIZE.0 + 0x100);
-        m.stopped_at = at(minute);
-        m
+        BaseManifest::sample(id, 1, (start, start), at(minute))
     }
 
     fn planned(archive: &Archive, bases: &[BaseManifest], target: Target) -> Result<RecoveryPlan> {

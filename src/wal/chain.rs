@@ -450,8 +450,6 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::BackupId;
-    use crate::wal::position::Lsn;
 
     const SIZE: SegmentSize = SegmentSize(16 << 20);
 
@@ -486,18 +484,7 @@ mod tests {
 
     /// A base backup on `timeline` from segment `start` to `stop`, stopped at `minute`.
     fn base(id: &str, timeline: u32, start: u64, stop: u64, minute: u32) -> BaseManifest {
-        let mut m = BaseManifest::from_json(
-            include_bytes!("../../fixtures/manifests/base-v1.json"),
-            "fixture",
-        )
-        .unwrap();
-        m.id = BackupId::from(id);
-        m.timeline = timeline;
-        m.stop_timeline = timeline;
-        m.start_lsn = Lsn(start * SIZE.0 + 0x28);
-        m.stop_lsn = Lsn(stop * SIZE.0 + 0x100);
-        m.stopped_at = at(minute);
-        m
+        BaseManifest::sample(id, timeline, (start, stop), at(minute))
     }
 
     #[test]

@@ -156,9 +156,7 @@ fn segment_number(name: &str, size: SegmentSize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::BackupId;
     use crate::wal::archive::ArchivedFile;
-    use crate::wal::position::Lsn;
 
     const SIZE: SegmentSize = SegmentSize(16 << 20);
 
@@ -206,16 +204,7 @@ mod tests {
     }
 
     fn base(id: &str, start: u64, stop: u64, stopped: DateTime<Utc>) -> BaseManifest {
-        let mut m = BaseManifest::from_json(
-            include_bytes!("../../fixtures/manifests/base-v1.json"),
-            "fixture",
-        )
-        .unwrap();
-        m.id = BackupId::from(id);
-        m.start_lsn = Lsn(start * SIZE.0 + 0x28);
-        m.stop_lsn = Lsn(stop * SIZE.0 + 0x100);
-        m.stopped_at = stopped;
-        m
+        BaseManifest::sample(id, 1, (start, stop), stopped)
     }
 
     fn deleted_numbers(plan: &WalPlan) -> Vec<String> {
