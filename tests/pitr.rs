@@ -367,6 +367,14 @@ fn restore_at_a_second_before_a_migration_rolls_one_database_back_through_the_ar
     };
     same("shop_copy");
 
+    // Off a terminal, --replace without --yes is refused before any recovery work.
+    let refused = expect_exit(
+        vault_cmd(Some(&operator)).args(["restore", "--at", &before_migration, "--replace"]),
+        2,
+    );
+    assert!(refused.contains("pass --yes"), "{refused}");
+    assert!(!refused.contains("restoring base backup"), "{refused}");
+
     // Over the live database: rolled back, the broken one kept aside.
     let out = run_ok(vault_cmd(Some(&operator)).args([
         "restore",

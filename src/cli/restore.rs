@@ -169,6 +169,10 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
                 ));
                 return Ok(());
             }
+            if request.replace && !args.yes {
+                // Before recovering a whole cluster only to be refused at the swap.
+                can_confirm(&request.database)?;
+            }
             let prepared =
                 vault::pitr::prepare(&config, &base, &identities, progress.as_ref()).await?;
             for note in &prepared.cleaned {
@@ -359,8 +363,8 @@ fn print_plan(plan: &RestorePlan, dry_run: bool, point_in_time: Option<i64>) {
     }
 }
 
-/// `--replace` on a terminal asks for the database name; elsewhere it needs `--yes`.
-fn confirm(live: &str, plan: &RestorePlan) -> anyhow::Result<()> {
+/// Off a terminal, `--replace` needs `--yes`: said before any work is done.
+fn can_confirm(live: &str) -> anyhow::Result<()> {
     if !std::io::stdin().is_terminal() {
         return Err(vault::Error::Config(format!(
             "--replace would replace database `{live}` and end its sessions; pass --yes to \
@@ -368,6 +372,12 @@ fn confirm(live: &str, plan: &RestorePlan) -> anyhow::Result<()> {
         ))
         .into());
     }
+    Ok(())
+}
+
+/// `--replace` on a terminal asks for the database name; elsewhere it needs `--yes`.
+fn confirm(live: &str, plan: &RestorePlan) -> anyhow::Result<()> {
+    can_confirm(live)?;
     eprint!(
         "Replace `{live}` on {} with backup {}? Type the database name to confirm: ",
         plan.server, plan.backup_id
