@@ -644,4 +644,90 @@ mod tests {
         assert_eq!(left.len(), 4);
         assert!(left.iter().all(|k| k.contains(&ids[1])), "{left:?}");
     }
+
+    #[test]
+    fn a_base_backups_objects_without_its_manifest_are_garbage_past_the_grace() {
+        let now = at("2026-11-27T12:00:00Z");
+        let objects = vec![
+            object(
+                "base/7/20261101T000000Z-aaaaaa.json",
+                "2026-11-01T00:00:00Z",
+            ),
+            object(
+                "base/7/20261101T000000Z-aaaaaa/base.tar.zst.age",
+                "2026-11-01T00:00:00Z",
+            ),
+            // A base backup that never wrote its manifest, and one still running.
+            object(
+                "base/7/20261102T000000Z-bbbbbb/base.tar.zst.age",
+                "2026-11-02T00:00:00Z",
+            ),
+            object(
+                "base/7/20261127T110000Z-cccccc/base.tar.zst.age",
+                "2026-11-27T11:00:00Z",
+            ),
+        ];
+        let garbage = plan_base_garbage(&objects, Duration::hours(24), now);
+        let summary: Vec<(&str, bool)> =
+            garbage.iter().map(|g| (g.key.as_str(), g.remove)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("base/7/20261102T000000Z-bbbbbb/base.tar.zst.age", true),
+                ("base/7/20261127T110000Z-cccccc/base.tar.zst.age", false),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn no_wal_is_planned_for_deletion_while_a_base_manifest_cannot_be_read() {
+        use crate::storage::memory::MemoryStore;
+        let store = MemoryStore::default();
+        let put = |key: String, body: Vec<u8>| {
+            let store = &store;
+            async move { store.put(&key, bytes::Bytes::from(body)).await.unwrap() }
+        };
+        let mut base = BaseManifest::sample(
+            "20261126T000000Z-aaaaaa",
+            1,
+            (20, 20),
+            at("2026-11-26T00:00:00Z"),
+        );
+        base.started_at = at("2026-11-26T00:00:00Z");
+        let sysid = base.system_identifier;
+        put(base_manifest_key(sysid, &base.id), base.to_json()).await;
+        for n in 1..=30u64 {
+            let name = format!("0000000100000000{n:08X}");
+            let key = format!(
+                "wal/{sysid}/0000000100000000/{name}-{}.zst.age",
+                "a".repeat(64)
+            );
+            put(key, b"x".to_vec()).await;
+        }
+        let now = at("2026-11-27T00:00:00Z");
+        let policy = RetentionPolicy::default();
+        let readable = plan(&store, &policy, Duration::hours(24), now)
+            .await
+            .unwrap();
+        assert_eq!(
+            readable.wal[0].delete.len(),
+            19,
+            "segments 1..19, below the base's start"
+        );
+        put(
+            format!("base/{sysid}/20261102T000000Z-bbbbbb.json"),
+            b"{\"format_version\": 1, \"kind\"".to_vec(),
+        )
+        .await;
+        let frozen = plan(&store, &policy, Duration::hours(24), now)
+            .await
+            .unwrap();
+        assert!(frozen.wal[0].delete.is_empty(), "{:?}", frozen.wal[0]);
+        assert!(
+            frozen.wal[0].reason.contains("could not be read"),
+            "{}",
+            frozen.wal[0].reason
+        );
+        assert_eq!(frozen.unreadable.len(), 1);
+    }
 }

@@ -19,16 +19,6 @@ fn base_backup(config: &std::path::Path) -> String {
         .to_string()
 }
 
-fn system_identifier(pg: &ScratchCluster) -> String {
-    pg.psql(
-        "postgres",
-        "SELECT system_identifier FROM pg_control_system()",
-    )
-    .unwrap()
-    .trim()
-    .to_string()
-}
-
 #[test]
 fn a_base_backup_recovers_with_stock_tools_and_vault_wal_fetch_to_the_end_of_the_archive() {
     let (s3, prefix, ws, pg, archive) = archiving_set_up("base");

@@ -843,14 +843,7 @@ fn with_pitr_the_daemon_takes_a_base_backup_shows_the_window_and_alerts_when_arc
     let pg = cluster();
     let archive = archive_config(&setup.ws, &pg, &s3, &prefix);
     archive_with_vault(&pg, &archive.path);
-    let sysid = pg
-        .psql(
-            "postgres",
-            "SELECT system_identifier FROM pg_control_system()",
-        )
-        .unwrap()
-        .trim()
-        .to_string();
+    let sysid = system_identifier(&pg);
     let (hook_port, alerts) = webhook_receiver();
     // Only a far-off prune: [pitr] adds the weekly base-backup job, which catches up at
     // start-up (it never ran).

@@ -181,6 +181,33 @@ fn restore_cluster_recovers_to_the_exact_second_and_refuses_what_the_archive_can
     let log = std::fs::read_to_string(copy.pgdata.join("vault-recovery.log")).unwrap();
     assert!(log.contains("restored log file"), "{log}");
 
+    // --no-start: stopped at the target, still in recovery, nothing listening.
+    let parked = Recovered::new();
+    let out = vault_cmd(Some(&operator))
+        .args([
+            "restore-cluster",
+            "--json",
+            "--no-start",
+            "--at",
+            &t,
+            "--pgdata",
+        ])
+        .arg(&parked.pgdata)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["recovered"]["running"], false, "{json:#}");
+    assert_eq!(json["recovered"]["in_recovery"], true, "{json:#}");
+    assert!(!parked.pgdata.join("postmaster.pid").exists());
+    assert!(parked.pgdata.join("recovery.signal").exists());
+    let log = std::fs::read_to_string(parked.pgdata.join("vault-recovery.log")).unwrap();
+    assert!(log.contains("shutdown at recovery target"), "{log}");
+
     // After the archive: its end, said.
     let later = Recovered::new();
     let (json, said) = restore_cluster(&operator, "2099-01-01T00:00:00Z", &later.pgdata);
@@ -429,14 +456,7 @@ fn the_runbooks_point_in_time_break_glass_script_recovers_to_the_second_with_sto
     archive_with_vault(&pg, &archive.path);
     let (_, t) = rows_around_a_second(&pg, &archive.path);
     let runbook = run_ok(vault_cmd(Some(&restore_host.path)).arg("runbook"));
-    let sysid = pg
-        .psql(
-            "postgres",
-            "SELECT system_identifier FROM pg_control_system()",
-        )
-        .unwrap()
-        .trim()
-        .to_string();
+    let sysid = system_identifier(&pg);
     let script = runbook
         .split(&format!("<!-- break-glass-pitr: {sysid} -->\n```sh\n"))
         .nth(1)

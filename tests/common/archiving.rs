@@ -175,3 +175,14 @@ pub fn wait_promoted(pg: &ScratchCluster) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The cluster's system identifier, as vault names its objects.
+pub fn system_identifier(pg: &ScratchCluster) -> String {
+    pg.psql(
+        "postgres",
+        "SELECT system_identifier FROM pg_control_system()",
+    )
+    .unwrap()
+    .trim()
+    .to_string()
+}
