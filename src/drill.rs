@@ -45,6 +45,10 @@ pub struct DrillRecord {
     pub failures: Vec<String>,
     /// The verification record this drill wrote beside the backup.
     pub verify_record: String,
+    /// A point-in-time recovery drill of this cluster (`database` is `cluster <id>`, and
+    /// `backup_finished_at` the newest replayed transaction's commit time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -54,7 +58,9 @@ pub struct Targets {
 }
 
 impl DrillRecord {
-    /// The record of a drill that started at `started_at` and produced `verify`.
+    /// The record of a drill that started at `started_at` and produced `verify`;
+    /// `backup_finished_at` is when the newest data it restored was written (a dump's end,
+    /// or the newest replayed transaction), so the RPO is its age at `started_at`.
     pub fn new(
         verify: &VerifyReport,
         verify_record: String,
@@ -78,7 +84,8 @@ impl DrillRecord {
                 failed_checks.join(", ")
             ));
         }
-        failures.extend(judge(rpo, rto, targets));
+        let pitr = verify.system_identifier.is_some();
+        failures.extend(judge(rpo, rto, targets, pitr));
         DrillRecord {
             format_version: DRILL_FORMAT,
             database: verify.database.clone(),
@@ -100,6 +107,7 @@ impl DrillRecord {
             passed: failures.is_empty(),
             failures,
             verify_record,
+            system_identifier: verify.system_identifier.clone(),
         }
     }
 
@@ -108,13 +116,25 @@ impl DrillRecord {
     }
 }
 
-/// The targets missed, one sentence each, saying by how much.
-pub fn judge(rpo: Duration, rto: Duration, targets: &DrillTargets) -> Vec<String> {
+/// The targets missed, one sentence each, saying by how much. `pitr`: the drill replayed
+/// the archive, so the RPO is the age of its newest transaction.
+pub fn judge(rpo: Duration, rto: Duration, targets: &DrillTargets, pitr: bool) -> Vec<String> {
     let mut missed = Vec::new();
     if rpo > targets.rpo {
+        let (newest, advice) = if pitr {
+            (
+                "the newest transaction in the archive",
+                "check that WAL is archived: `vault check --wal`",
+            )
+        } else {
+            (
+                "the newest backup",
+                "check that backups run: `vault status`",
+            )
+        };
         missed.push(format!(
-            "RPO {} exceeds the target {} by {}: the newest backup was that old when the \
-             drill began (check that backups run: `vault status`)",
+            "RPO {} exceeds the target {} by {}: {newest} was that old when the drill began \
+             ({advice})",
             amount(rpo),
             amount(targets.rpo),
             amount(rpo - targets.rpo)
@@ -213,11 +233,12 @@ mod tests {
     #[test]
     fn missed_targets_say_by_how_much() {
         let t = targets(Some(600), 6 * 3600);
-        assert!(judge(Duration::hours(5), Duration::seconds(599), &t).is_empty());
+        assert!(judge(Duration::hours(5), Duration::seconds(599), &t, false).is_empty());
         let missed = judge(
             Duration::seconds(7 * 3600 + 720),
             Duration::seconds(750),
             &t,
+            false,
         );
         assert_eq!(missed.len(), 2, "{missed:?}");
         assert!(
@@ -225,15 +246,30 @@ mod tests {
             "{missed:?}"
         );
         assert_eq!(missed[1], "RTO 12m 30s exceeds the target 10m by 2m 30s");
+        let pitr = judge(Duration::hours(7), Duration::seconds(1), &t, true);
+        assert!(
+            pitr[0].contains("the newest transaction in the archive was that old")
+                && pitr[0].contains("vault check --wal"),
+            "{pitr:?}"
+        );
         // Under a minute, tenths of a second.
         let quick = judge(
             Duration::seconds(1),
             Duration::milliseconds(870),
             &targets(Some(0), 3600),
+            false,
         );
         assert_eq!(quick, ["RTO 0.9s exceeds the target 0.0s by 0.9s"]);
         // No RTO target: only the RPO is judged.
-        assert!(judge(Duration::hours(1), Duration::days(1), &targets(None, 7200)).is_empty());
+        assert!(
+            judge(
+                Duration::hours(1),
+                Duration::days(1),
+                &targets(None, 7200),
+                false
+            )
+            .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -263,6 +299,7 @@ mod tests {
             passed: hours != 2,
             failures: vec![],
             verify_record: "k".into(),
+            system_identifier: None,
         };
         for (db, hours) in [("app", 1), ("app", 2), ("crm", 3)] {
             store_record(&store, &record(db, hours)).await;

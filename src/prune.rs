@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::catalog::base::{
-    BASE_PREFIX, BaseManifest, base_data_prefix, base_manifest_key, is_manifest_key,
+    BASE_PREFIX, BaseManifest, base_data_prefix, base_manifest_key, cluster_group, is_manifest_key,
     list_base_backups,
 };
 use crate::catalog::{self, MANIFESTS_PREFIX};
@@ -186,11 +186,6 @@ pub async fn plan(
 
 /// Base backups are taken weekly: their stall guard is never shorter than this.
 pub const BASE_STALE_AFTER_MIN: Duration = Duration::days(15);
-
-/// The retention group of a cluster's base backups.
-fn cluster_group(system_id: u64) -> String {
-    format!("cluster {system_id}")
-}
 
 /// Objects under `base/<sysid>/<id>/` with no `base/<sysid>/<id>.json`, older than `grace`.
 fn plan_base_garbage(objects: &[ObjectInfo], grace: Duration, now: DateTime<Utc>) -> Vec<Garbage> {

@@ -118,6 +118,12 @@ pub fn base_manifest_key(system_id: u64, id: &BackupId) -> String {
     format!("{BASE_PREFIX}{system_id}/{id}.json")
 }
 
+/// How a cluster is named where a database's name would stand: its base backups' retention
+/// group, its verification and drill records.
+pub fn cluster_group(system_id: u64) -> String {
+    format!("cluster {system_id}")
+}
+
 pub fn base_data_prefix(system_id: u64, id: &BackupId) -> String {
     format!("{BASE_PREFIX}{system_id}/{id}/")
 }

@@ -13,7 +13,10 @@ use vault::storage::ObjectStore;
 use vault::timespec::{describe, rfc3339};
 
 use super::exit::{self, Exit};
-use super::verify::{Session, identities, print_report, session};
+use super::verify::{Session, base_session, identities, print_report, session};
+use vault::catalog::base::{BaseManifest, list_base_backups};
+use vault::pitr::plan::{RecoveryPlan, Target};
+use vault::verify::base::Replay;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,6 +29,11 @@ pub struct Args {
     /// List past drills with their RPO and RTO, newest first, instead of running one.
     #[arg(long)]
     pub history: bool,
+    /// Only point-in-time recovery drills: each cluster recovered from its newest base
+    /// backup through the whole archive, as `vault restore-cluster --latest` would. Without
+    /// it, the default includes them when `[pitr]` is configured.
+    #[arg(long)]
+    pub pitr: bool,
 }
 
 pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
@@ -41,8 +49,14 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         Some(db) => vec![db.clone()],
         None => config.databases()?,
     };
+    let pitr = args.pitr || (config.pitr.is_some() && args.database.is_none());
+    let plans = if pitr {
+        pitr_plans(store.as_ref(), args.pitr).await?
+    } else {
+        Vec::new()
+    };
     let mut newest = Vec::new();
-    for database in &databases {
+    for database in databases.iter().filter(|_| !args.pitr) {
         let listing = catalog::list_backups(store.as_ref(), Some(database)).await?;
         newest.push(listing.backups.into_iter().next().ok_or_else(|| {
             vault::Error::Config(format!(
@@ -52,23 +66,60 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
             ))
         })?);
     }
-    let Session {
-        job,
-        lock,
-        cancel,
-        progress,
-    } = session(&config, identities, Arc::clone(&store)).await?;
     let host = notify::host_name();
     let mut records: Vec<(DrillRecord, String)> = Vec::new();
-    for backup in &newest {
-        let started = Utc::now();
-        let verified = job.verify(backup, &lock, cancel.clone()).await;
-        progress.finish();
-        let verified = verified?;
+    let mut drilled = Vec::new();
+    if !newest.is_empty() {
+        let Session {
+            job,
+            lock,
+            cancel,
+            progress,
+        } = session(&config, Arc::clone(&identities), Arc::clone(&store)).await?;
+        for backup in &newest {
+            let started = Utc::now();
+            let verified = job.verify(backup, &lock, cancel.clone()).await;
+            progress.finish();
+            let verified = verified?;
+            if !args.json {
+                print_report(&verified, backup.dump.stored.size_bytes);
+            }
+            drilled.push((verified, backup.finished_at, started));
+        }
+    }
+    if let Some((_, first)) = plans.first() {
+        let session =
+            base_session(&config, config_path, identities, Arc::clone(&store), first).await?;
+        for (plan, base) in &plans {
+            let started = Utc::now();
+            let verified = session
+                .job
+                .verify(
+                    base,
+                    Replay::ThroughArchive,
+                    &session.lock,
+                    session.cancel.clone(),
+                )
+                .await;
+            session.job.progress.finish();
+            let verified = verified?;
+            if !args.json {
+                print_report(&verified, base.data.stored.size_bytes);
+            }
+            // RPO: the age of the newest transaction recovered; with none replayed, of the
+            // newest WAL file (the copy holds everything written before it was pushed).
+            let newest_data = verified
+                .report
+                .last_transaction_at
+                .unwrap_or(plan.newest_wal_at);
+            drilled.push((verified, newest_data, started));
+        }
+    }
+    for (verified, newest_data, started) in drilled {
         let record = DrillRecord::new(
             &verified.report,
             verified.record_key.clone(),
-            backup.finished_at,
+            newest_data,
             started,
             &targets,
             host.clone(),
@@ -83,7 +134,6 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
             "drill complete"
         );
         if !args.json {
-            print_report(backup, &verified);
             print_verdict(&record, &key);
         }
         records.push((record, key));
@@ -91,7 +141,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     if args.json {
         let only: Vec<&DrillRecord> = records.iter().map(|(r, _)| r).collect();
         let text = match only.as_slice() {
-            [one] if args.database.is_some() || databases.len() == 1 => {
+            [one] if args.database.is_some() || databases.len() + plans.len() == 1 => {
                 serde_json::to_string_pretty(one)?
             }
             _ => serde_json::to_string_pretty(&only)?,
@@ -126,6 +176,39 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         ),
     }
     .into())
+}
+
+/// The recovery a point-in-time drill rehearses for each cluster with base backups: the
+/// newest base backup through the whole archive. None yet is fine unless the drill was
+/// asked for (`--pitr`); a cluster that cannot be recovered is an error.
+async fn pitr_plans(
+    store: &dyn ObjectStore,
+    asked: bool,
+) -> anyhow::Result<Vec<(RecoveryPlan, BaseManifest)>> {
+    let bases = list_base_backups(store, None).await?.backups;
+    let mut clusters: Vec<u64> = bases.iter().map(|b| b.system_identifier).collect();
+    clusters.sort_unstable();
+    clusters.dedup();
+    if clusters.is_empty() {
+        if asked {
+            return Err(vault::Error::Config(format!(
+                "{} holds no base backup to drill point-in-time recovery with; take one with \
+                 `vault base-backup`",
+                store.location()
+            ))
+            .into());
+        }
+        eprintln!(
+            "warning: [pitr] is configured but {} holds no base backup yet: no \
+             point-in-time drill (take one with `vault base-backup`)",
+            store.location()
+        );
+    }
+    let mut plans = Vec::new();
+    for cluster in clusters {
+        plans.push(vault::pitr::plan_for(store, Some(cluster), Target::Latest).await?);
+    }
+    Ok(plans)
 }
 
 /// Alerts `[[notify]]` targets of a failed drill run by hand. A drill the daemon runs is

@@ -99,10 +99,13 @@ struct BaseEntry<'a> {
     restorable: bool,
     /// The last WAL segment its chain reaches without a gap.
     reaches_wal: Option<String>,
+    /// The newest `vault verify` of it passed (true), failed (false), or none yet (null).
+    verified: Option<bool>,
+    verified_at: Option<String>,
 }
 
 impl<'a> BaseEntry<'a> {
-    fn new(m: &'a BaseManifest, reach: Option<&BaseReach>) -> Self {
+    fn new(m: &'a BaseManifest, reach: Option<&BaseReach>, verify: Option<&VerifyState>) -> Self {
         BaseEntry {
             kind: "base",
             id: m.id.as_str(),
@@ -124,6 +127,8 @@ impl<'a> BaseEntry<'a> {
             stop_wal_file: &m.stop_wal_file,
             restorable: reach.is_some_and(|r| r.consistent),
             reaches_wal: reach.and_then(|r| r.reaches.clone()),
+            verified: verify.map(|v| v.passed),
+            verified_at: verify.map(|v| rfc3339(v.at)),
         }
     }
 }
@@ -151,6 +156,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let base_manifests = list_base_backups(store.as_ref(), None).await?.backups;
     let backups = &listing.backups;
     let states = record::states(store.as_ref(), args.database.as_deref()).await?;
+    let base_states = record::base_states(store.as_ref()).await?;
     let (chains, unreadable_bases) = chain::survey(store.as_ref()).await?;
     let base_listing: Vec<(&BaseManifest, Option<&BaseReach>)> = chains
         .iter()
@@ -168,11 +174,13 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let mut entries: Vec<Listed> = backups
         .iter()
         .map(|m| Listed::Logical(Entry::new(m, record::state_of(&states, m))))
-        .chain(
-            base_listing
-                .iter()
-                .map(|(m, reach)| Listed::Base(BaseEntry::new(m, *reach))),
-        )
+        .chain(base_listing.iter().map(|(m, reach)| {
+            Listed::Base(BaseEntry::new(
+                m,
+                *reach,
+                record::state_of_base(&base_states, m),
+            ))
+        }))
         .collect();
     entries.sort_by(|a, b| b.started_at().cmp(a.started_at()));
     if args.json && args.pitr {
@@ -223,20 +231,21 @@ fn print_table(entries: &[Listed]) {
         "ID", "KIND", "DATABASE", "STARTED (UTC)", "STORED", "RAW", "VERIFIED"
     );
     for entry in entries {
+        let shown = |verified: Option<bool>| match verified {
+            Some(true) => "yes",
+            Some(false) => "FAILED",
+            None => "not yet",
+        };
         let (kind, database, verified) = match entry {
-            Listed::Logical(e) => (
-                "logical",
-                e.database.to_string(),
-                match e.verified {
-                    Some(true) => "yes",
-                    Some(false) => "FAILED",
-                    None => "not yet",
-                },
-            ),
+            Listed::Logical(e) => ("logical", e.database.to_string(), shown(e.verified)),
             Listed::Base(e) => (
                 "base",
                 format!("cluster {}", e.system_identifier),
-                if e.restorable { "-" } else { "NO WAL" },
+                if e.restorable {
+                    shown(e.verified)
+                } else {
+                    "NO WAL"
+                },
             ),
         };
         let (id, started_at, size, raw, label, pinned) = match entry {

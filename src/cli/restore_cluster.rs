@@ -81,6 +81,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         config_path: std::path::absolute(config_path)?,
         identity_file,
         trust_loopback: false,
+        check_files: false,
     };
     lock.note(&[cluster::pgdata_note(&destination.pgdata)])?;
     let feed = Feed {

@@ -5,13 +5,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use vault::cancel::Cancel;
-use vault::catalog::{self, Manifest};
+use vault::catalog;
+use vault::catalog::base::{BaseManifest, list_base_backups};
 use vault::config::Config;
 use vault::keys::Identities;
 use vault::lock::Lock;
 use vault::progress::Progress;
 use vault::storage::ObjectStore;
 use vault::timespec::rfc3339;
+use vault::verify::base::{BaseVerifyJob, Replay};
 use vault::verify::checks::CheckStatus;
 use vault::verify::record::{self, VerifyReport};
 use vault::verify::{Verified, VerifyJob};
@@ -33,6 +35,14 @@ pub struct Args {
     /// Only backups of this database (default: every configured database).
     #[arg(long)]
     pub database: Option<String>,
+    /// Only base backups (point-in-time recovery): the newest of each cluster, or every
+    /// unverified one. Without it, the default includes them when `[pitr]` is configured.
+    #[arg(long)]
+    pub base: bool,
+    /// A base backup's WAL is replayed through the archive, as far as it reaches without a
+    /// gap, instead of only to the backup's stop.
+    #[arg(long)]
+    pub through_archive: bool,
     /// Print the full report as JSON on stdout: one object for --id, or --latest of one
     /// database; an array otherwise.
     #[arg(long)]
@@ -54,6 +64,22 @@ pub(super) fn identity_file(config: &Config, command: &str) -> anyhow::Result<st
              or VAULT_IDENTITY_FILE to the file `vault keygen` wrote"
         ))
     })?)
+}
+
+/// How a throwaway recovered copy's server runs: as `verify.run_as` when vault is root,
+/// with `restore_command` reading this config and identity.
+pub(super) fn recovery_server(
+    config: &Config,
+    config_path: &Path,
+    bin_dir: std::path::PathBuf,
+    command: &str,
+) -> anyhow::Result<vault::pitr::scratch::Server> {
+    Ok(vault::pitr::scratch::Server {
+        bin_dir,
+        run_as: config.verify.run_as.clone(),
+        config_path: std::path::absolute(config_path)?,
+        identity_file: identity_file(config, command)?,
+    })
 }
 
 /// A verify-like run: the job, its lock (what a killed run left removed first), the
@@ -100,11 +126,23 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         Some(db) => vec![db.clone()],
         None => config.databases()?,
     };
+    let mut bases: Vec<BaseManifest> = Vec::new();
     let (backups, single) = if let Some(id) = &args.id {
-        (vec![catalog::find(store.as_ref(), id).await?], true)
+        match base_backup(store.as_ref(), id).await? {
+            Some(base) => {
+                bases.push(base);
+                (Vec::new(), true)
+            }
+            None => (vec![catalog::find(store.as_ref(), id).await?], true),
+        }
     } else {
+        // Base backups: asked for, or part of the default when point-in-time recovery is
+        // configured (the daemon's weekly verify then covers the newest one).
+        if args.base || (config.pitr.is_some() && args.database.is_none()) {
+            bases = chosen_bases(store.as_ref(), args.unverified).await?;
+        }
         let mut chosen = Vec::new();
-        for database in &databases {
+        for database in databases.iter().filter(|_| !args.base) {
             let listing = catalog::list_backups(store.as_ref(), Some(database)).await?;
             for problem in &listing.unreadable {
                 eprintln!("warning: not considered: {problem}");
@@ -128,9 +166,17 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
                 chosen.push(newest);
             }
         }
-        (chosen, !args.unverified && databases.len() == 1)
+        if args.base && bases.is_empty() && !args.unverified {
+            return Err(vault::Error::Config(format!(
+                "there are no base backups in {} to verify; take one with `vault base-backup`",
+                store.location()
+            ))
+            .into());
+        }
+        let single = !args.unverified && chosen.len() + bases.len() == 1;
+        (chosen, single)
     };
-    if backups.is_empty() {
+    if backups.is_empty() && bases.is_empty() {
         if args.json {
             println!("[]");
         } else {
@@ -139,34 +185,52 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let Session {
-        job,
-        lock,
-        cancel,
-        progress,
-    } = session(&config, identities, store).await?;
-
     let mut done: Vec<Verified> = Vec::new();
     let mut error = None;
-    for backup in &backups {
-        match job.verify(backup, &lock, cancel.clone()).await {
-            Ok(verified) => {
-                progress.finish();
-                tracing::info!(
-                    id = %verified.report.backup_id,
-                    passed = verified.report.passed,
-                    record = %verified.record_key,
-                    "verify complete"
-                );
-                if !args.json {
-                    print_report(backup, &verified);
+    if !backups.is_empty() {
+        let Session {
+            job,
+            lock,
+            cancel,
+            progress,
+        } = session(&config, Arc::clone(&identities), Arc::clone(&store)).await?;
+        for backup in &backups {
+            let verified = job.verify(backup, &lock, cancel.clone()).await;
+            progress.finish();
+            match verified {
+                Ok(verified) => {
+                    finished(&verified, backup.dump.stored.size_bytes, args.json);
+                    done.push(verified);
                 }
-                done.push(verified);
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
             }
-            Err(e) => {
-                progress.finish();
-                error = Some(e);
-                break;
+        }
+    }
+    if error.is_none() && !bases.is_empty() {
+        let replay = if args.through_archive {
+            Replay::ThroughArchive
+        } else {
+            Replay::OwnWal
+        };
+        let session = base_session(&config, config_path, identities, store, &bases[0]).await?;
+        for base in &bases {
+            let verified = session
+                .job
+                .verify(base, replay, &session.lock, session.cancel.clone())
+                .await;
+            session.job.progress.finish();
+            match verified {
+                Ok(verified) => {
+                    finished(&verified, base.data.stored.size_bytes, args.json);
+                    done.push(verified);
+                }
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
             }
         }
     }
@@ -209,19 +273,126 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) fn print_report(backup: &Manifest, verified: &Verified) {
+/// Logs a finished verify, and prints it unless the output is JSON.
+fn finished(verified: &Verified, stored_bytes: u64, json: bool) {
+    tracing::info!(
+        id = %verified.report.backup_id,
+        passed = verified.report.passed,
+        record = %verified.record_key,
+        "verify complete"
+    );
+    if !json {
+        print_report(verified, stored_bytes);
+    }
+}
+
+/// The base backup `id`, if the repository holds one by that id.
+async fn base_backup(store: &dyn ObjectStore, id: &str) -> anyhow::Result<Option<BaseManifest>> {
+    let listing = list_base_backups(store, None).await?;
+    Ok(listing.backups.into_iter().find(|b| b.id.as_str() == id))
+}
+
+/// The newest base backup of each cluster, or (`unverified`) every base backup never
+/// verified, newest first.
+async fn chosen_bases(
+    store: &dyn ObjectStore,
+    unverified: bool,
+) -> anyhow::Result<Vec<BaseManifest>> {
+    let listing = list_base_backups(store, None).await?;
+    for problem in &listing.unreadable {
+        eprintln!("warning: not considered: {problem}");
+    }
+    if unverified {
+        let states = record::base_states(store).await?;
+        return Ok(listing
+            .backups
+            .into_iter()
+            .filter(|b| record::state_of_base(&states, b).is_none())
+            .collect());
+    }
+    let mut seen = std::collections::HashSet::new();
+    Ok(listing
+        .backups
+        .into_iter()
+        .filter(|b| seen.insert(b.system_identifier))
+        .collect())
+}
+
+/// A base-backup verify run: the job, its lock (a killed run's copy removed first) and
+/// cancellation on SIGINT / SIGTERM. `sample` is one of the base backups it will verify:
+/// the server's binaries are of its major version.
+pub(super) struct BaseSession {
+    pub job: BaseVerifyJob,
+    pub lock: Lock,
+    pub cancel: Cancel,
+}
+
+pub(super) async fn base_session(
+    config: &Config,
+    config_path: &Path,
+    identities: Arc<Identities>,
+    store: Arc<dyn ObjectStore>,
+    sample: &BaseManifest,
+) -> anyhow::Result<BaseSession> {
+    let progress = super::progress::for_stderr();
+    let bin_dir = vault::verify::scratch::server_bin_dir(
+        config.verify.pg_bin_dir.as_deref(),
+        sample.server_version_num / 10000,
+        progress.as_ref(),
+    )
+    .await?;
+    let lock = BaseVerifyJob::lock(&config.state_dir())?;
+    for note in vault::pitr::cluster::clean_up_after_killed_run(
+        lock.previous_notes(),
+        &bin_dir,
+        &config.verify.run_as,
+    ) {
+        progress.warn(&note);
+    }
+    let user = vault::postgres::ConnInfo::parse(&config.source.url)?
+        .user()
+        .unwrap_or_else(|| "postgres".into());
+    let job = BaseVerifyJob {
+        store,
+        identities,
+        config: config.verify.clone(),
+        databases: config.databases()?,
+        user,
+        server: recovery_server(config, config_path, bin_dir, "verify")?,
+        progress,
+    };
+    Ok(BaseSession {
+        job,
+        lock,
+        cancel: super::cancel_on_signal(),
+    })
+}
+
+pub(super) fn print_report(verified: &Verified, stored_bytes: u64) {
     let report = &verified.report;
-    println!(
-        "backup {} of `{}`, started {} ({} stored)",
-        report.backup_id,
-        report.database,
-        rfc3339(report.backup_started_at),
-        indicatif::HumanBytes(backup.dump.stored.size_bytes)
-    );
-    println!(
-        "scratch: {} (PostgreSQL {}), database `{}`",
-        report.scratch.server, report.scratch.server_version, report.scratch.database
-    );
+    let stored = indicatif::HumanBytes(stored_bytes);
+    let started = rfc3339(report.backup_started_at);
+    if report.system_identifier.is_some() {
+        println!(
+            "base backup {} of {}, started {started} ({stored} stored)",
+            report.backup_id, report.database
+        );
+        println!(
+            "scratch: {} (PostgreSQL {}), replayed to {}",
+            report.scratch.server,
+            report.scratch.server_version,
+            report.replayed_to.as_deref().unwrap_or("-")
+        );
+    } else {
+        println!(
+            "backup {} of `{}`, started {started} ({stored} stored)",
+            report.backup_id, report.database
+        );
+        println!(
+            "scratch: {} (PostgreSQL {}), database `{}`",
+            report.scratch.server, report.scratch.server_version, report.scratch.database
+        );
+    }
     let width = report
         .checks
         .iter()
@@ -243,19 +414,31 @@ pub(super) fn print_report(backup: &Manifest, verified: &Verified) {
     }
     let phases = &report.phases;
     let secs = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{s:.2}s"));
-    println!(
-        "phases: scratch start {}, download+decrypt {}{}, restore {}, checks {}, total {:.2}s",
-        secs(phases.scratch_start_seconds),
-        secs(phases.download_decrypt_seconds),
-        if phases.streamed {
-            " (streamed into pg_restore, overlapping it)"
-        } else {
-            ""
-        },
-        secs(phases.restore_seconds),
-        secs(phases.checks_seconds),
-        phases.total_seconds
-    );
+    if phases.wal_replay_seconds.is_some() {
+        println!(
+            "phases: base download+extract {}, server start {}, WAL replay {}, checks {}, \
+             total {:.2}s",
+            secs(phases.download_decrypt_seconds),
+            secs(phases.scratch_start_seconds),
+            secs(phases.wal_replay_seconds),
+            secs(phases.checks_seconds),
+            phases.total_seconds
+        );
+    } else {
+        println!(
+            "phases: scratch start {}, download+decrypt {}{}, restore {}, checks {}, total {:.2}s",
+            secs(phases.scratch_start_seconds),
+            secs(phases.download_decrypt_seconds),
+            if phases.streamed {
+                " (streamed into pg_restore, overlapping it)"
+            } else {
+                ""
+            },
+            secs(phases.restore_seconds),
+            secs(phases.checks_seconds),
+            phases.total_seconds
+        );
+    }
     let failed = report.failed_checks();
     if report.passed {
         println!(

@@ -40,6 +40,8 @@ pub const LOG: &str = "vault-recovery.log";
 /// WAL fetched ahead of recovery (checked, decrypted), in the data directory; removed once
 /// recovery has ended.
 const SPOOL: &str = "vault-wal-spool";
+/// How the error of a server that stopped during recovery begins (its log follows).
+pub const SERVER_STOPPED: &str = "the recovering server stopped";
 /// WAL files fetched at once ahead of recovery.
 const PREFETCH: usize = 3;
 
@@ -64,10 +66,13 @@ pub struct Destination {
     /// of the config (0600, theirs) beside the data directory (`.<name>.vault-recovery`),
     /// removed once recovery has ended.
     pub identity_file: PathBuf,
+    /// Check every extracted file against the backup's `backup_manifest` with
+    /// `pg_verifybackup` before the server starts (`vault verify`).
+    pub check_files: bool,
 }
 
 /// What recovery reached.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Recovered {
     pub pgdata: PathBuf,
     pub port: u16,
@@ -84,6 +89,32 @@ pub struct Recovered {
     pub timeline: Option<u32>,
     /// Sentences for the operator, about what happened on the way.
     pub notes: Vec<String>,
+    /// Bytes of the base backup's tar, checked against its manifest's sha256.
+    pub tar_bytes: u64,
+    pub timings: RecoveryTimings,
+    /// `pg_verifybackup` of the extracted files (`Destination::check_files`; `None` when
+    /// not asked for, or the server's binaries have no pg_verifybackup: before 13).
+    pub files_check: Option<FilesCheck>,
+}
+
+/// Seconds per phase of a recovery (the RTO a drill reports).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecoveryTimings {
+    /// The base backup downloaded, checked, decrypted, decompressed and unpacked (the WAL
+    /// prefetch runs alongside).
+    pub extract_seconds: f64,
+    /// `pg_ctl start` to the server's "redo starts" (from its log's timestamps).
+    pub server_start_seconds: Option<f64>,
+    /// "redo starts" to the end of recovery: promoted, or shut down at the target.
+    pub replay_seconds: f64,
+}
+
+/// What `pg_verifybackup` said of the extracted files.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilesCheck {
+    pub passed: bool,
+    pub output: String,
+    pub seconds: f64,
 }
 
 /// Recovers `base` per `plan` into `to`. The caller notes `to.pgdata` in its lock first
@@ -107,17 +138,32 @@ pub async fn recover(
     let result = async {
         // The WAL recovery will replay is fetched while the base backup unpacks.
         let spool = to.pgdata.join(SPOOL);
+        let clock = std::time::Instant::now();
         let (extracted, prefetched) = tokio::join!(
-            extract(feed, base, &to.pgdata, owner),
+            async {
+                let bytes = extract(feed, base, &to.pgdata, owner).await;
+                (bytes, clock.elapsed().as_secs_f64())
+            },
             prefetch(feed, base, plan, &spool, owner)
         );
-        extracted?;
+        let (tar_bytes, extract_seconds) = (extracted.0?, extracted.1);
         if let Err(e) = prefetched {
             tracing::warn!(error = %e, "WAL prefetch failed; recovery fetches each file itself");
         }
+        let files_check = if to.check_files {
+            feed.progress
+                .phase("checking every file against the backup's backup_manifest");
+            check_files(&to.bin_dir, &to.pgdata).await?
+        } else {
+            None
+        };
         let env = helper_files(to, owner, &helper)?;
         write_recovery_settings(plan, to, owner, &env)?;
-        run_recovery(plan, to, owner, &env).await
+        let mut recovered = run_recovery(plan, to, owner, &env).await?;
+        recovered.tar_bytes = tar_bytes;
+        recovered.timings.extract_seconds = extract_seconds;
+        recovered.files_check = files_check;
+        Ok(recovered)
     }
     .await;
     // Once recovery has ended the server no longer runs restore_command: its copies of
@@ -225,8 +271,8 @@ fn prepare_directory(pgdata: &Path, owner: Owner) -> Result<()> {
 }
 
 /// The base backup's tar, checked as it streams, unpacked by the stock `tar` as the
-/// server's user.
-async fn extract(feed: &Feed, base: &BaseManifest, pgdata: &Path, owner: Owner) -> Result<()> {
+/// server's user. Returns the tar's size.
+async fn extract(feed: &Feed, base: &BaseManifest, pgdata: &Path, owner: Owner) -> Result<u64> {
     let mut command = tokio::process::Command::new("tar");
     command.arg("-x").arg("-f").arg("-").arg("-C").arg(pgdata);
     if let Some((uid, gid)) = owner {
@@ -261,9 +307,9 @@ async fn extract(feed: &Feed, base: &BaseManifest, pgdata: &Path, owner: Owner) 
         .to_sink(source, stdin, "tar's input", &PhaseClock::start())
         .await;
     match fed? {
-        Fed::Whole { sink, .. } => {
+        Fed::Whole { sink, summary } => {
             drop(sink);
-            tar.wait().await.map(drop)
+            tar.wait().await.map(|_| summary.raw.bytes)
         }
         Fed::SinkClosed => Err(tar
             .wait()
@@ -271,6 +317,33 @@ async fn extract(feed: &Feed, base: &BaseManifest, pgdata: &Path, owner: Owner) 
             .err()
             .unwrap_or_else(|| Error::Source("tar stopped reading its input".into()))),
     }
+}
+
+/// `pg_verifybackup` of the unpacked data directory (vault's own marker and spool aside;
+/// the WAL is checked by recovery itself, each file against the sha256 in its name).
+async fn check_files(bin_dir: &Path, pgdata: &Path) -> Result<Option<FilesCheck>> {
+    let program = bin_dir.join("pg_verifybackup");
+    if !program.exists() {
+        return Ok(None);
+    }
+    let clock = std::time::Instant::now();
+    let output = tokio::process::Command::new(&program)
+        .args(["--no-parse-wal", "--ignore", MARKER, "--ignore", SPOOL])
+        .arg(pgdata)
+        .env("LC_ALL", "C.UTF-8")
+        .output()
+        .await
+        .map_err(|e| Error::io(format!("cannot run `{}`", program.display()), e))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(Some(FilesCheck {
+        passed: output.status.success(),
+        output: text.trim().to_string(),
+        seconds: clock.elapsed().as_secs_f64(),
+    }))
 }
 
 /// Fetches the whole segments recovery will replay — from the base backup's start to the
@@ -420,11 +493,18 @@ fn write_recovery_settings(
         ("primary_conninfo", String::new()),
         ("logging_collector", "off".to_string()),
         ("log_timezone", "UTC".to_string()),
+        // Timestamps on every line: the phases of the recovery are read from them.
+        ("log_line_prefix", "%m [%p] ".to_string()),
     ];
-    if let Some(at) = plan.target_time {
-        settings.push(("recovery_target_time", target_text(at)));
+    if plan.stop_at_consistency {
+        settings.push(("recovery_target", "immediate".to_string()));
+    }
+    if plan.stop_at_consistency || plan.target_time.is_some() {
         let action = if to.start { "promote" } else { "shutdown" };
         settings.push(("recovery_target_action", action.to_string()));
+    }
+    if let Some(at) = plan.target_time {
+        settings.push(("recovery_target_time", target_text(at)));
     }
     if to.trust_loopback {
         let hba = pgdata.join("vault_hba.conf");
@@ -517,6 +597,7 @@ async fn run_recovery(
 ) -> Result<Recovered> {
     let mut notes = Vec::new();
     let log = to.pgdata.join(LOG);
+    let started = Utc::now();
     let mut ended = start_and_wait(to, owner, env, &log, 0).await?;
     if matches!(ended, Ended::BeforeTarget) {
         // Every archived commit is before the target: replay to the end of the archive.
@@ -549,6 +630,9 @@ async fn run_recovery(
         timeline: last_after(&text, "selected new timeline ID: ")
             .and_then(|t| t.trim().parse().ok()),
         notes,
+        tar_bytes: 0,
+        timings: replay_timings(&text, started, Utc::now()),
+        files_check: None,
     };
     if recovered.running && !to.start {
         let _ = pg_ctl(&to.bin_dir, owner)
@@ -605,10 +689,46 @@ async fn start_and_wait(
         }
         if !running && (seen_pid || text.contains("FATAL")) {
             return Err(Error::Source(format!(
-                "the recovering server stopped: {}",
+                "{SERVER_STOPPED}: {}",
                 tail(&text, 3000)
             )));
         }
+    }
+}
+
+/// The server start and the replay, from the log's timestamps (`log_line_prefix` `%m`):
+/// `pg_ctl start` at `started` to the first "redo starts", then to the last line that ended
+/// recovery. Without timestamps, the whole wait counts as replay.
+fn replay_timings(log: &str, started: DateTime<Utc>, ended: DateTime<Utc>) -> RecoveryTimings {
+    let stamp = |line: &str| {
+        let text = line.get(..23)?;
+        chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.3f")
+            .ok()
+            .map(|t| t.and_utc())
+    };
+    let redo = log
+        .lines()
+        .find(|l| l.contains("redo starts at"))
+        .and_then(stamp);
+    let end = log
+        .lines()
+        .filter(|l| {
+            l.contains("database system is ready to accept connections")
+                || l.contains("shutdown at recovery target")
+        })
+        .filter_map(stamp)
+        .next_back();
+    let seconds = |d: chrono::Duration| d.num_milliseconds().max(0) as f64 / 1000.0;
+    match (redo, end) {
+        (Some(redo), Some(end)) => RecoveryTimings {
+            extract_seconds: 0.0,
+            server_start_seconds: Some(seconds(redo - started)),
+            replay_seconds: seconds(end - redo),
+        },
+        _ => RecoveryTimings {
+            replay_seconds: seconds(ended - started),
+            ..RecoveryTimings::default()
+        },
     }
 }
 
@@ -695,6 +815,24 @@ mod tests {
         assert_eq!(quote("it's"), "'it''s'");
         assert_eq!(shell_word("/usr/bin/vault"), "/usr/bin/vault");
         assert_eq!(shell_word("/a b/it's"), r"'/a b/it'\''s'");
+    }
+
+    #[test]
+    fn the_phases_of_a_recovery_come_from_its_log_timestamps() {
+        let log = "2026-12-01 10:00:01.000 UTC [7] LOG:  starting backup recovery\n\
+                   2026-12-01 10:00:01.500 UTC [7] LOG:  redo starts at 0/2000028\n\
+                   2026-12-01 10:00:09.250 UTC [7] LOG:  redo done at 0/9000100\n\
+                   2026-12-01 10:00:09.750 UTC [5] LOG:  database system is ready to accept connections\n";
+        let started = "2026-12-01T10:00:00.500Z".parse().unwrap();
+        let ended = "2026-12-01T10:00:10Z".parse().unwrap();
+        let t = replay_timings(log, started, ended);
+        assert_eq!(t.server_start_seconds, Some(1.0));
+        assert_eq!(t.replay_seconds, 8.25);
+        let bare = replay_timings("LOG:  redo starts at 0/2000028\n", started, ended);
+        assert_eq!(
+            (bare.server_start_seconds, bare.replay_seconds),
+            (None, 9.5)
+        );
     }
 
     #[test]

@@ -11,25 +11,25 @@
 //! the throwaway directory removed (now, or by the next run if this one was killed)
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::cluster::{self, Destination, Recovered};
+use super::cluster::Recovered;
 use super::plan::RecoveryPlan;
+use super::scratch::{Server, ThrowawayCluster};
 use crate::backup::BackupJob;
 use crate::cancel::Cancel;
 use crate::catalog::base::BaseManifest;
 use crate::catalog::{self, Manifest};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::feed::Feed;
 use crate::keys::{Identities, Recipients};
 use crate::lock::Lock;
 use crate::pipeline::Compression;
 use crate::postgres::ConnInfo;
-use crate::postgres::cluster::chown;
 use crate::storage::ObjectStore;
 use crate::storage::local::LocalStore;
 
@@ -40,28 +40,19 @@ pub struct PointInTimeDump {
     pub store: Arc<dyn ObjectStore>,
     pub identities: Arc<Identities>,
     pub manifest: Manifest,
-    pub recovered: Recovered,
     /// Seconds of commits before the target the archive lacks (0 inside the window).
     pub data_loss_seconds: i64,
-    scratch: Scratch,
-}
-
-struct Scratch {
-    dir: PathBuf,
-    bin_dir: PathBuf,
-    owner: Option<(u32, u32)>,
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        cluster::remove_scratch(&self.dir, &self.bin_dir, self.owner);
-    }
+    pub copy: ThrowawayCluster,
 }
 
 impl PointInTimeDump {
+    pub fn recovered(&self) -> &Recovered {
+        &self.copy.recovered
+    }
+
     /// Where the throwaway cluster and store live.
     pub fn directory(&self) -> &Path {
-        &self.scratch.dir
+        self.copy.directory()
     }
 }
 
@@ -74,10 +65,7 @@ pub struct DumpAt<'a> {
     pub database: &'a str,
     /// The live source: its role connects to the recovered copy (it exists there too).
     pub source: &'a ConnInfo,
-    pub bin_dir: PathBuf,
-    pub run_as: String,
-    pub config_path: PathBuf,
-    pub identity_file: PathBuf,
+    pub server: Server,
     pub compression: Compression,
     pub lock: &'a Lock,
     pub cancel: Cancel,
@@ -86,35 +74,15 @@ pub struct DumpAt<'a> {
 }
 
 pub async fn dump_at(request: DumpAt<'_>) -> Result<PointInTimeDump> {
-    let owner = cluster::server_owner(&request.run_as)?;
-    let dir = tempfile::Builder::new()
-        .prefix("vault-pitr-")
-        .tempdir()
-        .map_err(|e| Error::io("cannot create a directory for the point-in-time copy", e))?
-        .keep();
-    let scratch = Scratch {
-        dir: dir.clone(),
-        bin_dir: request.bin_dir.clone(),
-        owner,
-    };
-    if let Some((uid, gid)) = owner {
-        chown(&dir, uid, gid)?;
-    }
-    // Noted before anything runs: a run killed from here on leaves nothing the next one
-    // cannot find.
-    request.lock.note(&[cluster::scratch_note(&dir)])?;
-    let destination = Destination {
-        pgdata: dir.join("data"),
-        port: crate::postgres::cluster::free_port()?,
-        start: true,
-        bin_dir: request.bin_dir.clone(),
-        run_as: request.run_as.clone(),
-        config_path: request.config_path.clone(),
-        identity_file: request.identity_file.clone(),
-        trust_loopback: true,
-    };
-    let recovered =
-        cluster::recover(request.feed, request.base, request.plan, &destination).await?;
+    let copy = ThrowawayCluster::recover(
+        request.feed,
+        request.base,
+        request.plan,
+        &request.server,
+        request.lock,
+        false,
+    )
+    .await?;
     let at = request
         .plan
         .target_time
@@ -127,18 +95,12 @@ pub async fn dump_at(request: DumpAt<'_>) -> Result<PointInTimeDump> {
         "the point-in-time restore's own key",
     )?;
     let identities = Arc::new(Identities::from_keys(vec![identity]));
-    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.join("store")));
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(copy.directory().join("store")));
     let user = request.source.user().unwrap_or_else(|| "postgres".into());
-    let copy = ConnInfo::parse(&format!(
-        "postgresql://{}@127.0.0.1:{}/{}",
-        percent_encoding::utf8_percent_encode(&user, percent_encoding::NON_ALPHANUMERIC),
-        destination.port,
-        percent_encoding::utf8_percent_encode(request.database, percent_encoding::NON_ALPHANUMERIC),
-    ))?;
     let job = BackupJob {
         store: Arc::clone(&store),
-        source: copy,
-        pg_bin_dir: Some(request.bin_dir.clone()),
+        source: copy.conn(&user, request.database)?,
+        pg_bin_dir: Some(request.server.bin_dir.clone()),
         recipients: Arc::new(recipients),
         compression: request.compression,
         progress: Arc::clone(&request.feed.progress),
@@ -161,9 +123,8 @@ pub async fn dump_at(request: DumpAt<'_>) -> Result<PointInTimeDump> {
         store,
         identities,
         manifest,
-        recovered,
         data_loss_seconds: request.plan.data_loss_seconds(request.asked),
-        scratch,
+        copy,
     })
 }
 

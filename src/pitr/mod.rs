@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod logical;
 pub mod plan;
+pub mod scratch;
 
 use std::path::PathBuf;
 

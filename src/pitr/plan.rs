@@ -30,8 +30,13 @@ pub struct RecoveryPlan {
     pub system_identifier: String,
     pub base: String,
     pub base_stopped_at: DateTime<Utc>,
-    /// `recovery_target_time`; `None`: replay to the end of the archive.
+    /// `recovery_target_time`; `None`: replay to the end of the archive (or, with
+    /// `stop_at_consistency`, only to the end of the base backup).
     pub target_time: Option<DateTime<Utc>>,
+    /// `recovery_target = 'immediate'`: stop as soon as the base backup is consistent
+    /// (`vault verify` of a base backup).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_at_consistency: bool,
     /// The newest archived WAL file recovery can reach, and when it was pushed.
     pub newest_wal: String,
     pub newest_wal_at: DateTime<Utc>,
@@ -147,9 +152,64 @@ pub fn plan(report: &ChainReport, bases: &[BaseManifest], target: Target) -> Res
         base: base.id.to_string(),
         base_stopped_at: base.stopped_at,
         target_time,
+        stop_at_consistency: false,
         newest_wal: interval.to_wal.clone(),
         newest_wal_at: interval.to,
         notes,
+    })
+}
+
+/// Recovery of exactly `base`, for `vault verify` and `vault drill`: to the end of the base
+/// backup (its stop: the least replay that makes it consistent), or through the archive
+/// as far as its WAL reaches without a gap. Refused when its own WAL is not all archived.
+pub fn of_base(
+    report: &ChainReport,
+    base: &BaseManifest,
+    through_archive: bool,
+) -> Result<RecoveryPlan> {
+    let reach = report.bases.iter().find(|b| b.id == base.id.as_str());
+    if !reach.is_some_and(|r| r.consistent) {
+        return Err(Error::Config(format!(
+            "base backup {} cannot be restored: the WAL from its start to its stop is not all              archived (first missing: {})",
+            base.id,
+            reach
+                .and_then(|r| r.first_missing.as_deref())
+                .unwrap_or(&base.start_wal_file)
+        )));
+    }
+    let interval = report
+        .window
+        .iter()
+        .find(|w| w.from <= base.stopped_at && base.stopped_at <= w.to);
+    let (newest_wal, newest_wal_at, note) = match interval {
+        Some(w) if through_archive => (
+            w.to_wal.clone(),
+            w.to,
+            format!(
+                "replaying through the archive from base backup {}: to {} (pushed {})",
+                base.id,
+                w.to_wal,
+                rfc3339(w.to)
+            ),
+        ),
+        _ => (
+            base.stop_wal_file.clone(),
+            base.stopped_at,
+            format!(
+                "replaying base backup {}'s own WAL, to {} where it is consistent",
+                base.id, base.stop_wal_file
+            ),
+        ),
+    };
+    Ok(RecoveryPlan {
+        system_identifier: report.system_identifier.clone(),
+        base: base.id.to_string(),
+        base_stopped_at: base.stopped_at,
+        target_time: None,
+        stop_at_consistency: !through_archive,
+        newest_wal,
+        newest_wal_at,
+        notes: vec![note],
     })
 }
 
@@ -262,6 +322,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(none.contains("no base backup"), "{none}");
+    }
+
+    #[test]
+    fn a_base_backup_is_replayed_to_its_stop_or_through_the_archive_up_to_a_gap() {
+        // Segment 4 lost: a reaches 3 only; b (from 5) reaches the end.
+        let archive = archive(&[(2, 1), (3, 5), (5, 20), (6, 30)]);
+        let bases = [base("a", 2, 1), base("b", 5, 20), base("c", 4, 12)];
+        let report = chain::check(7, &archive, &bases, SIZE);
+        let own = of_base(&report, &bases[0], false).unwrap();
+        assert!(own.stop_at_consistency);
+        assert_eq!(own.newest_wal, bases[0].stop_wal_file);
+        let through = of_base(&report, &bases[0], true).unwrap();
+        assert!(!through.stop_at_consistency);
+        assert_eq!(
+            through.newest_wal, "000000010000000000000003",
+            "up to the gap"
+        );
+        let b = of_base(&report, &bases[1], true).unwrap();
+        assert_eq!(b.newest_wal, "000000010000000000000006");
+        let c = of_base(&report, &bases[2], false).unwrap_err().to_string();
+        assert!(
+            c.contains("base backup c cannot be restored")
+                && c.contains("000000010000000000000004"),
+            "{c}"
+        );
     }
 
     #[test]

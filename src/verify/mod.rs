@@ -14,6 +14,7 @@
 //! A failing check is a result (a stored record, `passed: false`), not an error; errors are
 //! what prevented a verdict (repository down, wrong key, no scratch server, interrupted).
 
+pub mod base;
 pub mod checks;
 pub mod record;
 pub mod scratch;
@@ -211,6 +212,9 @@ impl VerifyJob {
             checks: collected.checks,
             tables: collected.tables,
             summary_only: false,
+            system_identifier: None,
+            replayed_to: None,
+            last_transaction_at: None,
         };
         self.progress.phase("storing the verification record");
         let record_key = record::store(self.store.as_ref(), backup, &report).await?;

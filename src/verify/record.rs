@@ -17,6 +17,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::checks::CheckOutcome;
+use crate::catalog::base::{BASE_PREFIX, BaseManifest, base_data_prefix};
 use crate::catalog::{BackupId, Manifest, data_prefix, database_data_prefix};
 use crate::error::Result;
 use crate::keys::Recipients;
@@ -51,6 +52,15 @@ pub struct VerifyReport {
     /// This is the public summary: details and tables are in the encrypted full report.
     #[serde(default)]
     pub summary_only: bool,
+    /// A base backup's verify: its cluster (`database` is then `cluster <id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<String>,
+    /// A base backup's verify: the newest WAL file replayed, and the commit time of the
+    /// last transaction replayed (the log's "last completed transaction"), when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transaction_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -75,6 +85,10 @@ pub struct Phases {
     pub checks_seconds: Option<f64>,
     pub total_seconds: f64,
     pub streamed: bool,
+    /// A base backup's verify: replaying the WAL (`download_decrypt_seconds` is then the
+    /// base backup's download and extraction, `scratch_start_seconds` the server's start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_replay_seconds: Option<f64>,
 }
 
 impl VerifyReport {
@@ -104,28 +118,58 @@ impl VerifyReport {
 
 /// The key of the public record of a verify of `backup` that started at `at`.
 pub fn record_key(database: &str, id: &BackupId, at: DateTime<Utc>, passed: bool) -> String {
+    key_under(&data_prefix(database, id), at, passed)
+}
+
+/// The key of a record under a backup's prefix (a dump's `data/…/`, a base backup's
+/// `base/<cluster>/<id>/`).
+fn key_under(prefix: &str, at: DateTime<Utc>, passed: bool) -> String {
     format!(
-        "{}{DIR}{}-{}.json",
-        data_prefix(database, id),
+        "{prefix}{DIR}{}-{}.json",
         at.format(STAMP),
         if passed { "pass" } else { "fail" }
     )
 }
 
-/// Stores the report: the encrypted full report first, then the public summary, whose key
-/// carries the outcome. Returns the summary's key.
+/// Stores the report beside `backup`: the encrypted full report first, then the public
+/// summary, whose key carries the outcome. Returns the summary's key.
 pub async fn store(
     store: &dyn ObjectStore,
     backup: &Manifest,
     report: &VerifyReport,
 ) -> Result<String> {
-    let key = record_key(
-        &report.database,
-        &backup.id,
-        report.started_at,
-        report.passed,
-    );
-    let recipients = Recipients::parse(&backup.encryption.recipients, "the backup's manifest")?;
+    store_under(
+        store,
+        &data_prefix(&backup.database, &backup.id),
+        &backup.encryption.recipients,
+        report,
+    )
+    .await
+}
+
+/// Stores the report of a base backup's verify beside it.
+pub async fn store_base(
+    store: &dyn ObjectStore,
+    base: &BaseManifest,
+    report: &VerifyReport,
+) -> Result<String> {
+    store_under(
+        store,
+        &base_data_prefix(base.system_identifier, &base.id),
+        &base.encryption.recipients,
+        report,
+    )
+    .await
+}
+
+async fn store_under(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    recipients: &[String],
+    report: &VerifyReport,
+) -> Result<String> {
+    let key = key_under(prefix, report.started_at, report.passed);
+    let recipients = Recipients::parse(recipients, "the backup's manifest")?;
     let full = serde_json::to_vec_pretty(report).expect("a report always serializes");
     let full_key = format!("{}.full.json.age", key.trim_end_matches(".json"));
     crate::catalog::sealed::seal(store, &full_key, &full, &recipients).await?;
@@ -190,6 +234,20 @@ pub async fn states(
     Ok(states_from(objects.iter().map(|o| o.key.as_str())))
 }
 
+/// The newest verification of every base backup, keyed by its prefix (`base/<id>/<id>/`).
+pub async fn base_states(store: &dyn ObjectStore) -> Result<HashMap<String, VerifyState>> {
+    let objects = store.list(BASE_PREFIX).await?;
+    Ok(states_from(objects.iter().map(|o| o.key.as_str())))
+}
+
+/// The state of base backup `base` in [`base_states`].
+pub fn state_of_base<'a>(
+    states: &'a HashMap<String, VerifyState>,
+    base: &BaseManifest,
+) -> Option<&'a VerifyState> {
+    states.get(&base_data_prefix(base.system_identifier, &base.id))
+}
+
 /// The state of `backup` in `states`.
 pub fn state_of<'a>(
     states: &'a HashMap<String, VerifyState>,
@@ -245,6 +303,13 @@ mod tests {
         );
         let states = states_from([key.as_str()]);
         assert!(states["data/app/20261101T000000Z-aaaaaa/"].passed);
+        let base = key_under("base/7/20261101T000000Z-bbbbbb/", at, false);
+        assert_eq!(
+            base,
+            "base/7/20261101T000000Z-bbbbbb/verify/20261127T030405Z-fail.json"
+        );
+        assert!(!crate::catalog::base::is_manifest_key(&base));
+        assert!(!states_from([base.as_str()])["base/7/20261101T000000Z-bbbbbb/"].passed);
     }
 
     #[test]
