@@ -141,9 +141,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     if args.json {
         let only: Vec<&DrillRecord> = records.iter().map(|(r, _)| r).collect();
         let text = match only.as_slice() {
-            [one] if args.database.is_some() || databases.len() + plans.len() == 1 => {
-                serde_json::to_string_pretty(one)?
-            }
+            [one] if newest.len() + plans.len() == 1 => serde_json::to_string_pretty(one)?,
             _ => serde_json::to_string_pretty(&only)?,
         };
         println!("{text}");

@@ -71,10 +71,15 @@ pub fn plan(report: &ChainReport, bases: &[BaseManifest], target: Target) -> Res
             }
         )));
     };
+    // The window reaches the archive's end when no segment lies beyond it. By position,
+    // not by push time: an old segment stored again later is not the newest WAL. (Names
+    // sort as (timeline, segment).)
     let at_end = report
-        .newest_wal
-        .as_ref()
-        .is_some_and(|n| n.name == last.to_wal);
+        .timelines
+        .iter()
+        .map(|t| t.last.as_str())
+        .max()
+        .is_some_and(|newest| newest == last.to_wal);
     let (interval, target_time, mut notes) = match target {
         Target::Latest => (
             last,
@@ -308,6 +313,11 @@ mod tests {
         let bases = [base("a", 2, 1)];
         let p = planned(&archive, &bases, Target::At(at(40))).unwrap();
         assert_eq!(p.target_time, None);
+        // An old segment stored again later does not move the archive's end.
+        let mut restored = archive.clone();
+        restored.files.get_mut("000000010000000000000002").unwrap()[0].archived_at = Some(at(30));
+        let again = planned(&restored, &bases, Target::At(at(40))).unwrap();
+        assert_eq!(again.newest_wal, "000000010000000000000004");
         assert!(p.notes[0].contains("after the newest archived WAL (000000010000000000000004"));
         assert_eq!(p.data_loss_seconds(Target::At(at(40))), 30 * 60);
         let before = planned(&archive, &bases, Target::At(at(0)))
