@@ -340,3 +340,151 @@ fn a_damaged_base_backup_or_wal_file_fails_verify_and_restore_creating_nothing()
         "{1,2}"
     );
 }
+
+#[test]
+fn a_killed_recovery_is_removed_now_on_ctrl_c_or_by_the_next_run_after_sigkill() {
+    let (s3, prefix, ws, pg, archive) = archiving_set_up("pitr-killed");
+    archive_with_vault(&pg, &archive.path);
+    base_backup_then_a_row(&pg, &archive.path);
+    let tmp = private_tmp();
+    let operator = ws
+        .configure(&pg.url("postgres"))
+        .s3(&s3, &prefix)
+        .state_dir(&ws.path("state"))
+        .write();
+    let pgdata = |name: &str| tmp.path().join(name);
+    let cluster_args = |dir: &Path| {
+        vec![
+            "restore-cluster".to_string(),
+            "--latest".into(),
+            "--no-start".into(),
+            "--pgdata".into(),
+            dir.display().to_string(),
+        ]
+    };
+    let spawn = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (child, rest, _) = spawn_until_with(
+            &operator,
+            &args,
+            "restoring base backup",
+            &[("TMPDIR", tmp.path())],
+        );
+        (child, rest)
+    };
+    let rest_of = |mut rest: std::io::BufReader<std::process::ChildStderr>| {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut rest, &mut text).unwrap();
+        text
+    };
+
+    // Ctrl-C: exit 130, and what it had created is gone at once.
+    let (mut child, rest) = spawn(cluster_args(&pgdata("interrupted")));
+    // SAFETY: signalling a child of this test.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(130), "{}", rest_of(rest));
+    assert!(
+        left_in(&pgdata("interrupted")).is_empty(),
+        "{:?}",
+        left_in(&pgdata("interrupted"))
+    );
+
+    // SIGKILL: the next run removes what the killed one left, and says so.
+    let (mut child, _rest) = spawn(cluster_args(&pgdata("killed")));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !left_in(&pgdata("killed")).is_empty(),
+        "the killed run left its files"
+    );
+    let out = vault_cmd(Some(&operator))
+        .args(cluster_args(&pgdata("next")))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("left unfinished by a restore-cluster that was killed"),
+        "{said}"
+    );
+    assert!(
+        left_in(&pgdata("killed")).is_empty(),
+        "{:?}",
+        left_in(&pgdata("killed"))
+    );
+
+    // A verify of the base backup killed: its throwaway copy goes with the next verify.
+    let (mut child, _rest) = spawn(vec!["verify".into(), "--base".into()]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        left_in(tmp.path())
+            .iter()
+            .any(|n| n.starts_with("vault-pitr-"))
+    );
+    let out = vault_cmd(Some(&operator))
+        .env("TMPDIR", tmp.path())
+        .args(["verify", "--base"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("point-in-time restore that was killed"),
+        "{said}"
+    );
+    let left: Vec<String> = left_in(tmp.path())
+        .into_iter()
+        .filter(|n| n.starts_with("vault-pitr-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_target_after_the_last_commit_recovers_to_the_end_of_the_archive_and_says_so() {
+    let (s3, prefix, ws, pg, archive) = archiving_set_up("pitr-quiet");
+    archive_with_vault(&pg, &archive.path);
+    pg.psql("postgres", "CREATE TABLE orders (n int)").unwrap();
+    run_ok(vault_cmd(Some(&archive.path)).arg("base-backup"));
+    pg.psql("postgres", "INSERT INTO orders VALUES (1)")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // No commit after T; the segment holding row 1 is pushed after it.
+    switch_and_archive(&pg);
+    let operator = ws
+        .configure(&pg.url("postgres"))
+        .s3(&s3, &prefix)
+        .state_dir(&ws.path("state"))
+        .write();
+    let tmp = private_tmp();
+    let pgdata = tmp.path().join("quiet");
+    let out = vault_cmd(Some(&operator))
+        .args([
+            "restore-cluster",
+            "--no-start",
+            "--json",
+            "--at",
+            &t,
+            "--pgdata",
+        ])
+        .arg(&pgdata)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let notes = json["recovered"]["notes"].to_string();
+    assert!(
+        notes.contains("the archive holds no commit after"),
+        "{json:#}"
+    );
+    let log = std::fs::read_to_string(pgdata.join("vault-recovery.log")).unwrap();
+    assert!(
+        log.contains("recovery ended before configured recovery target was reached"),
+        "{log}"
+    );
+    assert_eq!(json["recovered"]["running"], false, "{json:#}");
+}

@@ -136,19 +136,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// A cancellation that SIGINT or SIGTERM triggers.
 pub fn cancel_on_signal() -> vault::cancel::Cancel {
     let (trigger, cancel) = vault::cancel::Cancel::new();
+    let signal = shutdown_signal();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signal.await;
         trigger.cancel();
     });
     cancel
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are in place once this returns (not only
+/// once the future is first polled): a Ctrl-C from then on is never the default death.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).expect("a SIGINT handler");
     let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }
