@@ -488,3 +488,85 @@ fn a_target_after_the_last_commit_recovers_to_the_end_of_the_archive_and_says_so
     );
     assert_eq!(json["recovered"]["running"], false, "{json:#}");
 }
+
+#[test]
+fn a_copy_archives_only_where_the_operator_says_and_never_into_this_repository() {
+    let (s3, prefix, ws, pg, archive) = archiving_set_up("pitr-archiving-copy");
+    archive_with_vault(&pg, &archive.path);
+    base_backup_then_a_row(&pg, &archive.path);
+    let operator = ws
+        .configure(&pg.url("postgres"))
+        .s3(&s3, &prefix)
+        .state_dir(&ws.path("state"))
+        .write();
+    let copy = Recovered::new();
+    let vault = assert_cmd::cargo::cargo_bin("vault");
+    for (command, why) in [
+        (
+            format!(
+                "{} --config {} wal-push %p",
+                vault.display(),
+                operator.display()
+            ),
+            "archives into this repository",
+        ),
+        (
+            format!("{} wal-push %p", vault.display()),
+            "names no --config",
+        ),
+    ] {
+        let refused = expect_exit(
+            vault_cmd(Some(&operator))
+                .args([
+                    "restore-cluster",
+                    "--latest",
+                    "--archive-command",
+                    &command,
+                    "--pgdata",
+                ])
+                .arg(&copy.pgdata),
+            2,
+        );
+        assert!(refused.contains(why), "{refused}");
+        assert!(!copy.pgdata.exists(), "refused before anything was created");
+    }
+
+    // Somewhere else, as asked: it archives there, and the repository gains nothing.
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(elsewhere.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let before = s3.keys(&format!("{prefix}/"));
+    let command = format!("cp %p {}/%f", elsewhere.path().display());
+    let out = vault_cmd(Some(&operator))
+        .args([
+            "restore-cluster",
+            "--latest",
+            "--json",
+            "--archive-command",
+            &command,
+            "--pgdata",
+        ])
+        .arg(&copy.pgdata)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("archiving with `{command}`")),
+        "{said}"
+    );
+    assert!(said.contains("took: base download + extract"), "{said}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let port = json["recovered"]["port"].as_u64().unwrap() as u16;
+    assert_eq!(copy.psql(port, "SHOW archive_mode"), "on");
+    let switched = copy.psql(port, "SELECT pg_walfile_name(pg_switch_wal())");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !elsewhere.path().join(&switched).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{switched} not archived: {:?}",
+            left_in(elsewhere.path())
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(s3.keys(&format!("{prefix}/")), before);
+}

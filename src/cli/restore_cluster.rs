@@ -29,6 +29,11 @@ pub struct Args {
     /// running.
     #[arg(long)]
     pub no_start: bool,
+    /// Let the copy archive its WAL with this `archive_command` (it must not be this
+    /// repository: a copy's new timeline there would mislead every later recovery).
+    /// Default: `archive_mode = off`.
+    #[arg(long, value_name = "COMMAND")]
+    pub archive_command: Option<String>,
     /// The cluster, when the repository holds base backups of several.
     #[arg(long)]
     pub system_identifier: Option<u64>,
@@ -43,6 +48,9 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         Some(at) => Target::At(timespec::parse_point_in_time(at, Utc::now())?),
         None => Target::Latest,
     };
+    if let Some(command) = &args.archive_command {
+        refuse_this_repository(command, &config)?;
+    }
     let identity_file = super::verify::identity_file(&config, "restore-cluster")?;
     let identities = Arc::new(vault::keys::Identities::load(&identity_file)?);
     let store: Arc<dyn vault::storage::ObjectStore> =
@@ -82,6 +90,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         identity_file,
         trust_loopback: false,
         check_files: false,
+        archive_command: args.archive_command.clone(),
     };
     lock.note(&[cluster::pgdata_note(&destination.pgdata)])?;
     let feed = Feed {
@@ -130,13 +139,25 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         "recovered cluster {} to {asked}: {reached}",
         plan.system_identifier
     );
+    let t = &recovered.timings;
+    eprintln!(
+        "took: base download + extract {:.1} s, server start {}, WAL replay {:.1} s",
+        t.extract_seconds,
+        t.server_start_seconds
+            .map_or_else(|| "-".to_string(), |s| format!("{s:.1} s")),
+        t.replay_seconds
+    );
     for note in &recovered.notes {
         eprintln!("{note}");
     }
     let pgdata = recovered.pgdata.display();
+    let archiving = match &args.archive_command {
+        Some(command) => format!("archiving with `{command}`"),
+        None => "not archiving".into(),
+    };
     if recovered.running {
         eprintln!(
-            "running on localhost:{} (timeline {}), not archiving: psql -h localhost -p {} -U \
+            "running on localhost:{} (timeline {}), {archiving}: psql -h localhost -p {} -U \
              <role> <database>; stop it with `pg_ctl -D {pgdata} stop` as the server's user",
             recovered.port,
             recovered
@@ -155,6 +176,46 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         );
     } else {
         eprintln!("stopped; `pg_ctl -D {pgdata} start` as the server's user starts it");
+    }
+    Ok(())
+}
+
+/// A copy archiving through `vault wal-push` must name the config of another repository:
+/// its WAL (a new timeline, promoted from production's) in production's repository would
+/// be followed by every later recovery to the latest timeline.
+fn refuse_this_repository(command: &str, config: &vault::config::Config) -> anyhow::Result<()> {
+    if !command.contains("wal-push") {
+        return Ok(());
+    }
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let named = words.iter().enumerate().find_map(|(i, w)| {
+        w.strip_prefix("--config=").or_else(|| {
+            (*w == "--config")
+                .then(|| words.get(i + 1).copied())
+                .flatten()
+        })
+    });
+    let refuse = |why: String| -> anyhow::Result<()> {
+        Err(vault::Error::Config(format!(
+            "--archive-command `{command}` {why}: the copy's WAL (a new timeline) there would \
+             be followed by later recoveries of the live cluster; archive it into another \
+             repository (`vault --config OTHER.toml wal-push %p`) or leave archiving off"
+        ))
+        .into())
+    };
+    let Some(path) = named else {
+        return refuse("names no --config, so it would archive with the default one".into());
+    };
+    let other =
+        vault::config::Config::load(Path::new(path.trim_matches(|c| c == '\'' || c == '"')))?;
+    let same = |a: &vault::config::RepositoryConfig, b: &vault::config::RepositoryConfig| {
+        a.url.trim_end_matches('/') == b.url.trim_end_matches('/') && a.endpoint == b.endpoint
+    };
+    if same(&other.repository, &config.repository) {
+        return refuse(format!(
+            "archives into this repository ({})",
+            config.repository.url
+        ));
     }
     Ok(())
 }

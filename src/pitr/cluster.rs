@@ -69,6 +69,9 @@ pub struct Destination {
     /// Check every extracted file against the backup's `backup_manifest` with
     /// `pg_verifybackup` before the server starts (`vault verify`).
     pub check_files: bool,
+    /// The copy archives with this command (the operator asked, naming where); otherwise
+    /// `archive_mode = off`, whatever the backup carried.
+    pub archive_command: Option<String>,
 }
 
 /// What recovery reached.
@@ -475,8 +478,6 @@ fn write_recovery_settings(
     let mut settings = vec![
         ("restore_command", restore_command),
         ("recovery_target_timeline", "latest".to_string()),
-        // A restored copy must never archive into production's repository.
-        ("archive_mode", "off".to_string()),
         (
             "listen_addresses",
             if to.trust_loopback {
@@ -496,6 +497,14 @@ fn write_recovery_settings(
         // Timestamps on every line: the phases of the recovery are read from them.
         ("log_line_prefix", "%m [%p] ".to_string()),
     ];
+    match &to.archive_command {
+        // A restored copy must never archive into production's repository.
+        None => settings.push(("archive_mode", "off".to_string())),
+        Some(command) => {
+            settings.push(("archive_mode", "on".to_string()));
+            settings.push(("archive_command", command.clone()));
+        }
+    }
     if plan.stop_at_consistency {
         settings.push(("recovery_target", "immediate".to_string()));
     }

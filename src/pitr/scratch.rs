@@ -72,6 +72,7 @@ impl ThrowawayCluster {
             identity_file: server.identity_file.clone(),
             trust_loopback: true,
             check_files,
+            archive_command: None,
         };
         copy.recovered = cluster::recover(feed, base, plan, &destination).await?;
         Ok(copy)

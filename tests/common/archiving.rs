@@ -186,3 +186,68 @@ pub fn system_identifier(pg: &ScratchCluster) -> String {
     .trim()
     .to_string()
 }
+
+/// A recovered cluster's directory; its server is stopped on drop (also when a test fails).
+pub struct Recovered {
+    _parent: tempfile::TempDir,
+    pub pgdata: PathBuf,
+}
+
+impl Recovered {
+    pub fn new() -> Recovered {
+        let parent = tempfile::Builder::new()
+            .prefix("vault-pitr-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let pgdata = parent.path().join("restored");
+        Recovered {
+            _parent: parent,
+            pgdata,
+        }
+    }
+
+    pub fn psql(&self, port: u16, sql: &str) -> String {
+        String::from_utf8(run_tool(
+            "psql",
+            &[
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                "localhost",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ],
+        ))
+        .unwrap()
+        .trim()
+        .to_string()
+    }
+}
+
+impl Drop for Recovered {
+    fn drop(&mut self) {
+        if self.pgdata.join("postmaster.pid").exists() {
+            let bin = std::fs::read_dir("/usr/lib/postgresql")
+                .unwrap()
+                .flatten()
+                .map(|e| e.path().join("bin/pg_ctl"))
+                .max()
+                .unwrap();
+            let _ = std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(bin)
+                .arg("-D")
+                .arg(&self.pgdata)
+                .args(["-m", "immediate", "-w", "stop"])
+                .output();
+        }
+    }
+}
