@@ -347,7 +347,7 @@ pub fn render(input: &RunbookInput) -> String {
     } else {
         let _ = writeln!(
             md,
-            "| database | drill | backup | RPO | RTO | scratch start | first byte | download+decrypt | restore | checks | result |\n|---|---|---|---|---|---|---|---|---|---|---|"
+            "| database | drill | backup | RPO | RTO | scratch start | first byte | download+decrypt | restore or WAL replay | checks | result |\n|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for d in &input.last_drills {
             let secs = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{s:.1}s"));
@@ -362,7 +362,7 @@ pub fn render(input: &RunbookInput) -> String {
                 secs(d.phases.scratch_start_seconds),
                 secs(d.phases.time_to_first_byte_seconds),
                 secs(d.phases.download_decrypt_seconds),
-                secs(d.phases.restore_seconds),
+                secs(d.phases.restore_seconds.or(d.phases.wal_replay_seconds)),
                 secs(d.phases.checks_seconds),
                 if d.passed {
                     "passed".to_string()
@@ -374,8 +374,11 @@ pub fn render(input: &RunbookInput) -> String {
         let _ = writeln!(
             md,
             "\nRTO is measured from the scratch server's start to the checks' end; the \
-             restore is streamed, so download+decrypt overlaps restore. History: `vault \
-             drill --history`."
+             restore is streamed, so download+decrypt overlaps restore. For a cluster (a \
+             point-in-time drill: `vault drill --pitr`) download+decrypt is the base \
+             backup's download and extraction, scratch start the server's start, then the \
+             WAL replay, and the RPO the age of the newest replayed transaction. History: \
+             `vault drill --history`."
         );
     }
     md

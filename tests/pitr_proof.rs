@@ -12,14 +12,18 @@ use std::path::Path;
 use common::*;
 use vault::postgres::cluster::ScratchCluster;
 
-/// A TMPDIR of its own (the server's user can reach it), to see what vault leaves there.
-fn private_tmp() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("vault-tmp-")
-        .tempdir()
+/// `vault verify ARGS --json` in TMPDIR `tmp`, which must fail a check (exit 6): the report.
+fn verify_failing(config: &Path, tmp: &Path, args: &[&str]) -> serde_json::Value {
+    let out = vault_cmd(Some(config))
+        .env("TMPDIR", tmp)
+        .arg("verify")
+        .args(args)
+        .arg("--json")
+        .output()
         .unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{said}");
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn left_in(dir: &Path) -> Vec<String> {
@@ -41,6 +45,16 @@ fn base_backup_then_a_row(pg: &ScratchCluster, archive: &Path) {
     pg.psql("postgres", "INSERT INTO orders VALUES (2)")
         .unwrap();
     switch_and_archive(pg);
+}
+
+/// Flips a byte in the middle of a stored object; returns what it held.
+fn damage(s3: &S3Env, key: &str) -> Vec<u8> {
+    let good = s3.get_object(key);
+    let mut bad = good.clone();
+    let middle = bad.len() / 2;
+    bad[middle] ^= 0xff;
+    s3.put_object(key, bad);
+    good
 }
 
 fn check_named<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
@@ -119,18 +133,7 @@ fn verify_and_drill_prove_a_base_backup_recovers() {
     assert_eq!(base["verified"], true, "{base:#}");
 
     // Replayed through the archive, the check that expects one row fails: a verdict, stored.
-    let out = vault_cmd(Some(&at_stop))
-        .env("TMPDIR", tmp.path())
-        .args(["verify", "--base", "--through-archive", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(6),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = verify_failing(&at_stop, tmp.path(), &["--base", "--through-archive"]);
     assert_eq!(
         check_named(&report, "order count")["status"],
         "fail",
@@ -245,19 +248,8 @@ fn a_damaged_base_backup_or_wal_file_fails_verify_and_restore_creating_nothing()
     // A WAL file of the backup's own range with other contents: recovery refuses it.
     let stop_wal = base["stop_wal_file"].as_str().unwrap();
     let wal_key = key_of(&s3, &prefix, stop_wal);
-    let good_wal = s3.get_object(&wal_key);
-    let mut bad = good_wal.clone();
-    let middle = bad.len() / 2;
-    bad[middle] ^= 0xff;
-    s3.put_object(&wal_key, bad);
-    let out = vault_cmd(Some(&operator))
-        .env("TMPDIR", tmp.path())
-        .args(["verify", "--base", "--json"])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(6), "{said}");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let good_wal = damage(&s3, &wal_key);
+    let report = verify_failing(&operator, tmp.path(), &["--base"]);
     assert_eq!(
         check_named(&report, "recovery")["status"],
         "fail",
@@ -269,22 +261,8 @@ fn a_damaged_base_backup_or_wal_file_fails_verify_and_restore_creating_nothing()
     // The base backup's tar damaged: verify fails its checksum; restore-cluster exits 6
     // and leaves no server and no files; the live cluster goes on.
     let tar_key = format!("{prefix}/{}", base["key"].as_str().unwrap());
-    let mut tar = s3.get_object(&tar_key);
-    let middle = tar.len() / 2;
-    tar[middle] ^= 0xff;
-    s3.put_object(&tar_key, tar);
-    let out = vault_cmd(Some(&operator))
-        .env("TMPDIR", tmp.path())
-        .args(["verify", "--base", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(6),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    damage(&s3, &tar_key);
+    let report = verify_failing(&operator, tmp.path(), &["--base"]);
     assert_eq!(
         check_named(&report, "checksum")["status"],
         "fail",

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,17 +24,6 @@ fn fixture_in_s3(test: &str) -> (S3Env, ScratchCluster, Workspace, String) {
     let pg = cluster();
     seed_fixture(&pg, "app");
     (s3, pg, Workspace::new(), unique_prefix(test))
-}
-
-/// A private TMPDIR for vault, reachable by the `postgres` user the scratch cluster runs as
-/// when the suite runs as root.
-fn scratch_tmp() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("vault-verify-tmp-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
 }
 
 /// A config for `db` of `pg` with its own state directory (locks), plus `extra` sections.
@@ -161,7 +149,7 @@ fn a_good_backup_is_proven_marked_verified_and_kept_by_retention() {
         &s3_repository(&s3, &prefix),
         CUSTOMERS_CHECK,
     );
-    let tmp = scratch_tmp();
+    let tmp = private_tmp();
     let first = backup(&config);
     std::thread::sleep(Duration::from_millis(1100));
     pg.psql(
@@ -319,7 +307,7 @@ fn a_good_backup_is_proven_marked_verified_and_kept_by_retention() {
 fn verify_fails_naming_the_check_a_failing_query_a_corrupted_dump_and_altered_facts() {
     let (s3, pg, ws, prefix) = fixture_in_s3("verify-fail");
     let repository = s3_repository(&s3, &prefix);
-    let tmp = scratch_tmp();
+    let tmp = private_tmp();
     let failing_check = "[[verify.checks]]\nname = \"no cheap orders\"\n\
                          sql = \"SELECT count(*) FROM shop.orders WHERE total < 100\"\nexpect = 0\n";
     let config = verify_config(&ws, &pg, "app", &repository, failing_check);
@@ -421,7 +409,7 @@ fn nothing_is_left_after_a_failing_pg_restore_the_time_limit_ctrl_c_or_sigkill()
     let ws = Workspace::new();
     let prefix = unique_prefix("verify-leftovers");
     let config = verify_config(&ws, &pg, "big", &s3_repository(&s3, &prefix), "");
-    let tmp = scratch_tmp();
+    let tmp = private_tmp();
     let id = backup(&config);
 
     // Ctrl-C while pg_restore is filling the scratch database.
@@ -537,7 +525,7 @@ fn a_scratch_server_keeps_nothing_and_a_held_lock_turns_a_second_verify_away() {
         "{checked}"
     );
     backup(&config);
-    let tmp = scratch_tmp();
+    let tmp = private_tmp();
     let report = verify_json(&config, tmp.path(), &[], 0);
     assert_eq!(report["scratch"]["kind"], "server");
     assert!(

@@ -187,6 +187,19 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
 
     let mut done: Vec<Verified> = Vec::new();
     let mut error = None;
+    // Each verify printed and kept as it ends; the first error stops the run.
+    let mut keep = |verified: vault::Result<Verified>, stored_bytes: u64| match verified {
+        Ok(verified) => {
+            finished(&verified, stored_bytes, args.json);
+            done.push(verified);
+            true
+        }
+        Err(e) => {
+            error = Some(e);
+            false
+        }
+    };
+    let mut going = true;
     if !backups.is_empty() {
         let Session {
             job,
@@ -197,19 +210,13 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         for backup in &backups {
             let verified = job.verify(backup, &lock, cancel.clone()).await;
             progress.finish();
-            match verified {
-                Ok(verified) => {
-                    finished(&verified, backup.dump.stored.size_bytes, args.json);
-                    done.push(verified);
-                }
-                Err(e) => {
-                    error = Some(e);
-                    break;
-                }
+            going = keep(verified, backup.dump.stored.size_bytes);
+            if !going {
+                break;
             }
         }
     }
-    if error.is_none() && !bases.is_empty() {
+    if going && !bases.is_empty() {
         let replay = if args.through_archive {
             Replay::ThroughArchive
         } else {
@@ -222,15 +229,8 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
                 .verify(base, replay, &session.lock, session.cancel.clone())
                 .await;
             session.job.progress.finish();
-            match verified {
-                Ok(verified) => {
-                    finished(&verified, base.data.stored.size_bytes, args.json);
-                    done.push(verified);
-                }
-                Err(e) => {
-                    error = Some(e);
-                    break;
-                }
+            if !keep(verified, base.data.stored.size_bytes) {
+                break;
             }
         }
     }

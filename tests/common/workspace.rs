@@ -212,3 +212,15 @@ pub fn s3_repository(s3: &S3Env, prefix: &str) -> String {
         s3.bucket, s3.endpoint
     )
 }
+
+/// A private TMPDIR for vault, reachable by the `postgres` user its scratch and recovered
+/// clusters run as when the suite runs as root: what vault leaves there can be seen.
+pub fn private_tmp() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("vault-tmp-")
+        .tempdir()
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
