@@ -139,20 +139,26 @@ pub async fn recover(
             .unwrap_or_default()
     ));
     let result = async {
-        // The WAL recovery will replay is fetched while the base backup unpacks.
+        // The WAL recovery will replay is fetched while the base backup unpacks, and on
+        // while the server replays it (stopped when recovery ends).
         let spool = to.pgdata.join(SPOOL);
-        let clock = std::time::Instant::now();
-        let (extracted, prefetched) = tokio::join!(
-            async {
-                let bytes = extract(feed, base, &to.pgdata, owner).await;
-                (bytes, clock.elapsed().as_secs_f64())
-            },
-            prefetch(feed, base, plan, &spool, owner)
-        );
-        let (tar_bytes, extract_seconds) = (extracted.0?, extracted.1);
-        if let Err(e) = prefetched {
-            tracing::warn!(error = %e, "WAL prefetch failed; recovery fetches each file itself");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&spool)
+            .map_err(|e| Error::io(format!("cannot create `{}`", spool.display()), e))?;
+        if let Some((uid, gid)) = owner {
+            chown(&spool, uid, gid)?;
         }
+        let clock = std::time::Instant::now();
+        let _prefetch = AbortOnDrop(tokio::spawn(prefetch(
+            feed.clone(),
+            base.clone(),
+            plan.clone(),
+            spool,
+            owner,
+        )));
+        let tar_bytes = extract(feed, base, &to.pgdata, owner).await?;
+        let extract_seconds = clock.elapsed().as_secs_f64();
         let files_check = if to.check_files {
             feed.progress
                 .phase("checking every file against the backup's backup_manifest");
@@ -175,6 +181,13 @@ pub async fn recover(
     if !result.as_ref().is_ok_and(|r| r.in_recovery) {
         let _ = std::fs::remove_dir_all(&helper);
         let _ = std::fs::remove_dir_all(to.pgdata.join(SPOOL));
+    } else if let Ok(entries) = std::fs::read_dir(to.pgdata.join(SPOOL)) {
+        // The prefetch has stopped: nothing announced is coming any more.
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".wanted") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
     match result {
         Ok(recovered) => {
@@ -349,11 +362,38 @@ async fn check_files(bin_dir: &Path, pgdata: &Path) -> Result<Option<FilesCheck>
     }))
 }
 
-/// Fetches the whole segments recovery will replay — from the base backup's start to the
-/// plan's last file, on its timeline and later ones — into `spool`, each checked against
-/// the sha256 in its name, owned by the server's user. Best effort: a file not fetched here
-/// is fetched by `restore_command` when recovery asks for it.
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Fetches the whole segments recovery will replay into `spool`; a failure is logged, and
+/// `restore_command` then fetches each file itself.
 async fn prefetch(
+    feed: Feed,
+    base: BaseManifest,
+    plan: RecoveryPlan,
+    spool: PathBuf,
+    owner: Owner,
+) {
+    match prefetch_into(&feed, &base, &plan, &spool, owner).await {
+        Ok(count) => tracing::debug!(count, "WAL prefetched"),
+        Err(e) => {
+            tracing::warn!(error = %e, "WAL prefetch failed; recovery fetches each file itself");
+        }
+    }
+}
+
+/// Fetches the whole segments recovery will replay — from the base backup's start to the
+/// plan's last file, on its timeline and later ones — into `spool`, in order, each checked
+/// against the sha256 in its name, owned by the server's user. Each file to come is
+/// announced first by `<name>.wanted`, removed once it is there (or could not be fetched):
+/// `restore_command` waits for an announced file instead of fetching it a second time.
+async fn prefetch_into(
     feed: &Feed,
     base: &BaseManifest,
     plan: &RecoveryPlan,
@@ -387,31 +427,32 @@ async fn prefetch(
         .filter(|s| s.timeline >= base.timeline && (first..=last).contains(&s.number))
         .map(|s| size.name(s))
         .collect();
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(spool)
-        .map_err(|e| Error::io(format!("cannot create `{}`", spool.display()), e))?;
-    if let Some((uid, gid)) = owner {
-        chown(spool, uid, gid)?;
+    for name in &names {
+        let wanted = spool.join(format!("{name}.wanted"));
+        std::fs::write(&wanted, b"")
+            .map_err(|e| Error::io(format!("cannot write `{}`", wanted.display()), e))?;
     }
     let fetched = futures_util::stream::iter(names)
         .map(|name| async move {
             let dest = spool.join(&name);
-            crate::wal::fetch(feed, system_id, &name, &dest).await?;
-            if let Some((uid, gid)) = owner {
-                chown(&dest, uid, gid)?;
+            let result = async {
+                crate::wal::fetch(feed, system_id, &name, &dest).await?;
+                if let Some((uid, gid)) = owner {
+                    chown(&dest, uid, gid)?;
+                }
+                Ok::<_, Error>(())
             }
-            Ok::<_, Error>(())
+            .await;
+            let _ = std::fs::remove_file(spool.join(format!("{name}.wanted")));
+            if let Err(e) = &result {
+                tracing::warn!(file = %name, error = %e, "WAL prefetch of one file failed");
+            }
+            result.is_ok()
         })
-        .buffer_unordered(PREFETCH)
+        .buffered(PREFETCH)
         .collect::<Vec<_>>()
         .await;
-    let mut count = 0;
-    for result in fetched {
-        result?;
-        count += 1;
-    }
-    Ok(count)
+    Ok(fetched.into_iter().filter(|ok| *ok).count())
 }
 
 /// The environment the server (and so `restore_command`) runs with, and the config path
@@ -468,10 +509,13 @@ fn write_recovery_settings(
     let pgdata = &to.pgdata;
     let vault =
         std::env::current_exe().map_err(|e| Error::io("cannot find vault's own executable", e))?;
-    // A prefetched file is moved into place; any other is fetched then.
+    // A prefetched file is moved into place (one still coming is waited for, a minute at
+    // most); any other is fetched then.
     let spool = shell_word(&pgdata.join(SPOOL).display().to_string());
     let restore_command = format!(
-        "[ -f {spool}/%f ] && mv {spool}/%f %p || {} --config {} wal-fetch %f %p",
+        "n=0; while [ -e {spool}/%f.wanted ] && [ ! -f {spool}/%f ] && [ $n -lt 600 ]; do \
+         sleep 0.1; n=$((n+1)); done; \
+         [ -f {spool}/%f ] && mv {spool}/%f %p || {} --config {} wal-fetch %f %p",
         shell_word(&vault.display().to_string()),
         shell_word(&env.config.display().to_string())
     );
