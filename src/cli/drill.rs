@@ -88,21 +88,11 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         }
     }
     if let Some((_, first)) = plans.first() {
-        let session =
+        let mut session =
             base_session(&config, config_path, identities, Arc::clone(&store), first).await?;
         for (plan, base) in &plans {
             let started = Utc::now();
-            let verified = session
-                .job
-                .verify(
-                    base,
-                    Replay::ThroughArchive,
-                    &session.lock,
-                    session.cancel.clone(),
-                )
-                .await;
-            session.job.progress.finish();
-            let verified = verified?;
+            let verified = session.verify(base, Replay::ThroughArchive).await?;
             if !args.json {
                 print_report(&verified, base.data.stored.size_bytes);
             }

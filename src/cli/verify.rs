@@ -222,13 +222,9 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         } else {
             Replay::OwnWal
         };
-        let session = base_session(&config, config_path, identities, store, &bases[0]).await?;
+        let mut session = base_session(&config, config_path, identities, store, &bases[0]).await?;
         for base in &bases {
-            let verified = session
-                .job
-                .verify(base, replay, &session.lock, session.cancel.clone())
-                .await;
-            session.job.progress.finish();
+            let verified = session.verify(base, replay).await;
             if !keep(verified, base.data.stored.size_bytes) {
                 break;
             }
@@ -319,12 +315,35 @@ async fn chosen_bases(
 }
 
 /// A base-backup verify run: the job, its lock (a killed run's copy removed first) and
-/// cancellation on SIGINT / SIGTERM. `sample` is one of the base backups it will verify:
-/// the server's binaries are of its major version.
+/// cancellation on SIGINT / SIGTERM. `sample` is one of the base backups it will verify;
+/// [`BaseSession::verify`] switches the server's binaries to each backup's major version.
 pub(super) struct BaseSession {
     pub job: BaseVerifyJob,
     pub lock: Lock,
     pub cancel: Cancel,
+    major: u32,
+    pg_bin_dir: Option<std::path::PathBuf>,
+}
+
+impl BaseSession {
+    pub async fn verify(&mut self, base: &BaseManifest, replay: Replay) -> vault::Result<Verified> {
+        let major = base.server_version_num / 10000;
+        if major != self.major {
+            self.job.server.bin_dir = vault::verify::scratch::server_bin_dir(
+                self.pg_bin_dir.as_deref(),
+                major,
+                self.job.progress.as_ref(),
+            )
+            .await?;
+            self.major = major;
+        }
+        let verified = self
+            .job
+            .verify(base, replay, &self.lock, self.cancel.clone())
+            .await;
+        self.job.progress.finish();
+        verified
+    }
 }
 
 pub(super) async fn base_session(
@@ -335,9 +354,10 @@ pub(super) async fn base_session(
     sample: &BaseManifest,
 ) -> anyhow::Result<BaseSession> {
     let progress = super::progress::for_stderr();
+    let major = sample.server_version_num / 10000;
     let bin_dir = vault::verify::scratch::server_bin_dir(
         config.verify.pg_bin_dir.as_deref(),
-        sample.server_version_num / 10000,
+        major,
         progress.as_ref(),
     )
     .await?;
@@ -365,6 +385,8 @@ pub(super) async fn base_session(
         job,
         lock,
         cancel: super::cancel_on_signal(),
+        major,
+        pg_bin_dir: config.verify.pg_bin_dir.clone(),
     })
 }
 
