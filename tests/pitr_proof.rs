@@ -57,13 +57,12 @@ fn damage(s3: &S3Env, key: &str) -> Vec<u8> {
     good
 }
 
-fn check_named<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check `{name}` in {report:#}"))
+/// A cluster archiving through vault, with [`base_backup_then_a_row`] done.
+fn archived_base_backup(test: &str) -> (S3Env, String, Workspace, ScratchCluster, ArchiveConfig) {
+    let (s3, prefix, ws, pg, archive) = archiving_set_up(test);
+    archive_with_vault(&pg, &archive.path);
+    base_backup_then_a_row(&pg, &archive.path);
+    (s3, prefix, ws, pg, archive)
 }
 
 fn orders_check(expect: u32) -> String {
@@ -75,9 +74,7 @@ fn orders_check(expect: u32) -> String {
 
 #[test]
 fn verify_and_drill_prove_a_base_backup_recovers() {
-    let (s3, prefix, ws, pg, archive) = archiving_set_up("pitr-verify");
-    archive_with_vault(&pg, &archive.path);
-    base_backup_then_a_row(&pg, &archive.path);
+    let (s3, prefix, ws, pg, _archive) = archived_base_backup("pitr-verify");
     let sysid = system_identifier(&pg);
     let tmp = private_tmp();
     // Replayed only to its stop, the copy holds the one row the backup had.
@@ -230,9 +227,7 @@ fn verify_and_drill_prove_a_base_backup_recovers() {
 
 #[test]
 fn a_damaged_base_backup_or_wal_file_fails_verify_and_restore_creating_nothing() {
-    let (s3, prefix, ws, pg, archive) = archiving_set_up("pitr-damage");
-    archive_with_vault(&pg, &archive.path);
-    base_backup_then_a_row(&pg, &archive.path);
+    let (s3, prefix, ws, pg, _archive) = archived_base_backup("pitr-damage");
     let sysid = system_identifier(&pg);
     let tmp = private_tmp();
     let operator = ws
@@ -321,9 +316,7 @@ fn a_damaged_base_backup_or_wal_file_fails_verify_and_restore_creating_nothing()
 
 #[test]
 fn a_killed_recovery_is_removed_now_on_ctrl_c_or_by_the_next_run_after_sigkill() {
-    let (s3, prefix, ws, pg, archive) = archiving_set_up("pitr-killed");
-    archive_with_vault(&pg, &archive.path);
-    base_backup_then_a_row(&pg, &archive.path);
+    let (s3, prefix, ws, pg, _archive) = archived_base_backup("pitr-killed");
     let tmp = private_tmp();
     let operator = ws
         .configure(&pg.url("postgres"))
@@ -469,9 +462,7 @@ fn a_target_after_the_last_commit_recovers_to_the_end_of_the_archive_and_says_so
 
 #[test]
 fn a_copy_archives_only_where_the_operator_says_and_never_into_this_repository() {
-    let (s3, prefix, ws, pg, archive) = archiving_set_up("pitr-archiving-copy");
-    archive_with_vault(&pg, &archive.path);
-    base_backup_then_a_row(&pg, &archive.path);
+    let (s3, prefix, ws, pg, _archive) = archived_base_backup("pitr-archiving-copy");
     let operator = ws
         .configure(&pg.url("postgres"))
         .s3(&s3, &prefix)

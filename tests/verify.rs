@@ -63,15 +63,6 @@ fn verify_json(config: &Path, tmp: &Path, args: &[&str], code: i32) -> serde_jso
     serde_json::from_slice(&out.stdout).expect("verify --json prints JSON")
 }
 
-fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check `{name}` in {report:#}"))
-}
-
 /// Nothing of a scratch cluster remains: TMPDIR is empty and no process runs from it.
 /// Starts `vault verify --latest` with `tmp` as TMPDIR and SIGKILLs it `after_ms` after its
 /// log says `needle`.
@@ -186,7 +177,7 @@ fn a_good_backup_is_proven_marked_verified_and_kept_by_retention() {
         assert_eq!(c["status"], "pass", "{c:#}");
     }
     assert!(
-        check(&report, "amcheck")["summary"]
+        check_named(&report, "amcheck")["summary"]
             .as_str()
             .unwrap()
             .starts_with("12 B-tree indexes pass"),
@@ -348,22 +339,26 @@ fn verify_fails_naming_the_check_a_failing_query_a_corrupted_dump_and_altered_fa
     replace_object(&s3, &prefix, &manifest_key, &mut manifest, "facts", sealed);
     let report = verify_json(&config, tmp.path(), &["--latest"], 6);
     assert_eq!(report["passed"], false);
-    let rows = check(&report, "row_counts");
+    let rows = check_named(&report, "row_counts");
     assert_eq!(rows["status"], "fail");
     assert_eq!(
         rows["details"],
         serde_json::json!(["shop.customers: 503 restored, 504 at dump time"])
     );
-    assert_eq!(check(&report, "sequences")["status"], "fail");
+    assert_eq!(check_named(&report, "sequences")["status"], "fail");
     assert!(
-        check(&report, "sequences")["details"][0]
+        check_named(&report, "sequences")["details"][0]
             .as_str()
             .unwrap()
             .starts_with("shop.invoice_numbers: "),
         "{report:#}"
     );
     for fine in ["checksum", "pg_restore", "large_objects", "amcheck"] {
-        assert_eq!(check(&report, fine)["status"], "pass", "{fine}: {report:#}");
+        assert_eq!(
+            check_named(&report, fine)["status"],
+            "pass",
+            "{fine}: {report:#}"
+        );
     }
     assert_nothing_left(tmp.path());
 
@@ -475,7 +470,11 @@ fn nothing_is_left_after_a_failing_pg_restore_the_time_limit_ctrl_c_or_sigkill()
         "[verify]\ntimeout = \"1s\"\n",
     );
     let report = verify_json(&hasty, tmp.path(), &["--latest"], 6);
-    assert_eq!(check(&report, "time_limit")["status"], "fail", "{report:#}");
+    assert_eq!(
+        check_named(&report, "time_limit")["status"],
+        "fail",
+        "{report:#}"
+    );
     assert_nothing_left(tmp.path());
 
     // A dump pg_restore cannot read (checksums and encryption in order).
@@ -489,9 +488,13 @@ fn nothing_is_left_after_a_failing_pg_restore_the_time_limit_ctrl_c_or_sigkill()
     manifest["dump"]["raw_sha256"] = sha256_hex(&raw).into();
     replace_object(&s3, &prefix, &manifest_key, &mut manifest, "dump", sealed);
     let report = verify_json(&config, tmp.path(), &["--latest"], 6);
-    assert_eq!(check(&report, "pg_restore")["status"], "fail", "{report:#}");
+    assert_eq!(
+        check_named(&report, "pg_restore")["status"],
+        "fail",
+        "{report:#}"
+    );
     assert!(
-        check(&report, "pg_restore")["details"][0]
+        check_named(&report, "pg_restore")["details"][0]
             .as_str()
             .unwrap()
             .contains("valid archive"),

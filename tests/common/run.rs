@@ -134,3 +134,13 @@ pub fn run_tool(program: &str, args: &[&str]) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// The check `name` of a verify report (`--json`); fails the test when there is none.
+pub fn check_named<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check `{name}` in {report:#}"))
+}
