@@ -65,6 +65,26 @@ fn archived_base_backup(test: &str) -> (S3Env, String, Workspace, ScratchCluster
     (s3, prefix, ws, pg, archive)
 }
 
+/// The operator's config (identity, the suite's S3 server under `prefix`, a state
+/// directory) with `sections` after it.
+fn operator_config(
+    ws: &Workspace,
+    pg: &ScratchCluster,
+    s3: &S3Env,
+    prefix: &str,
+    sections: &[&str],
+) -> std::path::PathBuf {
+    sections
+        .iter()
+        .fold(
+            ws.configure(&pg.url("postgres"))
+                .s3(s3, prefix)
+                .state_dir(&ws.path("state")),
+            |config, section| config.section(section),
+        )
+        .write()
+}
+
 fn orders_check(expect: u32) -> String {
     format!(
         "[[verify.checks]]\nname = \"order count\"\ndatabase = \"postgres\"\n\
@@ -78,12 +98,7 @@ fn verify_and_drill_prove_a_base_backup_recovers() {
     let sysid = system_identifier(&pg);
     let tmp = private_tmp();
     // Replayed only to its stop, the copy holds the one row the backup had.
-    let at_stop = ws
-        .configure(&pg.url("postgres"))
-        .s3(&s3, &prefix)
-        .state_dir(&ws.path("state"))
-        .section(&orders_check(1))
-        .write();
+    let at_stop = operator_config(&ws, &pg, &s3, &prefix, &[&orders_check(1)]);
     let out = run_ok(
         vault_cmd(Some(&at_stop))
             .env("TMPDIR", tmp.path())
@@ -146,13 +161,7 @@ fn verify_and_drill_prove_a_base_backup_recovers() {
 
     // The drill: the whole archive, to the second row; RTO by phase, RPO from the newest
     // replayed transaction; [pitr] makes it (and the default verify) cover the cluster.
-    let drilled = ws
-        .configure(&pg.url("postgres"))
-        .s3(&s3, &prefix)
-        .state_dir(&ws.path("state"))
-        .section("[pitr]\n")
-        .section(&orders_check(2))
-        .write();
+    let drilled = operator_config(&ws, &pg, &s3, &prefix, &["[pitr]\n", &orders_check(2)]);
     let started = chrono::Utc::now();
     let out = run_ok(
         vault_cmd(Some(&drilled))
@@ -199,12 +208,7 @@ fn verify_and_drill_prove_a_base_backup_recovers() {
     );
 
     // With [pitr], the default verify covers the newest base backup beside the dumps.
-    let weekly = ws
-        .configure(&pg.url("postgres"))
-        .s3(&s3, &prefix)
-        .state_dir(&ws.path("state"))
-        .section("[pitr]\n")
-        .write();
+    let weekly = operator_config(&ws, &pg, &s3, &prefix, &["[pitr]\n"]);
     backup(&weekly);
     let out = run_ok(
         vault_cmd(Some(&weekly))
@@ -230,11 +234,7 @@ fn a_damaged_base_backup_or_wal_file_fails_verify_and_restore_creating_nothing()
     let (s3, prefix, ws, pg, _archive) = archived_base_backup("pitr-damage");
     let sysid = system_identifier(&pg);
     let tmp = private_tmp();
-    let operator = ws
-        .configure(&pg.url("postgres"))
-        .s3(&s3, &prefix)
-        .state_dir(&ws.path("state"))
-        .write();
+    let operator = operator_config(&ws, &pg, &s3, &prefix, &[]);
     let base = list_json(&operator)
         .into_iter()
         .find(|b| b["kind"] == "base")
@@ -318,11 +318,7 @@ fn a_damaged_base_backup_or_wal_file_fails_verify_and_restore_creating_nothing()
 fn a_killed_recovery_is_removed_now_on_ctrl_c_or_by_the_next_run_after_sigkill() {
     let (s3, prefix, ws, pg, _archive) = archived_base_backup("pitr-killed");
     let tmp = private_tmp();
-    let operator = ws
-        .configure(&pg.url("postgres"))
-        .s3(&s3, &prefix)
-        .state_dir(&ws.path("state"))
-        .write();
+    let operator = operator_config(&ws, &pg, &s3, &prefix, &[]);
     let pgdata = |name: &str| tmp.path().join(name);
     let cluster_args = |dir: &Path| {
         vec![
@@ -425,11 +421,7 @@ fn a_target_after_the_last_commit_recovers_to_the_end_of_the_archive_and_says_so
     std::thread::sleep(std::time::Duration::from_millis(1100));
     // No commit after T; the segment holding row 1 is pushed after it.
     switch_and_archive(&pg);
-    let operator = ws
-        .configure(&pg.url("postgres"))
-        .s3(&s3, &prefix)
-        .state_dir(&ws.path("state"))
-        .write();
+    let operator = operator_config(&ws, &pg, &s3, &prefix, &[]);
     let tmp = private_tmp();
     let pgdata = tmp.path().join("quiet");
     let out = vault_cmd(Some(&operator))
@@ -463,11 +455,7 @@ fn a_target_after_the_last_commit_recovers_to_the_end_of_the_archive_and_says_so
 #[test]
 fn a_copy_archives_only_where_the_operator_says_and_never_into_this_repository() {
     let (s3, prefix, ws, pg, _archive) = archived_base_backup("pitr-archiving-copy");
-    let operator = ws
-        .configure(&pg.url("postgres"))
-        .s3(&s3, &prefix)
-        .state_dir(&ws.path("state"))
-        .write();
+    let operator = operator_config(&ws, &pg, &s3, &prefix, &[]);
     let copy = Recovered::new();
     let vault = assert_cmd::cargo::cargo_bin("vault");
     for (command, why) in [

@@ -13,7 +13,7 @@ use vault::storage::ObjectStore;
 use vault::timespec::{describe, rfc3339};
 
 use super::exit::{self, Exit};
-use super::verify::{Session, base_session, identities, print_report, session};
+use super::verify::{base_session, identities, print_report, session};
 use vault::catalog::base::{BaseManifest, list_base_backups};
 use vault::pitr::plan::{RecoveryPlan, Target};
 use vault::verify::base::Replay;
@@ -32,7 +32,7 @@ pub struct Args {
     /// Only point-in-time recovery drills: each cluster recovered from its newest base
     /// backup through the whole archive, as `vault restore-cluster --latest` would. Without
     /// it, the default includes them when `[pitr]` is configured.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "database")]
     pub pitr: bool,
 }
 
@@ -70,17 +70,10 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let mut records: Vec<(DrillRecord, String)> = Vec::new();
     let mut drilled = Vec::new();
     if !newest.is_empty() {
-        let Session {
-            job,
-            lock,
-            cancel,
-            progress,
-        } = session(&config, Arc::clone(&identities), Arc::clone(&store)).await?;
+        let session = session(&config, Arc::clone(&identities), Arc::clone(&store)).await?;
         for backup in &newest {
             let started = Utc::now();
-            let verified = job.verify(backup, &lock, cancel.clone()).await;
-            progress.finish();
-            let verified = verified?;
+            let verified = session.verify(backup).await?;
             if !args.json {
                 print_report(&verified, backup.dump.stored.size_bytes);
             }

@@ -37,11 +37,11 @@ pub struct Args {
     pub database: Option<String>,
     /// Only base backups (point-in-time recovery): the newest of each cluster, or every
     /// unverified one. Without it, the default includes them when `[pitr]` is configured.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "database")]
     pub base: bool,
     /// A base backup's WAL is replayed through the archive, as far as it reaches without a
     /// gap, instead of only to the backup's stop.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "database")]
     pub through_archive: bool,
     /// Print the full report as JSON on stdout: one object for --id, or --latest of one
     /// database; an array otherwise.
@@ -115,6 +115,18 @@ pub(super) async fn session(
         cancel,
         progress,
     })
+}
+
+impl Session {
+    /// Verifies `backup` (the progress display ended whatever the outcome).
+    pub async fn verify(&self, backup: &vault::catalog::Manifest) -> vault::Result<Verified> {
+        let verified = self
+            .job
+            .verify(backup, &self.lock, self.cancel.clone())
+            .await;
+        self.progress.finish();
+        verified
+    }
 }
 
 pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
@@ -201,16 +213,9 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     };
     let mut going = true;
     if !backups.is_empty() {
-        let Session {
-            job,
-            lock,
-            cancel,
-            progress,
-        } = session(&config, Arc::clone(&identities), Arc::clone(&store)).await?;
+        let session = session(&config, Arc::clone(&identities), Arc::clone(&store)).await?;
         for backup in &backups {
-            let verified = job.verify(backup, &lock, cancel.clone()).await;
-            progress.finish();
-            going = keep(verified, backup.dump.stored.size_bytes);
+            going = keep(session.verify(backup).await, backup.dump.stored.size_bytes);
             if !going {
                 break;
             }
@@ -354,20 +359,10 @@ pub(super) async fn base_session(
     sample: &BaseManifest,
 ) -> anyhow::Result<BaseSession> {
     let progress = super::progress::for_stderr();
-    let major = sample.server_version_num / 10000;
-    let bin_dir = vault::verify::scratch::server_bin_dir(
-        config.verify.pg_bin_dir.as_deref(),
-        major,
-        progress.as_ref(),
-    )
-    .await?;
-    let lock = BaseVerifyJob::lock(&config.state_dir())?;
-    for note in vault::pitr::cluster::clean_up_after_killed_run(
-        lock.previous_notes(),
-        &bin_dir,
-        &config.verify.run_as,
-    ) {
-        progress.warn(&note);
+    let prepared =
+        vault::pitr::hold(config, sample, progress.as_ref(), BaseVerifyJob::LOCK).await?;
+    for note in &prepared.cleaned {
+        progress.warn(note);
     }
     let user = vault::postgres::ConnInfo::parse(&config.source.url)?
         .user()
@@ -378,14 +373,14 @@ pub(super) async fn base_session(
         config: config.verify.clone(),
         databases: config.databases()?,
         user,
-        server: recovery_server(config, config_path, bin_dir, "verify")?,
+        server: recovery_server(config, config_path, prepared.bin_dir, "verify")?,
         progress,
     };
     Ok(BaseSession {
         job,
-        lock,
+        lock: prepared.lock,
         cancel: super::cancel_on_signal(),
-        major,
+        major: sample.server_version_num / 10000,
         pg_bin_dir: config.verify.pg_bin_dir.clone(),
     })
 }

@@ -75,7 +75,7 @@ pub struct Destination {
 }
 
 /// What recovery reached.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Recovered {
     pub pgdata: PathBuf,
     pub port: u16,

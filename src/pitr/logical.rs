@@ -17,7 +17,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::cluster::Recovered;
 use super::plan::RecoveryPlan;
 use super::scratch::{Server, ThrowawayCluster};
 use crate::backup::BackupJob;
@@ -42,14 +41,11 @@ pub struct PointInTimeDump {
     pub manifest: Manifest,
     /// Seconds of commits before the target the archive lacks (0 inside the window).
     pub data_loss_seconds: i64,
-    pub copy: ThrowawayCluster,
+    /// The recovered cluster the dump came from, and its directory (which holds `store`).
+    copy: ThrowawayCluster,
 }
 
 impl PointInTimeDump {
-    pub fn recovered(&self) -> &Recovered {
-        &self.copy.recovered
-    }
-
     /// Where the throwaway cluster and store live.
     pub fn directory(&self) -> &Path {
         self.copy.directory()

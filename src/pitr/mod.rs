@@ -72,15 +72,20 @@ pub async fn plan_for(
     Ok((plan, base))
 }
 
-/// What a recovery holds before it creates anything: the identity opens `base`, the
-/// server's binaries of its major version, the host's recovery lock (one at a time), and
-/// what a killed run left removed (said in `cleaned`).
+/// What a recovery holds before it creates anything: the server's binaries of the base
+/// backup's major version, a host lock, and what a killed run holding that lock left
+/// removed (said in `cleaned`).
 pub struct Prepared {
     pub bin_dir: PathBuf,
     pub lock: Lock,
     pub cleaned: Vec<String>,
 }
 
+/// The lock of restores through the archive (`restore-cluster`, `restore --at`): one at a
+/// time on a host.
+pub const RESTORE_LOCK: (&str, &str) = ("restore-cluster", "recovering a cluster");
+
+/// For a restore: the identity opens `base`, then [`hold`] the restore lock.
 pub async fn prepare(
     config: &Config,
     base: &BaseManifest,
@@ -92,6 +97,17 @@ pub async fn prepare(
         &base.encryption.recipients,
         identities,
     )?;
+    hold(config, base, progress, RESTORE_LOCK).await
+}
+
+/// The server's binaries for `base`, and the lock `(name, what)` with a killed holder's
+/// leftovers (its data directory or throwaway copy) removed.
+pub async fn hold(
+    config: &Config,
+    base: &BaseManifest,
+    progress: &dyn Progress,
+    (name, what): (&str, &str),
+) -> Result<Prepared> {
     let major = base.server_version_num / 10000;
     let bin_dir = crate::verify::scratch::server_bin_dir(
         config.verify.pg_bin_dir.as_deref(),
@@ -99,11 +115,7 @@ pub async fn prepare(
         progress,
     )
     .await?;
-    let lock = Lock::try_acquire(
-        &config.state_dir(),
-        "restore-cluster",
-        "recovering a cluster",
-    )?;
+    let lock = Lock::try_acquire(&config.state_dir(), name, what)?;
     let cleaned =
         cluster::clean_up_after_killed_run(lock.previous_notes(), &bin_dir, &config.verify.run_as);
     Ok(Prepared {

@@ -28,9 +28,21 @@ pub struct Server {
 /// A recovered throwaway copy; dropped, it is gone.
 pub struct ThrowawayCluster {
     pub recovered: Recovered,
-    dir: PathBuf,
+    dir: ScratchDir,
+}
+
+/// The copy's directory: dropped, its server is stopped and the directory removed (also
+/// when recovery failed or was cut off midway).
+struct ScratchDir {
+    path: PathBuf,
     bin_dir: PathBuf,
     owner: Option<(u32, u32)>,
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        cluster::remove_scratch(&self.path, &self.bin_dir, self.owner);
+    }
 }
 
 impl ThrowawayCluster {
@@ -50,9 +62,8 @@ impl ThrowawayCluster {
             .tempdir()
             .map_err(|e| Error::io("cannot create a directory for the recovered copy", e))?
             .keep();
-        let mut copy = ThrowawayCluster {
-            recovered: Recovered::default(),
-            dir: dir.clone(),
+        let scratch = ScratchDir {
+            path: dir.clone(),
             bin_dir: server.bin_dir.clone(),
             owner,
         };
@@ -74,13 +85,16 @@ impl ThrowawayCluster {
             check_files,
             archive_command: None,
         };
-        copy.recovered = cluster::recover(feed, base, plan, &destination).await?;
-        Ok(copy)
+        let recovered = cluster::recover(feed, base, plan, &destination).await?;
+        Ok(ThrowawayCluster {
+            recovered,
+            dir: scratch,
+        })
     }
 
     /// Where the copy and anything stored beside it live.
     pub fn directory(&self) -> &Path {
-        &self.dir
+        &self.dir.path
     }
 
     /// A connection to `database` on the copy as `user` (trusted on 127.0.0.1).
@@ -92,11 +106,5 @@ impl ThrowawayCluster {
             self.recovered.port,
             utf8_percent_encode(database, NON_ALPHANUMERIC),
         ))
-    }
-}
-
-impl Drop for ThrowawayCluster {
-    fn drop(&mut self) {
-        cluster::remove_scratch(&self.dir, &self.bin_dir, self.owner);
     }
 }

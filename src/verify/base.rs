@@ -79,14 +79,8 @@ struct Collected {
 
 impl BaseVerifyJob {
     /// The host-wide lock of base backup verifies (one at a time; a restore is never
-    /// blocked by one).
-    pub fn lock(state_dir: &std::path::Path) -> Result<Lock> {
-        Lock::try_acquire(
-            state_dir,
-            "verify-base",
-            "verifying a base backup in a throwaway copy",
-        )
-    }
+    /// blocked by one: it takes `pitr::RESTORE_LOCK`).
+    pub const LOCK: (&str, &str) = ("verify-base", "verifying a base backup in a throwaway copy");
 
     /// Verifies `base` and stores the record; `Ok` whether or not the checks passed.
     pub async fn verify(
