@@ -140,6 +140,12 @@ fn verify_and_drill_prove_a_base_backup_recovers() {
         records.iter().any(|k| k.ends_with("-pass.json")),
         "{records:?}"
     );
+    // A base backup holds every database: --database with --base is refused, not ignored.
+    let refused = expect_exit(
+        vault_cmd(Some(&at_stop)).args(["verify", "--base", "--database", "postgres"]),
+        2,
+    );
+    assert!(refused.contains("cannot be used with"), "{refused}");
     let listed = list_json(&at_stop);
     let base = listed.iter().find(|b| b["kind"] == "base").unwrap();
     assert_eq!(base["verified"], true, "{base:#}");
