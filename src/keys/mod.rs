@@ -1,6 +1,8 @@
 //! age keys: parsing recipients (public, all the DB host needs), loading identities (secret,
 //! only for reading backups) with a permission check, and generating new identities.
 
+pub mod header;
+
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
