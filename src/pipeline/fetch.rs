@@ -168,6 +168,9 @@ mod tests {
         async fn get(&self, key: &str) -> Result<Bytes> {
             self.inner.get(key).await
         }
+        async fn head(&self, key: &str) -> Result<crate::storage::ObjectHead> {
+            self.inner.head(key).await
+        }
         async fn download(&self, key: &str, offset: u64) -> Result<ObjectReader> {
             let inner = self.inner.download(key, offset).await?;
             let breaking = self

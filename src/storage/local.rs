@@ -165,6 +165,17 @@ impl ObjectStore for LocalStore {
             .map_err(|e| self.io_error("read", &path, e))
     }
 
+    async fn head(&self, key: &str) -> Result<super::ObjectHead> {
+        let path = self.path_of(key)?;
+        let meta = tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| self.io_error("read", &path, e))?;
+        Ok(super::ObjectHead {
+            size: meta.len(),
+            etag: None,
+        })
+    }
+
     async fn download(&self, key: &str, offset: u64) -> Result<super::ObjectReader> {
         use tokio::io::AsyncSeekExt;
         let path = self.path_of(key)?;
@@ -319,6 +330,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path().to_path_buf());
         super::super::contract::upload_commits_only_on_finish(&store).await;
+        super::super::contract::replace_head_keeps_the_tail(&store).await;
         // A partial file of a killed writer is an incomplete upload, and aborting removes it.
         let partial = dir.path().join("a/.four.partial-0123456789abcdef");
         std::fs::write(&partial, b"half").unwrap();

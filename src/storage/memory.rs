@@ -34,6 +34,11 @@ impl ObjectStore for MemoryStore {
             .ok_or_else(|| Error::Repository(format!("object `{key}` not found in memory store")))
     }
 
+    async fn head(&self, key: &str) -> Result<super::ObjectHead> {
+        let size = self.get(key).await?.len() as u64;
+        Ok(super::ObjectHead { size, etag: None })
+    }
+
     async fn download(&self, key: &str, offset: u64) -> Result<super::ObjectReader> {
         let body = self.get(key).await?;
         let start = (offset as usize).min(body.len());
@@ -91,6 +96,8 @@ impl ObjectStore for MemoryStore {
 mod tests {
     #[tokio::test]
     async fn memory_store_meets_the_contract() {
-        super::super::contract::upload_commits_only_on_finish(&super::MemoryStore::default()).await;
+        let store = super::MemoryStore::default();
+        super::super::contract::upload_commits_only_on_finish(&store).await;
+        super::super::contract::replace_head_keeps_the_tail(&store).await;
     }
 }

@@ -43,6 +43,24 @@ pub struct ObjectInfo {
     pub last_modified: Option<DateTime<Utc>>,
 }
 
+/// What a replacement checks it is replacing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    pub size: u64,
+    /// The store's version tag (an S3 ETag), where it has one.
+    pub etag: Option<String>,
+}
+
+/// How a replaced object was written: what went over the wire from vault, what the server
+/// copied itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Replaced {
+    pub uploaded_bytes: u64,
+    pub copied_bytes: u64,
+    /// The kept bytes were copied inside the store (S3 UploadPartCopy), not sent again.
+    pub server_side: bool,
+}
+
 #[async_trait::async_trait]
 pub trait ObjectStore: Send + Sync {
     /// Where this store points, for messages (`s3://bucket/prefix at http://...`).
@@ -70,6 +88,23 @@ pub trait ObjectStore: Send + Sync {
         chunks: mpsc::Receiver<UploadChunk>,
     ) -> Result<u64>;
 
+    /// The size (and version tag) of an object; an error if it does not exist.
+    async fn head(&self, key: &str) -> Result<ObjectHead>;
+
+    /// Replaces `key` with `head` followed by the object's own bytes from `keep_from` on,
+    /// atomically: readers see the old object or the new one. `old` is what the caller read;
+    /// a store that can tell refuses to replace a different object. This default sends the
+    /// kept bytes through vault again (download and upload); S3 copies them server-side.
+    async fn replace_head(
+        &self,
+        key: &str,
+        head: Bytes,
+        keep_from: u64,
+        old: &ObjectHead,
+    ) -> Result<Replaced> {
+        replace_by_streaming(self, key, head, keep_from, old).await
+    }
+
     /// Every object under `prefix`, in key order, across as many pages as it takes.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
 
@@ -95,6 +130,61 @@ pub trait ObjectStore: Send + Sync {
     /// A cheap check that the store exists and answers, run before a backup starts so a
     /// missing bucket or a dead endpoint fails before pg_dump does any work.
     async fn probe(&self) -> Result<()>;
+}
+
+/// [`ObjectStore::replace_head`] by streaming: the kept bytes are downloaded and uploaded
+/// again behind the new head, and the upload commits only if every one of them arrived.
+pub(crate) async fn replace_by_streaming<S: ObjectStore + ?Sized>(
+    store: &S,
+    key: &str,
+    head: Bytes,
+    keep_from: u64,
+    old: &ObjectHead,
+) -> Result<Replaced> {
+    use tokio::io::AsyncReadExt;
+    let kept = old.size.checked_sub(keep_from).ok_or_else(|| {
+        Error::Internal(format!(
+            "replacing `{key}`: keeps from byte {keep_from} of {}",
+            old.size
+        ))
+    })?;
+    let new_size = head.len() as u64 + kept;
+    let mut body = store.download(key, keep_from).await?;
+    let (tx, rx) = mpsc::channel(4);
+    let produce = async move {
+        if tx.send(UploadChunk::Data(head)).await.is_err() {
+            return Ok(());
+        }
+        let mut read = 0u64;
+        loop {
+            let mut chunk = bytes::BytesMut::with_capacity(1024 * 1024);
+            let n = body.read_buf(&mut chunk).await.map_err(|e| {
+                Error::Repository(format!("reading `{key}` to replace it broke off: {e}"))
+            })?;
+            if n == 0 {
+                break;
+            }
+            read += n as u64;
+            if tx.send(UploadChunk::Data(chunk.freeze())).await.is_err() {
+                return Ok(());
+            }
+        }
+        if read != kept {
+            // Dropping the sender without Finish aborts the upload: the old object stays.
+            return Err(Error::Repository(format!(
+                "`{key}` changed while it was being replaced ({read} bytes kept, {kept}                  expected); nothing was replaced"
+            )));
+        }
+        let _ = tx.send(UploadChunk::Finish).await;
+        Ok(())
+    };
+    let (produced, uploaded) = tokio::join!(produce, store.upload(key, Some(new_size), rx));
+    produced?;
+    Ok(Replaced {
+        uploaded_bytes: uploaded?,
+        copied_bytes: 0,
+        server_side: false,
+    })
 }
 
 /// Where `[repository]` points.
@@ -211,5 +301,32 @@ pub(crate) mod contract {
         let keys = keys_under(store, "a/").await;
         assert_eq!(keys, vec!["a/three".to_string()]);
         assert!(store.get("a/one").await.is_err());
+    }
+
+    /// A new head before an object's own bytes from an offset on, and the object's head.
+    pub async fn replace_head_keeps_the_tail(store: &dyn ObjectStore) {
+        let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        store
+            .put("r/object", Bytes::from(body.clone()))
+            .await
+            .unwrap();
+        let old = store.head("r/object").await.unwrap();
+        assert_eq!(old.size, body.len() as u64);
+        let replaced = store
+            .replace_head("r/object", Bytes::from_static(b"NEW HEAD"), 100, &old)
+            .await
+            .unwrap();
+        let mut expected = b"NEW HEAD".to_vec();
+        expected.extend_from_slice(&body[100..]);
+        let stored = store.get("r/object").await.unwrap();
+        assert_eq!(stored.len(), expected.len());
+        assert!(stored[..] == expected[..], "new head then the old bytes from 100 on");
+        assert_eq!(
+            replaced.uploaded_bytes + replaced.copied_bytes,
+            expected.len() as u64
+        );
+        assert_eq!(store.head("r/object").await.unwrap().size, expected.len() as u64);
+        assert!(store.head("r/missing").await.is_err());
+        assert_eq!(keys_under(store, "r/").await, vec!["r/object".to_string()]);
     }
 }

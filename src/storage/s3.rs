@@ -20,7 +20,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, ObjectLockRetention, ObjectLockRetentionMode,
 };
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use percent_encoding::utf8_percent_encode;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -388,6 +389,182 @@ impl S3Store {
     }
 }
 
+/// Where the parts of a replaced object come from: part 1 is the new head and the first
+/// `first_kept` kept bytes (uploaded); part k ≥ 2 is the old object's bytes at the same new
+/// offsets, shifted by the difference in head length (copied by the server).
+struct TailCopy {
+    etag: String,
+    head: Bytes,
+    keep_from: u64,
+    first_kept: u64,
+    new_size: u64,
+    part: u64,
+}
+
+impl TailCopy {
+    fn parts(&self) -> u32 {
+        self.new_size.div_ceil(self.part) as u32
+    }
+
+    /// The old object's bytes (first and last, inclusive) that make part `number` ≥ 2.
+    fn source_range(&self, number: u32) -> (u64, u64) {
+        let start = u64::from(number - 1) * self.part;
+        let end = (start + self.part).min(self.new_size);
+        let shift = |at: u64| at - self.head.len() as u64 + self.keep_from;
+        (shift(start), shift(end) - 1)
+    }
+}
+
+enum CopyFailed {
+    /// The server does not do UploadPartCopy: send everything instead.
+    Unsupported(String),
+    /// The old object is no longer the one read (a 412 on its ETag).
+    Changed,
+    Other(Error),
+}
+
+/// Copy requests in flight at once: the server does the work, vault only waits.
+const COPIES_IN_FLIGHT: usize = 4;
+
+impl S3Store {
+    /// Uploads part 1 and has the server copy the others from the old object (which must
+    /// still carry `layout.etag`), then completes the upload. The caller aborts it on error.
+    async fn copy_behind(
+        &self,
+        full: &str,
+        upload_id: &str,
+        layout: &TailCopy,
+    ) -> std::result::Result<super::Replaced, CopyFailed> {
+        let first = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .range(format!(
+                "bytes={}-{}",
+                layout.keep_from,
+                layout.keep_from + layout.first_kept - 1
+            ))
+            .if_match(&layout.etag)
+            .send()
+            .await;
+        let first = match first {
+            Ok(output) => output,
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
+                return Err(CopyFailed::Changed);
+            }
+            Err(e) => return Err(CopyFailed::Other(self.explain("read", full, e))),
+        };
+        let kept = first.body.collect().await.map_err(|e| {
+            CopyFailed::Other(Error::Repository(format!(
+                "reading `{full}` from {} broke off: {e}",
+                self.endpoint
+            )))
+        })?;
+        let mut part_one = BytesMut::with_capacity(layout.head.len() + kept.remaining());
+        part_one.extend_from_slice(&layout.head);
+        part_one.extend_from_slice(&kept.into_bytes());
+        let uploaded = part_one.len() as u64;
+        let (one, _) = self
+            .upload_part(full, upload_id, 1, part_one.freeze())
+            .await
+            .map_err(CopyFailed::Other)?;
+        let mut completed = vec![one];
+        let source = utf8_percent_encode(&format!("{}/{full}", self.bucket), COPY_SOURCE)
+            .to_string();
+        let mut in_flight = JoinSet::new();
+        for number in 2..=layout.parts() {
+            while in_flight.len() >= COPIES_IN_FLIGHT {
+                completed.push(join_copy(&mut in_flight, full).await?);
+            }
+            let (first, last) = layout.source_range(number);
+            let request = self
+                .client
+                .upload_part_copy()
+                .bucket(&self.bucket)
+                .key(full)
+                .upload_id(upload_id)
+                .part_number(number as i32)
+                .copy_source(&source)
+                .copy_source_range(format!("bytes={first}-{last}"))
+                .copy_source_if_match(&layout.etag);
+            let target = self.target();
+            let key = full.to_string();
+            in_flight.spawn(async move {
+                let output = request.send().await.map_err(|e| {
+                    let status = e.raw_response().map(|r| r.status().as_u16());
+                    if status == Some(501) || e.code() == Some("NotImplemented") {
+                        CopyFailed::Unsupported(DisplayErrorContext(&e).to_string())
+                    } else if status == Some(412) {
+                        CopyFailed::Changed
+                    } else {
+                        CopyFailed::Other(target.explain(
+                            &format!("copy part {number} of"),
+                            &key,
+                            e,
+                        ))
+                    }
+                })?;
+                Ok(CompletedPart::builder()
+                    .set_e_tag(
+                        output
+                            .copy_part_result()
+                            .and_then(|r| r.e_tag())
+                            .map(str::to_string),
+                    )
+                    .part_number(number as i32)
+                    .build())
+            });
+        }
+        while !in_flight.is_empty() {
+            completed.push(join_copy(&mut in_flight, full).await?);
+        }
+        completed.sort_by_key(|p| p.part_number());
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(full)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| CopyFailed::Other(self.explain("complete the replacement of", full, e)))?;
+        Ok(super::Replaced {
+            uploaded_bytes: uploaded,
+            copied_bytes: layout.new_size - uploaded,
+            server_side: true,
+        })
+    }
+}
+
+/// Waits for one part copy.
+async fn join_copy(
+    set: &mut JoinSet<std::result::Result<CompletedPart, CopyFailed>>,
+    full: &str,
+) -> std::result::Result<CompletedPart, CopyFailed> {
+    match set.join_next().await {
+        Some(Ok(result)) => result,
+        Some(Err(join)) => Err(CopyFailed::Other(Error::task_failed(
+            &format!("a part copy of `{full}`"),
+            join,
+        ))),
+        None => unreachable!("join_copy is only called on a non-empty set"),
+    }
+}
+
+/// `x-amz-copy-source` is `bucket/key`, URL-encoded by the caller (the SDK does not:
+/// awslabs/aws-sdk-rust#1357); vault's keys hold `%` from percent-encoded database names.
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
 /// The deepest error in a chain: for connection failures, the sentence that matters
 /// ("Connection refused (os error 111)") without the SDK's layers of wrapping.
 fn innermost_cause(err: &(dyn std::error::Error + 'static)) -> String {
@@ -553,6 +730,78 @@ impl ObjectStore for S3Store {
         let stored = result?;
         self.protect(&full).await?;
         Ok(stored)
+    }
+
+    async fn head(&self, key: &str) -> Result<super::ObjectHead> {
+        let full = self.full_key(key);
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| self.explain("read the size of", &full, e))?;
+        Ok(super::ObjectHead {
+            size: head.content_length().unwrap_or(0).max(0) as u64,
+            etag: head.e_tag().map(str::to_string),
+        })
+    }
+
+    async fn replace_head(
+        &self,
+        key: &str,
+        head: Bytes,
+        keep_from: u64,
+        old: &super::ObjectHead,
+    ) -> Result<super::Replaced> {
+        let new_size = head.len() as u64 + old.size.saturating_sub(keep_from);
+        let plan = PartPlan::new(self.base_part_size, Some(new_size));
+        let first_part_kept = (plan.size as u64).checked_sub(head.len() as u64);
+        let (Some(etag), Some(first_kept)) = (&old.etag, first_part_kept) else {
+            return super::replace_by_streaming(self, key, head, keep_from, old).await;
+        };
+        if new_size <= plan.size as u64 {
+            return super::replace_by_streaming(self, key, head, keep_from, old).await;
+        }
+        let full = self.full_key(key);
+        let layout = TailCopy {
+            etag: etag.clone(),
+            head: head.clone(),
+            keep_from,
+            first_kept,
+            new_size,
+            part: plan.size as u64,
+        };
+        let upload_id = self.create_multipart(&full).await?;
+        let copied = self.copy_behind(&full, &upload_id, &layout).await;
+        match copied {
+            Ok(replaced) => {
+                self.protect(&full).await?;
+                Ok(replaced)
+            }
+            Err(CopyFailed::Unsupported(reason)) => {
+                self.abort(&full, &upload_id).await;
+                tracing::warn!(
+                    key,
+                    reason,
+                    "the S3 server cannot copy byte ranges (UploadPartCopy); sending the whole \
+                     object again instead"
+                );
+                super::replace_by_streaming(self, key, head, keep_from, old).await
+            }
+            Err(CopyFailed::Changed) => {
+                self.abort(&full, &upload_id).await;
+                Err(Error::Repository(format!(
+                    "`{full}` changed while vault was replacing it (its ETag is no longer {etag}); \
+                     nothing was replaced: run it again"
+                )))
+            }
+            Err(CopyFailed::Other(e)) => {
+                self.abort(&full, &upload_id).await;
+                Err(e)
+            }
+        }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
@@ -727,6 +976,42 @@ mod tests {
     async fn s3_store_meets_the_contract() {
         let store = test_store(5).await;
         super::super::contract::upload_commits_only_on_finish(&store).await;
+        super::super::contract::replace_head_keeps_the_tail(&store).await;
+    }
+
+    /// An object of several parts gets its new head in the first part, uploaded, and the
+    /// rest copied by the server from its own ranges; a changed source is refused.
+    #[tokio::test]
+    async fn replace_head_copies_the_tail_server_side() {
+        let store = test_store(5).await;
+        let key = "replace/large%20one";
+        let body: Vec<u8> = (0..13 * MIB as u32).map(|i| (i % 249) as u8).collect();
+        store.put(key, Bytes::from(body.clone())).await.unwrap();
+        let old = store.head(key).await.unwrap();
+        assert!(old.etag.is_some());
+        let head = Bytes::from(vec![b'H'; 300]);
+        let replaced = store.replace_head(key, head.clone(), 200, &old).await.unwrap();
+        let stored = store.get(key).await.unwrap();
+        assert_eq!(stored.len(), body.len() + 100);
+        assert!(stored[..300] == head[..] && stored[300..] == body[200..]);
+        assert!(replaced.server_side, "{replaced:?}");
+        assert!(
+            replaced.uploaded_bytes <= 5 * MIB as u64 * 2 && replaced.copied_bytes > 0,
+            "{replaced:?}"
+        );
+        assert_eq!(
+            replaced.uploaded_bytes + replaced.copied_bytes,
+            stored.len() as u64
+        );
+        // `old` no longer describes the object: nothing is replaced.
+        let err = store
+            .replace_head(key, head, 300, &old)
+            .await
+            .expect_err("a changed source must be refused");
+        assert!(err.to_string().contains(key), "{err}");
+        assert_eq!(store.get(key).await.unwrap(), stored);
+        assert!(store.list_incomplete("replace/").await.unwrap().is_empty());
+        store.delete(key).await.unwrap();
     }
 
     /// Odd-sized chunks across several part boundaries come back byte for byte, as one
