@@ -285,6 +285,7 @@ impl BackupJob {
         EncryptionInfo {
             algorithm: "age-x25519".into(),
             recipients: self.recipients.public_keys(),
+            rotation: None,
         }
     }
 

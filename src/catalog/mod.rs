@@ -115,6 +115,49 @@ pub struct EncryptionInfo {
     pub algorithm: String,
     /// Public keys of every recipient: any one matching identity decrypts.
     pub recipients: Vec<String>,
+    /// A key rotation under way (`vault keys rotate`): until it is finished, each object
+    /// listed here holds either the digest above or the one here, and readers accept both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<PendingRotation>,
+}
+
+/// What a rotation will leave: the new recipients and every rewritten object's new size
+/// and digest. Written into the manifest before the first object is replaced, removed when
+/// the last one is (the manifest then carries the new recipients and digests itself).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingRotation {
+    pub recipients: Vec<String>,
+    pub started_at: DateTime<Utc>,
+    pub objects: Vec<StoredObject>,
+}
+
+impl EncryptionInfo {
+    /// The new entry of `key` while a rotation is under way.
+    pub fn rotated(&self, key: &str) -> Option<&StoredObject> {
+        let rotation = self.rotation.as_ref()?;
+        rotation.objects.iter().find(|o| o.key == key)
+    }
+
+    /// Every recipient an object of the backup may be encrypted to right now.
+    pub fn readers(&self) -> Vec<String> {
+        let mut all = self.recipients.clone();
+        for key in self.rotation.iter().flat_map(|r| &r.recipients) {
+            if !all.contains(key) {
+                all.push(key.clone());
+            }
+        }
+        all
+    }
+}
+
+impl StoredObject {
+    /// Whether `bytes` stored bytes with sha256 `sha256` are this object as recorded, or
+    /// (during a rotation) as `rotated` records it.
+    pub fn matches(&self, rotated: Option<&StoredObject>, bytes: u64, sha256: &str) -> bool {
+        std::iter::once(self)
+            .chain(rotated)
+            .any(|o| o.size_bytes == bytes && o.sha256 == sha256)
+    }
 }
 
 const DATABASE_IN_KEY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'_').remove(b'.').remove(b'-');

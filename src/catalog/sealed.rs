@@ -31,17 +31,19 @@ pub async fn seal(
     })
 }
 
-/// Fetches a sealed object, checks it against its manifest entry and decrypts it. `what`
-/// names it in messages ("facts", "globals").
+/// Fetches a sealed object, checks it against its manifest entry (or, during a key
+/// rotation, its `rotated` entry) and decrypts it. `what` names it in messages ("facts",
+/// "globals").
 pub async fn open(
     store: &dyn ObjectStore,
     identities: &Identities,
     object: &StoredObject,
+    rotated: Option<&StoredObject>,
     what: &str,
 ) -> Result<Vec<u8>> {
     let sealed = store.get(&object.key).await?;
     let digest = Digest::of(&sealed);
-    if digest.sha256_hex() != object.sha256 || digest.bytes != object.size_bytes {
+    if !object.matches(rotated, digest.bytes, &digest.sha256_hex()) {
         return Err(Error::Integrity(format!(
             "the {what} object `{}` does not match its manifest ({} bytes, sha256 {}; \
              expected {} bytes, sha256 {}): it was altered or damaged in the repository",
@@ -67,7 +69,8 @@ pub async fn read_facts(
     backup: &Manifest,
 ) -> Result<DumpFacts> {
     check_identity(backup, identities)?;
-    let facts_json = open(store, identities, &backup.facts, "facts").await?;
+    let rotated = backup.encryption.rotated(&backup.facts.key);
+    let facts_json = open(store, identities, &backup.facts, rotated, "facts").await?;
     serde_json::from_slice(&facts_json).map_err(|e| {
         Error::Integrity(format!(
             "the facts of backup {} are not readable: {e}",
@@ -82,7 +85,8 @@ pub async fn read_globals(
     identities: &Identities,
     backup: &Manifest,
 ) -> Result<String> {
-    let sql = open(store, identities, &backup.globals, "globals").await?;
+    let rotated = backup.encryption.rotated(&backup.globals.key);
+    let sql = open(store, identities, &backup.globals, rotated, "globals").await?;
     Ok(String::from_utf8_lossy(&sql).into_owned())
 }
 
@@ -90,7 +94,7 @@ pub async fn read_globals(
 pub fn check_identity(backup: &Manifest, identities: &Identities) -> Result<()> {
     check_recipients(
         &format!("backup {}", backup.id),
-        &backup.encryption.recipients,
+        &backup.encryption.readers(),
         identities,
     )
 }

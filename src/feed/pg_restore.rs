@@ -78,7 +78,7 @@ impl Feed {
         run.target.pass_secrets(&mut command)?;
         self.progress
             .phase(&format!("restoring backup {} into `{into}`", backup.id));
-        let source = Source::dump(&backup.id, &backup.dump);
+        let source = Source::dump(&backup.id, &backup.dump, &backup.encryption);
         let clock = PhaseClock::start();
         match run.jobs {
             None => self.stream_into_pg_restore(source, command, clock).await,

@@ -312,6 +312,7 @@ async fn extract(feed: &Feed, base: &BaseManifest, pgdata: &Path, owner: Owner) 
             bytes: Some(base.data.stored.size_bytes),
             sha256: Some(&base.data.stored.sha256),
         },
+        rotated: base.encryption.rotated(&base.data.stored.key),
         raw: Known {
             bytes: Some(base.data.raw_bytes),
             sha256: Some(&base.data.raw_sha256),

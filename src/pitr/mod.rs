@@ -94,7 +94,7 @@ pub async fn prepare(
 ) -> Result<Prepared> {
     crate::catalog::sealed::check_recipients(
         &format!("base backup {}", base.id),
-        &base.encryption.recipients,
+        &base.encryption.readers(),
         identities,
     )?;
     hold(config, base, progress, RESTORE_LOCK).await

@@ -98,7 +98,7 @@ impl BaseVerifyJob {
         ));
         crate::catalog::sealed::check_recipients(
             &format!("base backup {}", base.id),
-            &base.encryption.recipients,
+            &base.encryption.readers(),
             &self.identities,
         )?;
         let mut collected = Collected::default();

@@ -393,6 +393,7 @@ pub async fn fetch(feed: &Feed, system_id: u64, file_name: &str, dest: &Path) ->
     let source = Source {
         owner: format!("WAL file {file_name}"),
         key: &object.key,
+        rotated: None,
         stored: Known {
             bytes: Some(object.size),
             sha256: None,
