@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 
 /// The recipients a backup is encrypted to, with their canonical `age1...` text kept for
 /// the manifest (so a reader can be told which keys would open a backup).
+#[derive(Clone)]
 pub struct Recipients {
     keys: Vec<age::x25519::Recipient>,
 }
