@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod drill;
 pub mod exit;
 pub mod keygen;
+pub mod keys;
 pub mod list;
 pub mod pin;
 pub mod progress;
@@ -59,6 +60,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Create a new age identity (private key file, mode 0600) and print its recipient.
     Keygen(keygen::Args),
+    /// Rotate existing backups to the configured recipients, or audit who can open them.
+    Keys(keys::Args),
     /// Back up every configured database (or one) into the repository.
     Backup(backup::Args),
     /// A labelled, pinned backup: a checkpoint before a risky change.
@@ -112,6 +115,7 @@ pub fn load_config(path: &Path) -> Result<Config, vault::Error> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Keygen(args) => keygen::run(args),
+        Command::Keys(args) => keys::run(&cli.config, args).await,
         Command::Backup(args) => backup::run(&cli.config, args).await,
         Command::Snapshot(args) => snapshot::run(&cli.config, args).await,
         Command::List(args) => list::run(&cli.config, args).await,

@@ -125,14 +125,20 @@ impl Header {
                     len: at + line.len() + 1,
                 });
             } else {
-                return Err(HeaderError::Malformed("a line is neither a stanza nor the MAC"));
+                return Err(HeaderError::Malformed(
+                    "a line is neither a stanza nor the MAC",
+                ));
             }
         }
     }
 
     /// The file key, unwrapped by one of `identities` and proven by the header's MAC over
     /// `original` (the bytes this header was parsed from: the MAC covers them as stored).
-    pub fn file_key(&self, identities: &Identities, original: &[u8]) -> Result<FileKey, HeaderError> {
+    pub fn file_key(
+        &self,
+        identities: &Identities,
+        original: &[u8],
+    ) -> Result<FileKey, HeaderError> {
         let file_key = identities
             .keys
             .iter()
@@ -262,7 +268,10 @@ mod tests {
             new.extend_from_slice(&old[header.len..]);
             assert_eq!(Header::parse(&new).unwrap().len, new_len);
             assert_eq!(decrypt(&new, b.clone()).unwrap(), plain, "size {size}");
-            assert!(decrypt(&new, a.clone()).is_err(), "the removed key must not open it");
+            assert!(
+                decrypt(&new, a.clone()).is_err(),
+                "the removed key must not open it"
+            );
             assert_eq!(authenticate(&new[..], &file_key).unwrap(), size as u64);
         }
     }
@@ -297,9 +306,7 @@ mod tests {
         let old = encrypt(b"hello", &only_a);
         let header = Header::parse(&old).unwrap();
         assert_eq!(
-            header
-                .file_key(&Identities::from_keys(vec![b]), &old)
-                .err(),
+            header.file_key(&Identities::from_keys(vec![b]), &old).err(),
             Some(HeaderError::NoIdentity)
         );
         assert_eq!(Header::parse(b"PGDMP").err(), Some(HeaderError::NotAge));

@@ -66,7 +66,10 @@ pub fn audit(configured: &[Labelled], logical: &[Manifest], base: &[BaseManifest
     let backups: Vec<AuditedBackup> = logical
         .iter()
         .map(|m| audited(m, m.started_at, &name, configured))
-        .chain(base.iter().map(|b| audited(b, b.started_at, &name, configured)))
+        .chain(
+            base.iter()
+                .map(|b| audited(b, b.started_at, &name, configured)),
+        )
         .collect();
     let unopenable = backups
         .iter()
@@ -147,20 +150,36 @@ mod tests {
     #[test]
     fn names_who_opens_what_and_what_nobody_configured_opens() {
         let configured = [labelled("B", Some("break-glass")), labelled("C", None)];
-        let logical = [backup("old", &["A"]), backup("mid", &["A", "B"]), backup("new", &["B", "C"])];
+        let logical = [
+            backup("old", &["A"]),
+            backup("mid", &["A", "B"]),
+            backup("new", &["B", "C"]),
+        ];
         let audit = audit(&configured, &logical, &[]);
         assert!(!audit.ok());
         assert_eq!(audit.unopenable, vec!["logical demo old".to_string()]);
         let mid = &audit.backups[1];
         assert_eq!(
-            mid.readable_by.iter().map(|k| (k.key.as_str(), k.configured)).collect::<Vec<_>>(),
+            mid.readable_by
+                .iter()
+                .map(|k| (k.key.as_str(), k.configured))
+                .collect::<Vec<_>>(),
             [("A", false), ("B", true)]
         );
         assert_eq!(mid.readable_by[1].label.as_deref(), Some("break-glass"));
-        assert_eq!(mid.missing.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(), ["C"]);
+        assert_eq!(
+            mid.missing
+                .iter()
+                .map(|k| k.key.as_str())
+                .collect::<Vec<_>>(),
+            ["C"]
+        );
         assert!(audit.backups[2].missing.is_empty());
-        let missing: Vec<(&str, usize)> =
-            audit.missing.iter().map(|(k, n)| (k.key.as_str(), *n)).collect();
+        let missing: Vec<(&str, usize)> = audit
+            .missing
+            .iter()
+            .map(|(k, n)| (k.key.as_str(), *n))
+            .collect();
         assert_eq!(missing, [("B", 1), ("C", 2)]);
     }
 

@@ -29,7 +29,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::catalog::base::{BaseManifest, base_data_prefix, base_manifest_key};
-use crate::catalog::{EncryptionInfo, Manifest, PendingRotation, StoredObject, data_prefix, manifest_key};
+use crate::catalog::{
+    EncryptionInfo, Manifest, PendingRotation, StoredObject, data_prefix, manifest_key,
+};
 use crate::error::{Error, Result};
 use crate::keys::header::{self, Header, HeaderError, MAX_HEADER_BYTES};
 use crate::keys::{Identities, Recipients};
@@ -162,6 +164,9 @@ pub struct BackupRotation {
     pub resumed: bool,
     pub objects: Vec<ObjectRotation>,
     pub seconds: f64,
+    /// The exit code of the error behind `Failed`.
+    #[serde(skip)]
+    pub failure_code: Option<u8>,
 }
 
 impl BackupRotation {
@@ -217,10 +222,14 @@ impl RotationJob {
             resumed: manifest.encryption().rotation.is_some(),
             objects: Vec::new(),
             seconds: 0.0,
+            failure_code: None,
         };
         report.outcome = match self.rotate_passes(manifest, &mut report.objects).await {
             Ok(outcome) => outcome,
-            Err(e) => Outcome::Failed(e.to_string()),
+            Err(e) => {
+                report.failure_code = Some(e.exit_code());
+                Outcome::Failed(e.to_string())
+            }
         };
         report.seconds = started.elapsed().as_secs_f64();
         report
@@ -351,8 +360,8 @@ impl RotationJob {
                         .await?;
                     if !replaced.server_side {
                         self.progress.warn(&format!(
-                            "{} cannot copy byte ranges server-side (UploadPartCopy); `{}` \
-                             was sent again whole ({} bytes)",
+                            "{} cannot copy byte ranges itself (S3 UploadPartCopy); `{}` \
+                             was written again whole ({} bytes)",
                             self.store.location(),
                             entry.key,
                             replaced.uploaded_bytes
@@ -485,9 +494,8 @@ impl RotationJob {
     }
 
     fn seal_again(&self, key: &str, stored: &[u8], to: &Recipients) -> Result<Vec<u8>> {
-        let plain = pipeline::decrypt_small(stored, &self.identities).map_err(|e| {
-            Error::Integrity(format!("cannot decrypt `{key}` to rotate it: {e}"))
-        })?;
+        let plain = pipeline::decrypt_small(stored, &self.identities)
+            .map_err(|e| Error::Integrity(format!("cannot decrypt `{key}` to rotate it: {e}")))?;
         pipeline::encrypt_small(&plain, to)
             .map_err(|e| Error::io(format!("encrypting `{key}` again failed"), e))
     }
@@ -564,9 +572,12 @@ fn rewrap_stream(
     };
     let head = header::wrap(&file_key, to);
     let tail = start.split_off(old_header_len);
-    let mut new = HashingReader::new(
-        Cursor::new(head.clone()).chain(Cursor::new(tail)).chain(Counted { inner: old, progress }),
-    );
+    let mut new = HashingReader::new(Cursor::new(head.clone()).chain(Cursor::new(tail)).chain(
+        Counted {
+            inner: old,
+            progress,
+        },
+    ));
     let authenticated = header::authenticate(&mut new, &file_key);
     // Whatever follows (nothing, in an intact file) is still part of both digests.
     io::copy(&mut new, &mut io::sink())?;
@@ -658,12 +669,19 @@ mod tests {
 
         let read = rewrap_stream(&old[..], &b_ids, &only_b, &Silent).unwrap();
         assert_eq!(read.old, Digest::of(&old), "hashed whole without a key");
-        assert!(read.rewrapped.err().unwrap().contains("none of the identities"));
+        assert!(
+            read.rewrapped
+                .err()
+                .unwrap()
+                .contains("none of the identities")
+        );
     }
 
     /// A sealed object and its manifest entry in a memory store.
     async fn stored(store: &MemoryStore, key: &str, plain: &[u8], to: &Recipients) -> StoredObject {
-        crate::catalog::sealed::seal(store, key, plain, to).await.unwrap()
+        crate::catalog::sealed::seal(store, key, plain, to)
+            .await
+            .unwrap()
     }
 
     #[tokio::test]
@@ -674,10 +692,16 @@ mod tests {
         let mut manifest =
             Manifest::from_json(include_bytes!("../../fixtures/manifests/v1.json"), "v1").unwrap();
         let prefix = data_prefix(&manifest.database, &manifest.id);
-        manifest.dump.stored =
-            stored(&store, &format!("{prefix}dump.pgdump.zst.age"), &[1; 200_000], &only_a).await;
+        manifest.dump.stored = stored(
+            &store,
+            &format!("{prefix}dump.pgdump.zst.age"),
+            &[1; 200_000],
+            &only_a,
+        )
+        .await;
         manifest.facts = stored(&store, &format!("{prefix}facts.json.age"), b"{}", &only_a).await;
-        manifest.globals = stored(&store, &format!("{prefix}globals.sql.age"), b"--", &only_a).await;
+        manifest.globals =
+            stored(&store, &format!("{prefix}globals.sql.age"), b"--", &only_a).await;
         manifest.encryption.recipients = only_a.public_keys();
         let job = RotationJob {
             store: store.clone(),
@@ -691,7 +715,12 @@ mod tests {
         // As a run killed after replacing the dump would leave it: the pending rotation in
         // the manifest, the dump at its new digest, facts and globals at their old ones.
         let mut objects = Vec::new();
-        let Prepared::Header { head, keep_from, old, new } = job
+        let Prepared::Header {
+            head,
+            keep_from,
+            old,
+            new,
+        } = job
             .prepare_large(&manifest.dump.stored, None, &only_b)
             .await
             .unwrap()
@@ -722,7 +751,10 @@ mod tests {
         let ids_b = Identities::from_keys(vec![b.clone()]);
         let dump = store.get(&new.key).await.unwrap();
         assert!(new.matches(None, dump.len() as u64, &Digest::of(&dump).sha256_hex()));
-        assert_eq!(pipeline::decrypt_small(&dump, &ids_b).unwrap(), vec![1; 200_000]);
+        assert_eq!(
+            pipeline::decrypt_small(&dump, &ids_b).unwrap(),
+            vec![1; 200_000]
+        );
         // Readers accept the half-rotated backup: facts at the old digest still open.
         crate::catalog::sealed::read_globals(store.as_ref(), &job.identities, &pending)
             .await
@@ -735,7 +767,10 @@ mod tests {
         assert_eq!(objects[0], (new.key.clone(), "done"), "{objects:?}");
         assert_eq!(objects[1].1, "sealed");
         let done: Manifest = Manifest::from_json(
-            &store.get(&manifest_key(&manifest.database, &manifest.id)).await.unwrap(),
+            &store
+                .get(&manifest_key(&manifest.database, &manifest.id))
+                .await
+                .unwrap(),
             "m",
         )
         .unwrap();

@@ -132,6 +132,10 @@ pub trait ObjectStore: Send + Sync {
     async fn probe(&self) -> Result<()>;
 }
 
+/// The fault-injection point (`VAULT_FAULT_KILL_AT`) of a server-side replacement whose new
+/// upload has started (its first part stored) and is not complete.
+pub const REPLACE_STARTED: &str = "replace-started";
+
 /// [`ObjectStore::replace_head`] by streaming: the kept bytes are downloaded and uploaded
 /// again behind the new head, and the upload commits only if every one of them arrived.
 pub(crate) async fn replace_by_streaming<S: ObjectStore + ?Sized>(
@@ -320,12 +324,18 @@ pub(crate) mod contract {
         expected.extend_from_slice(&body[100..]);
         let stored = store.get("r/object").await.unwrap();
         assert_eq!(stored.len(), expected.len());
-        assert!(stored[..] == expected[..], "new head then the old bytes from 100 on");
+        assert!(
+            stored[..] == expected[..],
+            "new head then the old bytes from 100 on"
+        );
         assert_eq!(
             replaced.uploaded_bytes + replaced.copied_bytes,
             expected.len() as u64
         );
-        assert_eq!(store.head("r/object").await.unwrap().size, expected.len() as u64);
+        assert_eq!(
+            store.head("r/object").await.unwrap().size,
+            expected.len() as u64
+        );
         assert!(store.head("r/missing").await.is_err());
         assert_eq!(keys_under(store, "r/").await, vec!["r/object".to_string()]);
     }

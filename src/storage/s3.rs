@@ -470,8 +470,9 @@ impl S3Store {
             .await
             .map_err(CopyFailed::Other)?;
         let mut completed = vec![one];
-        let source = utf8_percent_encode(&format!("{}/{full}", self.bucket), COPY_SOURCE)
-            .to_string();
+        crate::fault::point(super::REPLACE_STARTED);
+        let source =
+            utf8_percent_encode(&format!("{}/{full}", self.bucket), COPY_SOURCE).to_string();
         let mut in_flight = JoinSet::new();
         for number in 2..=layout.parts() {
             while in_flight.len() >= COPIES_IN_FLIGHT {
@@ -990,7 +991,10 @@ mod tests {
         let old = store.head(key).await.unwrap();
         assert!(old.etag.is_some());
         let head = Bytes::from(vec![b'H'; 300]);
-        let replaced = store.replace_head(key, head.clone(), 200, &old).await.unwrap();
+        let replaced = store
+            .replace_head(key, head.clone(), 200, &old)
+            .await
+            .unwrap();
         let stored = store.get(key).await.unwrap();
         assert_eq!(stored.len(), body.len() + 100);
         assert!(stored[..300] == head[..] && stored[300..] == body[200..]);

@@ -9,6 +9,7 @@
 //! | `run` | running the vault binary and stock tools |
 //! | `fingerprint` | comparing databases by content |
 //! | `webhook` | alert receivers and the test CA |
+//! | `proxy` | a proxy in front of the S3 server counting what clients send |
 //!
 //! Everything is torn down on drop, also when a test panics.
 #![allow(dead_code)] // each test binary uses a different part of the harness
@@ -16,6 +17,7 @@
 mod archiving;
 mod cluster;
 mod fingerprint;
+mod proxy;
 mod run;
 mod s3;
 mod webhook;
@@ -28,6 +30,8 @@ pub use archiving::*;
 pub use cluster::*;
 #[allow(unused_imports)]
 pub use fingerprint::*;
+#[allow(unused_imports)]
+pub use proxy::*;
 #[allow(unused_imports)]
 pub use run::*;
 #[allow(unused_imports)]

@@ -71,9 +71,19 @@ impl S3Env {
         })
     }
 
+    /// The moto S3 server the suite started, with a new plain bucket: the second S3
+    /// implementation.
+    pub fn moto(test: &str) -> S3Env {
+        Self::moto_bucket(test, false)
+    }
+
     /// The moto S3 server the suite started (`VAULT_TEST_MOTO_ENDPOINT`), with a new bucket
     /// that has Object Lock enabled: the second S3 implementation, for Object Lock.
     pub fn moto_with_object_lock(test: &str) -> S3Env {
+        Self::moto_bucket(test, true)
+    }
+
+    fn moto_bucket(test: &str, object_lock: bool) -> S3Env {
         let endpoint = std::env::var("VAULT_TEST_MOTO_ENDPOINT").expect(
             "VAULT_TEST_MOTO_ENDPOINT is not set: run the suite with scripts/test, which starts \
              moto's S3 server",
@@ -89,7 +99,7 @@ impl S3Env {
             env.client()
                 .create_bucket()
                 .bucket(&env.bucket)
-                .object_lock_enabled_for_bucket(true)
+                .object_lock_enabled_for_bucket(object_lock)
                 .send()
                 .await
                 .expect("create a bucket with Object Lock on moto");
@@ -206,6 +216,29 @@ impl S3Env {
                 }
             }
             keys
+        })
+    }
+
+    /// Every key under `prefix` with its ETag: what changed, what did not.
+    pub fn etags(&self, prefix: &str) -> Vec<(String, String)> {
+        block_on(async {
+            let mut out = Vec::new();
+            let mut pages = self
+                .client()
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                for o in page.expect("list objects").contents() {
+                    out.push((
+                        o.key().unwrap().to_string(),
+                        o.e_tag().unwrap_or_default().to_string(),
+                    ));
+                }
+            }
+            out
         })
     }
 
