@@ -19,15 +19,6 @@ const LARGE_TABLE: &str = "CREATE TABLE blobs AS SELECT g AS id, \
      FROM generate_series(1, 700000) g";
 const PART: u64 = 5 * 1024 * 1024;
 
-/// A new identity in the workspace; returns (its file, its recipient).
-fn keygen(ws: &Workspace, name: &str) -> (PathBuf, String) {
-    let path = ws.path(name);
-    let recipient = run_ok(vault_cmd(None).args(["keygen", "--output"]).arg(&path))
-        .trim()
-        .to_string();
-    (path, recipient)
-}
-
 /// Writes a config under its own name (a workspace holds several here).
 fn config_as(ws: &Workspace, name: &str, builder: ConfigBuilder<'_>) -> PathBuf {
     let path = ws.path(name);
@@ -110,20 +101,6 @@ fn recipients_of(entry: &Value) -> Vec<String> {
     )
 }
 
-/// Whether stock `age -d -i identity` opens `file`.
-fn age_opens(identity: &Path, file: &Path) -> bool {
-    std::process::Command::new("age")
-        .arg("-d")
-        .arg("-i")
-        .arg(identity)
-        .arg(file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-}
-
 /// The stored objects of backup `id` of `app` (dump, facts, globals, verify reports).
 fn sealed_objects(s3: &S3Env, prefix: &str, id: &str) -> Vec<String> {
     s3.keys(&format!("{prefix}/data/app/{id}/"))
@@ -136,8 +113,8 @@ fn rotation_on(s3: S3Env, test: &str) {
     let pg = cluster_with("app", LARGE_TABLE);
     let ws = Workspace::new();
     let a = (ws.identity.clone(), ws.recipient.clone());
-    let b = keygen(&ws, "b.txt");
-    let c = keygen(&ws, "c.txt");
+    let b = ws.keygen("b.txt");
+    let c = ws.keygen("c.txt");
     let prefix = unique_prefix(test);
     let tmp = private_tmp();
     // Every request of the rotation goes through the counting proxy.
@@ -295,8 +272,8 @@ fn killed_rotations_on(s3: S3Env, test: &str) {
     let pg = cluster_with("app", &LARGE_TABLE.replace("700000", "400000"));
     let source = content_fingerprint(&pg, "app");
     let ws = Workspace::new();
-    let b = keygen(&ws, "b.txt");
-    let c = keygen(&ws, "c.txt");
+    let b = ws.keygen("b.txt");
+    let c = ws.keygen("c.txt");
     let prefix = unique_prefix(test);
     let configure = |name: &str, recipients: &[&str]| {
         config_as(
@@ -395,7 +372,7 @@ fn a_damaged_dump_is_not_rotated_and_the_others_are() {
     let pg = cluster();
     seed_fixture(&pg, "app");
     let ws = Workspace::new();
-    let b = keygen(&ws, "b.txt");
+    let b = ws.keygen("b.txt");
     let prefix = unique_prefix("rotate-damaged");
     let old = config_as(
         &ws,
@@ -458,7 +435,7 @@ fn object_lock_keeps_a_backup_as_it_is_and_says_until_when() {
         "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g",
     );
     let ws = Workspace::new();
-    let b = keygen(&ws, "b.txt");
+    let b = ws.keygen("b.txt");
     let repository = format!(
         "url = \"s3://{}/vault\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
          object_lock = {{ mode = \"COMPLIANCE\", days = 1 }}",
@@ -499,7 +476,7 @@ fn a_directory_repository_is_rotated_by_writing_each_object_again() {
         "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g",
     );
     let ws = Workspace::new();
-    let b = keygen(&ws, "b.txt");
+    let b = ws.keygen("b.txt");
     let repo = ws.path("repo");
     let old = config_as(
         &ws,

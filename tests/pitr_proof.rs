@@ -533,3 +533,87 @@ fn a_copy_archives_only_where_the_operator_says_and_never_into_this_repository()
     }
     assert_eq!(s3.keys(&format!("{prefix}/")), before);
 }
+
+/// `vault keys rotate` moves the base backup, its verify report and every archived WAL file
+/// to the new key: stock age opens them with it and no longer with the old one, the
+/// recovery window keeps its times, and with only the new identity `verify --base
+/// --through-archive` recovers the cluster through the whole archive.
+#[test]
+fn a_rotated_base_backup_and_its_wal_recover_with_only_the_new_key() {
+    let (s3, prefix, ws, pg, _archive) = archived_base_backup("pitr-rotate");
+    let sysid = system_identifier(&pg);
+    let tmp = private_tmp();
+    let old = operator_config(&ws, &pg, &s3, &prefix, &[]);
+    run_ok(
+        vault_cmd(Some(&old))
+            .env("TMPDIR", tmp.path())
+            .args(["verify", "--base"]),
+    );
+    let window = |config: &Path| {
+        let out = run_ok(vault_cmd(Some(config)).args(["list", "--pitr", "--json"]));
+        let pitr: serde_json::Value = serde_json::from_str(&out).unwrap();
+        pitr[0]["window"].clone()
+    };
+    let before = window(&old);
+    let (c, c_recipient) = ws.keygen("c.txt");
+    let rotate = ws
+        .configure(&pg.url("postgres"))
+        .s3(&s3, &prefix)
+        .state_dir(&ws.path("state"))
+        .recipients(&[&c_recipient])
+        .text();
+    let rotate_config = ws.path("rotate.toml");
+    std::fs::write(&rotate_config, rotate).unwrap();
+    let out = run_ok(vault_cmd(Some(&rotate_config)).args(["keys", "rotate", "--json"]));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["backups"][0]["kind"], "base", "{report:#}");
+    assert_eq!(report["backups"][0]["outcome"], "rotated", "{report:#}");
+    let wal = &report["wal"][0];
+    assert_eq!(wal["system_identifier"], sysid.as_str());
+    let files = wal["files"].as_u64().unwrap();
+    assert!(files >= 2, "{wal:#}");
+    assert_eq!(wal["rotated"], files, "{wal:#}");
+    assert_eq!(
+        window(&rotate_config),
+        before,
+        "push times survive the rewrite"
+    );
+
+    let file = ws.path("object.age");
+    let objects: Vec<String> = s3
+        .keys(&format!("{prefix}/"))
+        .into_iter()
+        .filter(|k| k.ends_with(".age"))
+        .collect();
+    assert!(objects.iter().any(|k| k.ends_with("base.tar.zst.age")));
+    assert!(objects.iter().any(|k| k.ends_with(".full.json.age")));
+    for key in &objects {
+        std::fs::write(&file, s3.get_object(key)).unwrap();
+        assert!(age_opens(&c, &file), "C opens {key}");
+        assert!(
+            !age_opens(&ws.identity, &file),
+            "the old key no longer opens {key}"
+        );
+    }
+    // Again: every WAL file is known done by its header, nothing is rewritten.
+    let out = run_ok(vault_cmd(Some(&rotate_config)).args(["keys", "rotate", "--json"]));
+    let again: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(again["backups"][0]["outcome"], "unchanged");
+    assert_eq!(again["wal"][0]["unchanged"], files, "{again:#}");
+
+    let only_c = operator_config(&ws, &pg, &s3, &prefix, &[&orders_check(2)]);
+    let only_c_text = std::fs::read_to_string(&only_c)
+        .unwrap()
+        .replace(&ws.recipient, &c_recipient)
+        .replace(ws.identity.to_str().unwrap(), c.to_str().unwrap());
+    std::fs::write(&only_c, only_c_text).unwrap();
+    let out = run_ok(vault_cmd(Some(&only_c)).env("TMPDIR", tmp.path()).args([
+        "verify",
+        "--base",
+        "--through-archive",
+        "--json",
+    ]));
+    let verified: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(verified["passed"], true, "{verified:#}");
+    assert_eq!(check_named(&verified, "order count")["status"], "pass");
+}

@@ -11,6 +11,7 @@ use vault::catalog::{self, Listing};
 use vault::keys::{self, Recipients};
 use vault::lock::Lock;
 use vault::rotation::audit::{self, Audit, AuditKey};
+use vault::rotation::wal::WalRotation;
 use vault::rotation::{BackupRotation, Outcome, RotationJob};
 use vault::storage::ObjectStore;
 
@@ -79,6 +80,8 @@ struct RotateReport<'a> {
     dry_run: bool,
     recipients: Vec<String>,
     backups: &'a [BackupRotation],
+    /// Per cluster, its archived WAL files (none with --database).
+    wal: &'a [WalRotation],
     /// Manifests that could not be read (those backups were not looked at).
     unreadable: Vec<String>,
 }
@@ -106,6 +109,13 @@ async fn rotate(config_path: &Path, args: RotateArgs) -> anyhow::Result<()> {
     for manifest in base.backups {
         reports.push(job.rotate(manifest).await);
     }
+    let mut wal = Vec::new();
+    if args.database.is_none() {
+        let clusters = vault::wal::archive::Archive::list_all(job.store.as_ref()).await?;
+        for system_id in clusters.into_keys() {
+            wal.push(job.rotate_wal(system_id).await?);
+        }
+    }
     progress.finish();
     let unreadable: Vec<String> = logical
         .unreadable
@@ -118,11 +128,13 @@ async fn rotate(config_path: &Path, args: RotateArgs) -> anyhow::Result<()> {
             dry_run: args.dry_run,
             recipients: job.target.public_keys(),
             backups: &reports,
+            wal: &wal,
             unreadable: unreadable.clone(),
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_rotation(&reports, args.dry_run, &job.target.public_keys());
+        print_wal(&wal, args.dry_run);
     }
     for e in &unreadable {
         eprintln!("warning: {e}");
@@ -143,6 +155,23 @@ async fn rotate(config_path: &Path, args: RotateArgs) -> anyhow::Result<()> {
             ),
         }
         .into());
+    }
+    let wal_failed: usize = wal.iter().map(|w| w.failed.len()).sum();
+    if let Some(code) = wal.iter().find_map(|w| w.failure_code) {
+        return Err(Exit {
+            code,
+            transient: false,
+            message: format!(
+                "{wal_failed} WAL file(s) were not rotated (each is as it was): see above"
+            ),
+        }
+        .into());
+    }
+    if !args.dry_run && wal.iter().any(|w| w.rotated > 0) {
+        eprintln!(
+            "`vault wal-push` on the database host encrypts new WAL to the recipients in its \
+             own config: give it the same encryption.recipients"
+        );
     }
     if !args.dry_run && reports.iter().any(|r| r.outcome == Outcome::Rotated) {
         eprintln!("the runbook lists each backup's recipients: regenerate it (`vault runbook`)");
@@ -189,6 +218,34 @@ fn print_rotation(reports: &[BackupRotation], dry_run: bool, to: &[String]) {
         count(|o| matches!(o, Outcome::Skipped(_))),
         count(|o| matches!(o, Outcome::Failed(_)))
     );
+}
+
+fn print_wal(wal: &[WalRotation], dry_run: bool) {
+    for w in wal {
+        if dry_run {
+            println!(
+                "would rotate WAL of cluster {}: up to {} files (those not already wrapped to \
+                 these recipients)",
+                w.system_identifier, w.files
+            );
+            continue;
+        }
+        println!(
+            "WAL of cluster {}: {} files, {} rotated, {} unchanged, {} locked, {} failed; {} \
+             uploaded, {:.1} s",
+            w.system_identifier,
+            w.files,
+            w.rotated,
+            w.unchanged,
+            w.locked.len(),
+            w.failed.len(),
+            bytes(w.uploaded_bytes),
+            w.seconds
+        );
+        for line in w.locked.iter().chain(&w.failed) {
+            println!("  {line}");
+        }
+    }
 }
 
 fn bytes(n: u64) -> String {

@@ -27,6 +27,10 @@ use super::{Identities, Recipients};
 const VERSION_LINE: &[u8] = b"age-encryption.org/v1\n";
 const MAC_MARK: &[u8] = b"---";
 const BODY_COLUMNS: usize = 64;
+/// The stanza vault adds to a header it rewrites, naming (by a fingerprint) the recipients
+/// it wraps to: a rotation run again knows which objects are done without opening them.
+/// Identities ignore stanzas they do not know (age.md: "MUST ignore unrecognized stanzas").
+pub const MARKER_TAG: &str = "vault-recipients";
 /// vault's headers are a few hundred bytes; this bounds what is read looking for the end.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
@@ -152,6 +156,12 @@ impl Header {
             .map_err(|_| HeaderError::BadMac)?;
         Ok(file_key)
     }
+
+    /// The recipients' fingerprint a rotation wrote into this header, if one did.
+    pub fn marker(&self) -> Option<&str> {
+        let stanza = self.stanzas.iter().find(|s| s.tag == MARKER_TAG)?;
+        stanza.args.first().map(String::as_str)
+    }
 }
 
 /// The line starting at `at`, without its `\n`.
@@ -180,6 +190,11 @@ pub fn wrap(file_key: &FileKey, recipients: &Recipients) -> Vec<u8> {
                 .0
         })
         .collect();
+    stanzas.push(Stanza {
+        tag: MARKER_TAG.to_string(),
+        args: vec![recipients.fingerprint()],
+        body: Vec::new(),
+    });
     stanzas.push(age_core::format::grease_the_joint());
     let mut out = VERSION_LINE.to_vec();
     for stanza in &stanzas {
@@ -266,7 +281,10 @@ mod tests {
             let mut new = wrap(&file_key, &only_b);
             let new_len = new.len();
             new.extend_from_slice(&old[header.len..]);
-            assert_eq!(Header::parse(&new).unwrap().len, new_len);
+            let parsed = Header::parse(&new).unwrap();
+            assert_eq!(parsed.len, new_len);
+            assert_eq!(parsed.marker(), Some(only_b.fingerprint().as_str()));
+            assert_eq!(header.marker(), None, "the age crate writes no marker");
             assert_eq!(decrypt(&new, b.clone()).unwrap(), plain, "size {size}");
             assert!(
                 decrypt(&new, a.clone()).is_err(),

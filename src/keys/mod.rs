@@ -118,6 +118,16 @@ impl Recipients {
         self.keys.iter().map(|k| k.to_string()).collect()
     }
 
+    /// A short name of this set of recipients, whatever their order: the first 16 hex
+    /// digits of the sha256 of their sorted keys.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let mut keys = self.public_keys();
+        keys.sort();
+        let digest = sha2::Sha256::digest(keys.join("\n").as_bytes());
+        hex::encode(&digest[..8])
+    }
+
     /// An encryptor to every recipient.
     pub fn encryptor(&self) -> age::Encryptor {
         age::Encryptor::with_recipients(self.keys.iter().map(|k| k as &dyn age::Recipient))

@@ -19,6 +19,7 @@
 //! An unfinished S3 multipart upload it left is garbage `vault prune` removes.
 
 pub mod audit;
+pub mod wal;
 
 use std::io::{self, Cursor, Read};
 use std::sync::Arc;

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::position::{Segment, SegmentSize};
 use super::{WAL_PREFIX, WalKind, WalName};
@@ -35,6 +36,37 @@ pub fn cluster_prefix(system_id: u64) -> String {
     format!("{WAL_PREFIX}{system_id}/")
 }
 
+/// Where `vault keys rotate` keeps the push times of the WAL files it rewrote: rewriting an
+/// object gives it a new modification time, but the archive's times must stay the times
+/// PostgreSQL archived each file (recovery windows, the prefetch's end, staleness).
+pub fn push_times_key(system_id: u64) -> String {
+    format!("{}{PUSH_TIMES}", cluster_prefix(system_id))
+}
+
+const PUSH_TIMES: &str = "pushed-at.json";
+
+/// The push times of rewritten WAL objects, by key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushTimes {
+    pub format_version: u32,
+    pub pushed_at: BTreeMap<String, DateTime<Utc>>,
+}
+
+impl PushTimes {
+    pub async fn read(store: &dyn ObjectStore, system_id: u64) -> Result<PushTimes> {
+        let key = push_times_key(system_id);
+        if store.list(&key).await?.iter().all(|o| o.key != key) {
+            return Ok(PushTimes::default());
+        }
+        crate::catalog::read_versioned(&store.get(&key).await?, &key, "WAL push-time record", 1)
+    }
+
+    pub async fn write(&self, store: &dyn ObjectStore, system_id: u64) -> Result<()> {
+        let json = serde_json::to_vec(self).expect("push times serialize");
+        store.put(&push_times_key(system_id), json.into()).await
+    }
+}
+
 impl Archive {
     /// Lists the whole archive of `system_id`, or one of its folders (`0000000100000000`,
     /// `history`).
@@ -47,7 +79,28 @@ impl Archive {
             Some(folder) => format!("{}{folder}/", cluster_prefix(system_id)),
             None => cluster_prefix(system_id),
         };
-        Ok(Archive::from_objects(store.list(&prefix).await?))
+        let mut archive = Archive::from_objects(store.list(&prefix).await?);
+        if folder.is_none() {
+            archive.apply_push_times(store, system_id).await?;
+        }
+        Ok(archive)
+    }
+
+    /// Gives the files a rotation rewrote their push times back (a listing shows when
+    /// the rewrite happened).
+    async fn apply_push_times(&mut self, store: &dyn ObjectStore, system_id: u64) -> Result<()> {
+        let key = push_times_key(system_id);
+        let Some(at) = self.foreign.iter().position(|k| *k == key) else {
+            return Ok(());
+        };
+        self.foreign.remove(at);
+        let times = PushTimes::read(store, system_id).await?;
+        for file in self.files.values_mut().flatten() {
+            if let Some(pushed) = times.pushed_at.get(&file.key) {
+                file.archived_at = Some(*pushed);
+            }
+        }
+        Ok(())
     }
 
     /// Every cluster's archive in the repository, by system identifier.
@@ -63,10 +116,13 @@ impl Archive {
                 by_cluster.entry(system_id).or_default().push(object);
             }
         }
-        Ok(by_cluster
-            .into_iter()
-            .map(|(id, objects)| (id, Archive::from_objects(objects)))
-            .collect())
+        let mut all = BTreeMap::new();
+        for (id, objects) in by_cluster {
+            let mut archive = Archive::from_objects(objects);
+            archive.apply_push_times(store, id).await?;
+            all.insert(id, archive);
+        }
+        Ok(all)
     }
 
     fn from_objects(objects: Vec<ObjectInfo>) -> Archive {
@@ -195,6 +251,25 @@ mod tests {
         assert_eq!(folder.files.len(), 1);
         let all = Archive::list_all(&store).await.unwrap();
         assert_eq!(all.keys().copied().collect::<Vec<_>>(), vec![7, 8]);
+        assert_eq!(all[&7], archive);
+
+        // A rewritten file keeps the time it was pushed, not the time of the rewrite.
+        let rewritten = archive.files["000000010000000000000001"][0].key.clone();
+        let pushed: DateTime<Utc> = "2026-11-01T03:00:00Z".parse().unwrap();
+        PushTimes {
+            format_version: 1,
+            pushed_at: [(rewritten, pushed)].into(),
+        }
+        .write(&store, 7)
+        .await
+        .unwrap();
+        let archive = Archive::list(&store, 7, None).await.unwrap();
+        assert_eq!(
+            archive.files["000000010000000000000001"][0].archived_at,
+            Some(pushed)
+        );
+        assert_eq!(archive.foreign.len(), 1, "the record is not a stray object");
+        let all = Archive::list_all(&store).await.unwrap();
         assert_eq!(all[&7], archive);
     }
 }

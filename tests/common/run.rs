@@ -121,6 +121,20 @@ pub fn list_json(config: &Path) -> Vec<serde_json::Value> {
     serde_json::from_slice(&out.stdout).expect("list --json prints JSON")
 }
 
+/// Whether stock `age -d -i identity` opens `file`.
+pub fn age_opens(identity: &Path, file: &Path) -> bool {
+    std::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(identity)
+        .arg(file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
 /// Runs a stock tool, failing the test with its stderr.
 pub fn run_tool(program: &str, args: &[&str]) -> Vec<u8> {
     let out = std::process::Command::new(program)

@@ -27,6 +27,15 @@ impl Workspace {
         }
     }
 
+    /// Another identity in the workspace: (its file, its recipient).
+    pub fn keygen(&self, name: &str) -> (PathBuf, String) {
+        let path = self.path(name);
+        let recipient = run_ok(vault_cmd(None).args(["keygen", "--output"]).arg(&path))
+            .trim()
+            .to_string();
+        (path, recipient)
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
