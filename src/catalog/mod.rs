@@ -410,6 +410,34 @@ mod tests {
         m
     }
 
+    /// A manifest without a pending rotation is written as before (no `rotation` key, so
+    /// the runbook's grep and older readers see format 1 unchanged); one with it reads back,
+    /// and its objects match either digest.
+    #[test]
+    fn a_pending_rotation_is_optional_and_accepts_both_digests() {
+        let mut m = dated("20261127T000000Z-aaaaaa");
+        let json = String::from_utf8(m.to_json()).unwrap();
+        assert!(!json.contains("rotation"), "{json}");
+        let mut rotated = m.dump.stored.clone();
+        rotated.sha256 = "ab".repeat(32);
+        rotated.size_bytes += 100;
+        m.encryption.rotation = Some(PendingRotation {
+            recipients: vec!["age1new".into()],
+            started_at: m.started_at,
+            objects: vec![rotated.clone()],
+        });
+        let back = Manifest::from_json(&m.to_json(), "m").unwrap();
+        assert_eq!(back, m);
+        let pending = back.encryption.rotated(&rotated.key);
+        assert_eq!(pending, Some(&rotated));
+        let old = &back.dump.stored;
+        assert!(old.matches(pending, old.size_bytes, &old.sha256));
+        assert!(old.matches(pending, rotated.size_bytes, &rotated.sha256));
+        assert!(!old.matches(pending, old.size_bytes, &rotated.sha256));
+        assert!(back.encryption.readers().contains(&"age1new".to_string()));
+        assert_eq!(back.encryption.rotated(&back.facts.key), None);
+    }
+
     #[test]
     fn at_picks_the_newest_backup_started_at_or_before_the_time() {
         let backups = vec![

@@ -242,8 +242,18 @@ fn print_wal(wal: &[WalRotation], dry_run: bool) {
             bytes(w.uploaded_bytes),
             w.seconds
         );
-        for line in w.locked.iter().chain(&w.failed) {
+        // Thousands of files can fail alike (a DB host encrypting to other keys): the
+        // first few say why, --json has them all.
+        const SHOWN: usize = 10;
+        let lines: Vec<&String> = w.locked.iter().chain(&w.failed).collect();
+        for line in lines.iter().take(SHOWN) {
             println!("  {line}");
+        }
+        if lines.len() > SHOWN {
+            println!(
+                "  … and {} more (--json lists them all)",
+                lines.len() - SHOWN
+            );
         }
     }
 }

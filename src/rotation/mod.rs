@@ -132,7 +132,7 @@ pub enum Outcome {
     Unchanged,
     /// `--dry-run`: what a rotation would do.
     WouldRotate,
-    /// Left as it is, and why (Object Lock, no identity opens it).
+    /// Left as it is, and why (S3 Object Lock).
     Skipped(String),
     /// An error stopped it; the backup is as it was, or in the pending state readers accept.
     Failed(String),
@@ -250,13 +250,11 @@ impl RotationJob {
         if let Some(reason) = self.locked(&manifest).await? {
             return Ok(Outcome::Skipped(reason));
         }
-        if let Err(e) = crate::catalog::sealed::check_recipients(
+        crate::catalog::sealed::check_recipients(
             &format!("{} backup {}", manifest.kind(), manifest.id()),
             &manifest.encryption().readers(),
             &self.identities,
-        ) {
-            return Ok(Outcome::Skipped(e.to_string()));
-        }
+        )?;
         if self.dry_run {
             return Ok(Outcome::WouldRotate);
         }
