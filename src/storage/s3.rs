@@ -198,6 +198,22 @@ impl S3Store {
         Ok(())
     }
 
+    /// HEAD of `key`; `action` says why in an error ("read the size of").
+    async fn head_object(
+        &self,
+        key: &str,
+        action: &str,
+    ) -> Result<aws_sdk_s3::operation::head_object::HeadObjectOutput> {
+        let full = self.full_key(key);
+        self.client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| self.explain(action, &full, e))
+    }
+
     /// Starts a GET of `key` from byte `offset`; returns the full key and the response with
     /// its body unread.
     async fn get_object(
@@ -734,15 +750,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn head(&self, key: &str) -> Result<super::ObjectHead> {
-        let full = self.full_key(key);
-        let head = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .send()
-            .await
-            .map_err(|e| self.explain("read the size of", &full, e))?;
+        let head = self.head_object(key, "read the size of").await?;
         Ok(super::ObjectHead {
             size: head.content_length().unwrap_or(0).max(0) as u64,
             etag: head.e_tag().map(str::to_string),
@@ -889,15 +897,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn locked_until(&self, key: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
-        let full = self.full_key(key);
-        let head = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .send()
-            .await
-            .map_err(|e| self.explain("read the retention of", &full, e))?;
+        let head = self.head_object(key, "read the retention of").await?;
         Ok(head.object_lock_retain_until_date().and_then(to_chrono))
     }
 

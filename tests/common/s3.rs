@@ -201,22 +201,7 @@ impl S3Env {
 
     /// Every key under `prefix`.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
-        block_on(async {
-            let mut keys = Vec::new();
-            let mut pages = self
-                .client()
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                for o in page.expect("list objects").contents() {
-                    keys.push(o.key().unwrap().to_string());
-                }
-            }
-            keys
-        })
+        self.etags(prefix).into_iter().map(|(key, _)| key).collect()
     }
 
     /// Every key under `prefix` with its ETag: what changed, what did not.
