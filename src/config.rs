@@ -15,6 +15,10 @@ use crate::error::{Error, Result};
 pub struct Config {
     pub source: SourceConfig,
     pub repository: RepositoryConfig,
+    /// `[repositories.<name>]`: more repositories (the DR site) that `vault copy` fills with
+    /// copies of the backups; every reading command can read one (`--repository NAME`).
+    #[serde(default)]
+    pub repositories: std::collections::BTreeMap<String, RepositoryConfig>,
     pub encryption: EncryptionConfig,
     #[serde(default)]
     pub compression: CompressionConfig,
@@ -337,6 +341,39 @@ pub struct RepositoryConfig {
     /// S3 Object Lock: every object vault stores gets this retention, so no one (vault
     /// included) can delete it earlier. The bucket must have Object Lock enabled.
     pub object_lock: Option<ObjectLockConfig>,
+    /// `[repositories.<name>.retention]`: what `vault prune` keeps in a copy repository
+    /// (default: the primary's `[retention]`). Not allowed in `[repository]`.
+    pub retention: Option<RetentionConfig>,
+}
+
+impl RepositoryConfig {
+    /// `section` names it in messages (`repository`, `repositories.dr`).
+    fn validate(&self, section: &str) -> Result<()> {
+        if self.part_size_mib < 5 || self.part_size_mib > 512 {
+            return Err(Error::Config(format!(
+                "{section}.part_size_mib = {} is out of range: S3 parts must be 5 to 512 MiB here",
+                self.part_size_mib
+            )));
+        }
+        if let Some(lock) = &self.object_lock
+            && lock.days == 0
+        {
+            return Err(Error::Config(format!(
+                "{section}.object_lock.days must be at least 1"
+            )));
+        }
+        if self.parts_in_flight == 0 || self.parts_in_flight > 32 {
+            return Err(Error::Config(format!(
+                "{section}.parts_in_flight must be between 1 and 32"
+            )));
+        }
+        if let Some(retention) = &self.retention {
+            retention.policy()?;
+            retention.garbage_grace()?;
+        }
+        crate::storage::locate(self)?;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -665,11 +702,33 @@ impl Config {
                 self.compression.level
             )));
         }
-        if self.repository.part_size_mib < 5 || self.repository.part_size_mib > 512 {
-            return Err(Error::Config(format!(
-                "repository.part_size_mib = {} is out of range: S3 parts must be 5 to 512 MiB here",
-                self.repository.part_size_mib
-            )));
+        self.repository.validate("repository")?;
+        if self.repository.retention.is_some() {
+            return Err(Error::Config(
+                "[repository.retention] is not a setting: the primary repository follows \
+                 [retention]; a retention of its own is for [repositories.<name>]"
+                    .into(),
+            ));
+        }
+        for (name, repository) in &self.repositories {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(Error::Config(format!(
+                    "[repositories.{name}]: a repository name is letters, digits, `-` and `_`"
+                )));
+            }
+            repository.validate(&format!("repositories.{name}"))?;
+            if repository.url == self.repository.url
+                && repository.endpoint == self.repository.endpoint
+            {
+                return Err(Error::Config(format!(
+                    "[repositories.{name}] is the primary repository itself (same url and \
+                     endpoint): a copy must live somewhere else"
+                )));
+            }
         }
         self.retention.policy()?;
         self.retention.garbage_grace()?;
@@ -682,19 +741,37 @@ impl Config {
         for notify in &self.notify {
             notify.validate()?;
         }
-        if let Some(lock) = &self.repository.object_lock
-            && lock.days == 0
-        {
-            return Err(Error::Config(
-                "repository.object_lock.days must be at least 1".into(),
-            ));
-        }
-        if self.repository.parts_in_flight == 0 || self.repository.parts_in_flight > 32 {
-            return Err(Error::Config(
-                "repository.parts_in_flight must be between 1 and 32".into(),
-            ));
-        }
         Ok(())
+    }
+
+    /// The copy repository `name`, or an error listing the configured ones.
+    pub fn copy_repository(&self, name: &str) -> Result<&RepositoryConfig> {
+        self.repositories.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.repositories.keys().map(String::as_str).collect();
+            Error::Config(format!(
+                "no repository `{name}` in {}: {}",
+                self.origin.display(),
+                if known.is_empty() {
+                    "add a [repositories.<name>] section".to_string()
+                } else {
+                    format!("configured: {}", known.join(", "))
+                }
+            ))
+        })
+    }
+
+    /// This configuration reading (and pruning) copy repository `name` instead of the
+    /// primary: `[repository]` becomes it, `[retention]` its own when it has one.
+    pub fn reading(mut self, name: &str) -> Result<Config> {
+        let chosen = self.copy_repository(name)?.clone();
+        if let Some(retention) = &chosen.retention {
+            self.retention = retention.clone();
+        }
+        self.repository = RepositoryConfig {
+            retention: None,
+            ..chosen
+        };
+        Ok(self)
     }
 
     /// The identity file to read backups with: `VAULT_IDENTITY_FILE` wins over the file.

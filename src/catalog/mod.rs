@@ -13,6 +13,9 @@
 
 pub mod base;
 pub mod sealed;
+mod stored;
+
+pub use stored::StoredBackup;
 
 use std::fmt;
 

@@ -6,8 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::Rotatable;
-use crate::catalog::Manifest;
+use crate::catalog::{Manifest, StoredBackup};
 use crate::catalog::base::BaseManifest;
 use crate::keys::Labelled;
 
@@ -95,7 +94,7 @@ pub fn audit(configured: &[Labelled], logical: &[Manifest], base: &[BaseManifest
     }
 }
 
-fn audited<M: Rotatable>(
+fn audited<M: StoredBackup>(
     manifest: &M,
     started_at: DateTime<Utc>,
     name: &impl Fn(&str) -> AuditKey,

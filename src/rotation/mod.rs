@@ -29,98 +29,13 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::base::{BaseManifest, base_data_prefix, base_manifest_key};
-use crate::catalog::{
-    EncryptionInfo, Manifest, PendingRotation, StoredObject, data_prefix, manifest_key,
-};
+use crate::catalog::{PendingRotation, StoredBackup, StoredObject};
 use crate::error::{Error, Result};
 use crate::keys::header::{self, Header, HeaderError, MAX_HEADER_BYTES};
 use crate::keys::{Identities, Recipients};
 use crate::pipeline::{self, Digest, HashingReader};
 use crate::progress::Progress;
 use crate::storage::{ObjectHead, ObjectStore, Replaced};
-
-/// A backup's manifest, as rotation sees it: recipients, the objects whose digests it
-/// records (the large one first), and where its verify reports are.
-pub trait Rotatable: Clone + Send + Sync {
-    fn kind(&self) -> &'static str;
-    /// The database, or `cluster <system identifier>`.
-    fn owner(&self) -> String;
-    fn id(&self) -> String;
-    fn manifest_key(&self) -> String;
-    fn prefix(&self) -> String;
-    fn encryption(&self) -> &EncryptionInfo;
-    fn encryption_mut(&mut self) -> &mut EncryptionInfo;
-    fn objects(&self) -> Vec<&StoredObject>;
-    fn objects_mut(&mut self) -> Vec<&mut StoredObject>;
-    fn to_json(&self) -> Vec<u8>;
-}
-
-impl Rotatable for Manifest {
-    fn kind(&self) -> &'static str {
-        "logical"
-    }
-    fn owner(&self) -> String {
-        self.database.clone()
-    }
-    fn id(&self) -> String {
-        self.id.to_string()
-    }
-    fn manifest_key(&self) -> String {
-        manifest_key(&self.database, &self.id)
-    }
-    fn prefix(&self) -> String {
-        data_prefix(&self.database, &self.id)
-    }
-    fn encryption(&self) -> &EncryptionInfo {
-        &self.encryption
-    }
-    fn encryption_mut(&mut self) -> &mut EncryptionInfo {
-        &mut self.encryption
-    }
-    fn objects(&self) -> Vec<&StoredObject> {
-        vec![&self.dump.stored, &self.facts, &self.globals]
-    }
-    fn objects_mut(&mut self) -> Vec<&mut StoredObject> {
-        vec![&mut self.dump.stored, &mut self.facts, &mut self.globals]
-    }
-    fn to_json(&self) -> Vec<u8> {
-        Manifest::to_json(self)
-    }
-}
-
-impl Rotatable for BaseManifest {
-    fn kind(&self) -> &'static str {
-        "base"
-    }
-    fn owner(&self) -> String {
-        crate::catalog::base::cluster_group(self.system_identifier)
-    }
-    fn id(&self) -> String {
-        self.id.to_string()
-    }
-    fn manifest_key(&self) -> String {
-        base_manifest_key(self.system_identifier, &self.id)
-    }
-    fn prefix(&self) -> String {
-        base_data_prefix(self.system_identifier, &self.id)
-    }
-    fn encryption(&self) -> &EncryptionInfo {
-        &self.encryption
-    }
-    fn encryption_mut(&mut self) -> &mut EncryptionInfo {
-        &mut self.encryption
-    }
-    fn objects(&self) -> Vec<&StoredObject> {
-        vec![&self.data.stored]
-    }
-    fn objects_mut(&mut self) -> Vec<&mut StoredObject> {
-        vec![&mut self.data.stored]
-    }
-    fn to_json(&self) -> Vec<u8> {
-        BaseManifest::to_json(self)
-    }
-}
 
 /// What happened to one backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -211,7 +126,7 @@ pub const AFTER_REPLACED: &str = "rotate-replaced";
 impl RotationJob {
     /// Rotates one backup (or says what it would do) and reports it; an error stops only
     /// this backup.
-    pub async fn rotate<M: Rotatable>(&self, manifest: M) -> BackupRotation {
+    pub async fn rotate<M: StoredBackup>(&self, manifest: M) -> BackupRotation {
         let started = Instant::now();
         let mut report = BackupRotation {
             kind: manifest.kind(),
@@ -236,7 +151,7 @@ impl RotationJob {
         report
     }
 
-    async fn rotate_passes<M: Rotatable>(
+    async fn rotate_passes<M: StoredBackup>(
         &self,
         mut manifest: M,
         objects: &mut Vec<ObjectRotation>,
@@ -281,7 +196,7 @@ impl RotationJob {
     }
 
     /// Until when Object Lock keeps the backup's large object, if that is still ahead.
-    async fn locked<M: Rotatable>(&self, manifest: &M) -> Result<Option<String>> {
+    async fn locked<M: StoredBackup>(&self, manifest: &M) -> Result<Option<String>> {
         let mut locked = Vec::new();
         for object in manifest.objects() {
             if let Some(until) = self.store.locked_until(&object.key).await?
@@ -303,7 +218,7 @@ impl RotationJob {
 
     /// One rotation of `manifest` to `to`: read and check everything, record the pending
     /// rotation, replace, record the result.
-    async fn one_pass<M: Rotatable>(
+    async fn one_pass<M: StoredBackup>(
         &self,
         mut manifest: M,
         to: &Recipients,
@@ -412,7 +327,7 @@ impl RotationJob {
         Ok(manifest)
     }
 
-    async fn write_manifest<M: Rotatable>(&self, manifest: &M) -> Result<()> {
+    async fn write_manifest<M: StoredBackup>(&self, manifest: &M) -> Result<()> {
         self.store
             .put(&manifest.manifest_key(), Bytes::from(manifest.to_json()))
             .await
@@ -501,7 +416,7 @@ impl RotationJob {
 
     /// The encrypted full verify reports beside the backup, sealed again. While a rotation
     /// is pending, one the identity cannot open was already rotated to keys it is not.
-    async fn prepare_reports<M: Rotatable>(
+    async fn prepare_reports<M: StoredBackup>(
         &self,
         manifest: &M,
         pending: bool,
@@ -638,6 +553,7 @@ fn damaged(object: &StoredObject, why: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::{Manifest, data_prefix, manifest_key};
     use crate::keys::test_key;
     use crate::progress::Silent;
     use crate::storage::memory::MemoryStore;

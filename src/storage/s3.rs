@@ -954,6 +954,7 @@ mod tests {
             part_size_mib,
             parts_in_flight: 2,
             object_lock: None,
+            retention: None,
         };
         let prefix = format!("unit/{:016x}", rand::random::<u64>());
         S3Store::connect(&config, &bucket, &prefix).await.unwrap()
