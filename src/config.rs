@@ -865,6 +865,44 @@ mod tests {
     }
 
     #[test]
+    fn copy_repositories_have_names_their_own_retention_and_live_elsewhere() {
+        let text = format!(
+            "{MINIMAL}\n[retention]\nkeep_within = \"7d\"\n[repositories.dr]\nurl = \"s3://dr/x\"\n\
+             [repositories.dr.retention]\nkeep_within = \"90d\"\n[repositories.tape]\nurl = \"/mnt/tape\"\n"
+        );
+        let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+        assert_eq!(config.repositories.len(), 2);
+        let dr = config.clone().reading("dr").unwrap();
+        assert_eq!(dr.repository.url, "s3://dr/x");
+        assert_eq!(dr.retention.keep_within, "90d");
+        let tape = config.clone().reading("tape").unwrap();
+        assert_eq!(tape.retention.keep_within, "7d", "the primary's by default");
+        let err = config.reading("nowhere").err().unwrap().to_string();
+        assert!(err.contains("configured: dr, tape"), "{err}");
+
+        let refused = |extra: &str, says: &str| {
+            let text = format!("{MINIMAL}\n{extra}\n");
+            let err = Config::parse(&text, Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{extra}: {err}");
+        };
+        refused("[repositories.\"d r\"]\nurl = \"/x\"", "letters, digits");
+        refused(
+            "[repositories.same]\nurl = \"/var/lib/vault\"",
+            "the primary repository itself",
+        );
+        refused(
+            "[repository.retention]\nkeep_within = \"1d\"",
+            "follows [retention]",
+        );
+        refused(
+            "[repositories.dr]\nurl = \"s3://dr\"\nparts_in_flight = 0",
+            "repositories.dr.parts_in_flight",
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let text = format!("{MINIMAL}\n[compression]\nlevle = 3\n");
         let err = Config::parse(&text, Path::new("t.toml")).unwrap_err();

@@ -11,6 +11,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod check;
 pub mod config;
+pub mod copy;
 pub mod daemon;
 pub mod drill;
 pub mod error;

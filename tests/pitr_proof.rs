@@ -617,3 +617,43 @@ fn a_rotated_base_backup_and_its_wal_recover_with_only_the_new_key() {
     assert_eq!(verified["passed"], true, "{verified:#}");
     assert_eq!(check_named(&verified, "order count")["status"], "pass");
 }
+
+/// `vault copy` takes the base backup and every archived WAL file to the copy repository,
+/// with their push times: its recovery window is the primary's.
+#[test]
+fn a_copy_holds_the_base_backup_and_the_wal_with_the_same_window() {
+    let (s3, prefix, ws, pg, _archive) = archived_base_backup("pitr-copy");
+    let dr = S3Env::moto("pitr-copy-dr");
+    let section = format!(
+        "[repositories.dr]\nurl = \"s3://{}/dr\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
+         force_path_style = true\npart_size_mib = 5",
+        dr.bucket, dr.endpoint
+    );
+    let config = operator_config(&ws, &pg, &s3, &prefix, &[&section]);
+    let out = run_ok(vault_cmd(Some(&config)).args(["copy", "--json"]));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let backups = report[0]["backups"].as_array().unwrap();
+    assert!(
+        backups
+            .iter()
+            .any(|b| b["kind"] == "base" && b["outcome"] == "copied"),
+        "{report:#}"
+    );
+    let wal = &report[0]["wal"][0];
+    assert!(wal["copied"].as_u64().unwrap() >= 2, "{report:#}");
+    assert_eq!(wal["copied"], wal["files"]);
+    let window = |args: &[&str]| {
+        let out = run_ok(vault_cmd(Some(&config)).args(args));
+        let pitr: serde_json::Value = serde_json::from_str(&out).unwrap();
+        pitr[0]["window"].clone()
+    };
+    let primary = window(&["list", "--pitr", "--json"]);
+    assert!(!primary.as_array().unwrap().is_empty());
+    assert_eq!(
+        window(&["--repository", "dr", "list", "--pitr", "--json"]),
+        primary
+    );
+    let again = run_ok(vault_cmd(Some(&config)).args(["copy", "--json"]));
+    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again[0]["wal"][0]["copied"], 0, "{again:#}");
+}

@@ -86,4 +86,3 @@ impl StoredBackup for BaseManifest {
         BaseManifest::to_json(self)
     }
 }
-

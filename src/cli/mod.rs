@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod base_backup;
 pub mod check;
+pub mod copy;
 pub mod daemon;
 pub mod drill;
 pub mod exit;
@@ -46,6 +47,12 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    /// Read this copy repository (`[repositories.NAME]`, filled by `vault copy`) instead of
+    /// the primary: for list, restore, verify, drill, runbook, status and prune (which then
+    /// applies that repository's own retention). Point-in-time recovery from a copy is not
+    /// there yet: with it, `[pitr]` is ignored.
+    #[arg(long, global = true, env = "VAULT_REPOSITORY", value_name = "NAME")]
+    pub repository: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -62,6 +69,8 @@ pub enum Command {
     Keygen(keygen::Args),
     /// Rotate existing backups to the configured recipients, or audit who can open them.
     Keys(keys::Args),
+    /// Copy complete backups (and WAL) into the copy repositories ([repositories.<name>]).
+    Copy(copy::Args),
     /// Back up every configured database (or one) into the repository.
     Backup(backup::Args),
     /// A labelled, pinned backup: a checkpoint before a risky change.
@@ -108,14 +117,54 @@ pub enum Command {
     RestoreCluster(restore_cluster::Args),
 }
 
+/// The copy repository `--repository` chose, for [`load_config`].
+static READING: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The configuration, reading the repository `--repository` chose.
 pub fn load_config(path: &Path) -> Result<Config, vault::Error> {
-    Config::load(path)
+    let config = Config::load(path)?;
+    match READING.get() {
+        Some(name) => {
+            let mut config = config.reading(name)?;
+            config.pitr = None;
+            Ok(config)
+        }
+        None => Ok(config),
+    }
+}
+
+/// `--repository` is for reading commands: a backup, a copy, a key rotation or the WAL
+/// archive write to the primary only.
+fn choose_repository(cli: &Cli) -> Result<(), vault::Error> {
+    let Some(name) = &cli.repository else {
+        return Ok(());
+    };
+    let reads = matches!(
+        cli.command,
+        Command::List(_)
+            | Command::Restore(_)
+            | Command::Verify(_)
+            | Command::Drill(_)
+            | Command::Runbook(_)
+            | Command::Status(_)
+            | Command::Prune(_)
+    );
+    if !reads {
+        return Err(vault::Error::Config(format!(
+            "--repository {name}: only list, restore, verify, drill, runbook, status and prune \
+             read a copy repository; this command works on the primary ([repository])"
+        )));
+    }
+    READING.get_or_init(|| name.clone());
+    Ok(())
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    choose_repository(&cli)?;
     match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Keys(args) => keys::run(&cli.config, args).await,
+        Command::Copy(args) => copy::run(&cli.config, args).await,
         Command::Backup(args) => backup::run(&cli.config, args).await,
         Command::Snapshot(args) => snapshot::run(&cli.config, args).await,
         Command::List(args) => list::run(&cli.config, args).await,

@@ -6,8 +6,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::{Manifest, StoredBackup};
 use crate::catalog::base::BaseManifest;
+use crate::catalog::{Manifest, StoredBackup};
 use crate::keys::Labelled;
 
 /// A recipient as the audit names it: its key, and its label where the config gives one.

@@ -1,0 +1,259 @@
+//! `vault copy`: every complete backup the primary repository holds and a copy repository
+//! lacks is streamed there as stored — ciphertext as is, no identity needed — with each
+//! object's sha256 and size checked against the manifest on the way, and the manifest
+//! written last, so a copy killed at any point leaves nothing listed there (an object
+//! uploaded without its manifest is an orphan `vault prune` removes). A damaged object in
+//! the primary is refused, never spread. Verify records and drills stay with the repository
+//! they were made in. Archived WAL files are copied too, their push times recorded in the
+//! copy's `pushed-at.json` first (the copy's objects are new, their times would be now).
+//!
+//! ```text
+//! primary GET ─▶ sha256 + size ─▶ copy upload (commits only if both match the manifest)
+//! ```
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use crate::catalog::{StoredBackup, StoredObject};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::storage::{ObjectStore, UploadChunk};
+use crate::wal::archive::{Archive, PushTimes};
+
+/// The fault-injection point (`VAULT_FAULT_KILL_AT`) after a backup's objects were copied
+/// and before its manifest was.
+pub const AFTER_OBJECTS: &str = "copy-objects";
+
+/// A copy from the primary into one copy repository.
+pub struct CopyJob {
+    pub from: Arc<dyn ObjectStore>,
+    pub to: Arc<dyn ObjectStore>,
+    /// The copy repository's name (`[repositories.<name>]`).
+    pub name: String,
+    pub progress: Arc<dyn Progress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyOutcome {
+    Copied,
+    /// The copy already has it.
+    Present,
+    /// Left for later, and why (a key rotation is pending).
+    Skipped,
+    Failed,
+}
+
+/// One backup's copy.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CopiedBackup {
+    pub kind: &'static str,
+    pub owner: String,
+    pub id: String,
+    pub outcome: CopyOutcome,
+    pub reason: Option<String>,
+    pub bytes: u64,
+    pub seconds: f64,
+    #[serde(skip)]
+    pub failure_code: Option<u8>,
+}
+
+/// One cluster's WAL archive copied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CopiedWal {
+    pub system_identifier: String,
+    pub files: usize,
+    pub copied: usize,
+    pub bytes: u64,
+    pub failed: Vec<String>,
+}
+
+/// WAL objects copied at once (each held whole: a segment at most, compressed).
+const WAL_IN_FLIGHT: usize = 4;
+
+impl CopyJob {
+    /// Copies `backup` unless `present` (its manifest is in the copy already).
+    pub async fn copy_backup<M: StoredBackup>(&self, backup: &M, present: bool) -> CopiedBackup {
+        let started = Instant::now();
+        let mut report = CopiedBackup {
+            kind: backup.kind(),
+            owner: backup.owner(),
+            id: backup.id(),
+            outcome: CopyOutcome::Present,
+            reason: None,
+            bytes: 0,
+            seconds: 0.0,
+            failure_code: None,
+        };
+        if present {
+            return report;
+        }
+        if backup.encryption().rotation.is_some() {
+            report.outcome = CopyOutcome::Skipped;
+            report.reason = Some(
+                "a key rotation of it is unfinished: `vault keys rotate` finishes it, then \
+                 copy it"
+                    .into(),
+            );
+            return report;
+        }
+        self.progress.phase(&format!(
+            "copying {} backup {} of {} to repository {}",
+            backup.kind(),
+            backup.id(),
+            backup.owner(),
+            self.name
+        ));
+        let copied = async {
+            let mut bytes = 0;
+            for object in backup.objects() {
+                bytes += self.copy_object(object).await?;
+            }
+            crate::fault::point(AFTER_OBJECTS);
+            self.to
+                .put(&backup.manifest_key(), Bytes::from(backup.to_json()))
+                .await?;
+            Ok::<u64, Error>(bytes)
+        }
+        .await;
+        match copied {
+            Ok(bytes) => {
+                report.outcome = CopyOutcome::Copied;
+                report.bytes = bytes;
+            }
+            Err(e) => {
+                report.outcome = CopyOutcome::Failed;
+                report.failure_code = Some(e.exit_code());
+                report.reason = Some(e.to_string());
+            }
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        report
+    }
+
+    /// Streams one object across; the copy commits only if its size and sha256 are the
+    /// manifest's.
+    async fn copy_object(&self, object: &StoredObject) -> Result<u64> {
+        let mut body = self.from.download(&object.key, 0).await?;
+        let (tx, rx) = mpsc::channel(4);
+        let key = object.key.clone();
+        let progress = Arc::clone(&self.progress);
+        let produce = async move {
+            let mut hasher = Sha256::new();
+            let mut read = 0u64;
+            loop {
+                let mut chunk = bytes::BytesMut::with_capacity(1024 * 1024);
+                let n = body.read_buf(&mut chunk).await.map_err(|e| {
+                    Error::Repository(format!("reading `{key}` from the primary broke off: {e}"))
+                })?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&chunk);
+                read += n as u64;
+                progress.advance(n as u64);
+                if tx.send(UploadChunk::Data(chunk.freeze())).await.is_err() {
+                    return Ok(read);
+                }
+            }
+            let sha256 = hex::encode(hasher.finalize());
+            if read != object.size_bytes || sha256 != object.sha256 {
+                // No Finish: the copy's upload is aborted and nothing of it is kept.
+                return Err(Error::Integrity(format!(
+                    "`{key}` in the primary is {read} bytes with sha256 {sha256}, but its \
+                     manifest records {} bytes with sha256 {}: it is damaged and was not \
+                     copied; `vault verify` that backup",
+                    object.size_bytes, object.sha256
+                )));
+            }
+            let _ = tx.send(UploadChunk::Finish).await;
+            Ok(read)
+        };
+        let (produced, uploaded) = tokio::join!(
+            produce,
+            self.to.upload(&object.key, Some(object.size_bytes), rx)
+        );
+        let read = produced?;
+        uploaded?;
+        Ok(read)
+    }
+
+    /// Copies every archived WAL file of `system_id` the copy lacks.
+    pub async fn copy_wal(&self, system_id: u64) -> Result<CopiedWal> {
+        let source = Archive::list(self.from.as_ref(), system_id, None).await?;
+        let present: HashSet<String> = Archive::list(self.to.as_ref(), system_id, None)
+            .await?
+            .files
+            .into_values()
+            .flatten()
+            .map(|f| f.key)
+            .collect();
+        let missing: Vec<_> = source
+            .files
+            .into_values()
+            .flatten()
+            .filter(|f| !present.contains(&f.key))
+            .collect();
+        let mut report = CopiedWal {
+            system_identifier: system_id.to_string(),
+            files: present.len() + missing.len(),
+            copied: 0,
+            bytes: 0,
+            failed: Vec::new(),
+        };
+        if missing.is_empty() {
+            return Ok(report);
+        }
+        self.progress.phase(&format!(
+            "copying {} WAL files of cluster {system_id} to repository {}",
+            missing.len(),
+            self.name
+        ));
+        let mut times = PushTimes::read(self.to.as_ref(), system_id).await?;
+        times.format_version = 1;
+        for file in &missing {
+            if let Some(at) = file.archived_at {
+                times.pushed_at.insert(file.key.clone(), at);
+            }
+        }
+        times.write(self.to.as_ref(), system_id).await?;
+        let results: Vec<(String, Result<u64>)> = futures_util::stream::iter(&missing)
+            .map(|file| async move {
+                let copied = async {
+                    let body = self.from.get(&file.key).await?;
+                    if body.len() as u64 != file.stored_bytes {
+                        return Err(Error::Repository(format!(
+                            "`{}` changed while it was copied",
+                            file.key
+                        )));
+                    }
+                    let n = body.len() as u64;
+                    self.to.put(&file.key, body).await?;
+                    Ok(n)
+                }
+                .await;
+                (file.key.clone(), copied)
+            })
+            .buffer_unordered(WAL_IN_FLIGHT)
+            .collect()
+            .await;
+        for (key, result) in results {
+            match result {
+                Ok(n) => {
+                    report.copied += 1;
+                    report.bytes += n;
+                }
+                Err(e) => report.failed.push(format!("`{key}`: {e}")),
+            }
+        }
+        Ok(report)
+    }
+}

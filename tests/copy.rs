@@ -1,0 +1,210 @@
+//! `vault copy` into a second repository on another S3 server (Garage primary, moto copy)
+//! and `--repository NAME`: with the primary unreachable, the copy restores the source's
+//! contents; a copy killed mid-object or before the manifest leaves nothing listed and the
+//! next one completes; a flipped byte in the primary is refused, not spread.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::Value;
+
+/// `[repositories.dr]` on moto's server.
+fn dr_section(dr: &S3Env) -> String {
+    format!(
+        "[repositories.dr]\nurl = \"s3://{}/dr\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
+         force_path_style = true\npart_size_mib = 5",
+        dr.bucket, dr.endpoint
+    )
+}
+
+fn config_with_dr(ws: &Workspace, source: &str, primary: &str, dr: &S3Env) -> PathBuf {
+    ws.configure(source)
+        .state_dir(&ws.path("state"))
+        .repository(primary)
+        .section(&dr_section(dr))
+        .write()
+}
+
+fn copy_json(config: &Path, code: i32) -> Value {
+    let out = vault_cmd(Some(config))
+        .args(["copy", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("copy --json prints JSON")
+}
+
+fn dr_list(config: &Path) -> Vec<Value> {
+    let out = run_ok(vault_cmd(Some(config)).args(["--repository", "dr", "list", "--json"]));
+    serde_json::from_str(&out).unwrap()
+}
+
+fn outcomes(report: &Value) -> Vec<String> {
+    report[0]["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["outcome"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_copy_restores_the_source_with_the_primary_gone() {
+    let s3 = S3Env::from_env();
+    let dr = S3Env::moto("copy-dr");
+    let pg = cluster();
+    seed_fixture(&pg, "app");
+    let ws = Workspace::new();
+    let prefix = unique_prefix("copy");
+    let config = config_with_dr(&ws, &pg.url("app"), &s3_repository(&s3, &prefix), &dr);
+    backup(&config);
+    let newest = backup(&config);
+    let source = content_fingerprint(&pg, "app");
+
+    let report = copy_json(&config, 0);
+    assert_eq!(outcomes(&report), ["copied", "copied"], "{report:#}");
+    let again = copy_json(&config, 0);
+    assert_eq!(outcomes(&again), ["present", "present"], "{again:#}");
+    let listed = dr_list(&config);
+    assert_eq!(listed.len(), 2);
+    // The copy is the ciphertext as stored: the same sha256 as the primary's listing.
+    let primary = list_json(&config);
+    for (copy, original) in listed.iter().zip(&primary) {
+        assert_eq!(copy["id"], original["id"]);
+        assert_eq!(copy["sha256"], original["sha256"]);
+        let stored = dr.get_object(&format!("dr/{}", copy["key"].as_str().unwrap()));
+        assert_eq!(copy["sha256"], sha256_hex(&stored));
+    }
+
+    // The primary is gone (its endpoint a closed port): the copy still restores.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let gone = S3Env {
+        endpoint: dead,
+        bucket: s3.bucket.clone(),
+    };
+    let primary_gone = config_with_dr(&ws, &pg.url("app"), &s3_repository(&gone, &prefix), &dr);
+    let out = vault_cmd(Some(&primary_gone))
+        .args(["list", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "the primary is unreachable");
+    restore(
+        &primary_gone,
+        &["--repository", "dr", "--latest", "--target-db", "from_dr"],
+    );
+    assert_eq!(content_fingerprint(&pg, "from_dr"), source);
+    assert_eq!(dr_list(&primary_gone)[0]["id"], newest.as_str());
+
+    // --repository is for reading: a backup into the copy is refused.
+    let out = vault_cmd(Some(&config))
+        .args(["--repository", "dr", "backup"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only list, restore"));
+    let out = vault_cmd(Some(&config))
+        .args(["--repository", "nowhere", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("configured: dr"));
+}
+
+#[test]
+fn a_killed_copy_leaves_nothing_listed_and_the_next_one_completes_it() {
+    let s3 = S3Env::from_env();
+    let dr = S3Env::moto("copy-killed");
+    let pg = cluster_with(
+        "app",
+        "CREATE TABLE blobs AS SELECT g AS id, \
+         decode(md5(random()::text) || md5(random()::text), 'hex') AS payload \
+         FROM generate_series(1, 400000) g",
+    );
+    let source = content_fingerprint(&pg, "app");
+    let ws = Workspace::new();
+    let prefix = unique_prefix("copy-killed");
+    let config = config_with_dr(&ws, &pg.url("app"), &s3_repository(&s3, &prefix), &dr);
+    backup(&config);
+
+    // Killed in the middle of the dump's upload.
+    let (mut child, _stderr, _seen) = spawn_until(&config, &["copy"], "multipart upload started");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(dr_list(&config).is_empty(), "nothing listed in the copy");
+    // Killed after every object and before the manifest.
+    let out = vault_cmd(Some(&config))
+        .arg("copy")
+        .env("VAULT_FAULT_KILL_AT", "copy-objects")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL));
+    assert!(
+        dr_list(&config).is_empty(),
+        "nothing listed without the manifest"
+    );
+
+    let report = copy_json(&config, 0);
+    assert_eq!(outcomes(&report), ["copied"], "{report:#}");
+    assert_eq!(dr_list(&config).len(), 1);
+    restore(
+        &config,
+        &["--repository", "dr", "--latest", "--target-db", "from_dr"],
+    );
+    assert_eq!(content_fingerprint(&pg, "from_dr"), source);
+    // What the killed copies left is garbage prune removes from the copy.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(25)).to_rfc3339();
+    run_ok(vault_cmd(Some(&config)).args(["--repository", "dr", "prune", "--now", &later]));
+    assert!(dr.open_uploads("dr/").is_empty());
+}
+
+#[test]
+fn a_flipped_byte_in_the_primary_is_refused_not_copied() {
+    let s3 = S3Env::from_env();
+    let dr = S3Env::moto("copy-damaged");
+    let pg = cluster();
+    seed_fixture(&pg, "app");
+    let ws = Workspace::new();
+    let prefix = unique_prefix("copy-damaged");
+    let config = config_with_dr(&ws, &pg.url("app"), &s3_repository(&s3, &prefix), &dr);
+    let damaged = backup(&config);
+    let intact = backup(&config);
+    let key = format!("{prefix}/data/app/{damaged}/dump.pgdump.zst.age");
+    let mut bytes = s3.get_object(&key);
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    s3.put_object(&key, bytes);
+
+    let report = copy_json(&config, 6);
+    let backups = report[0]["backups"].as_array().unwrap();
+    let of = |id: &str| backups.iter().find(|b| b["id"] == id).unwrap();
+    assert_eq!(of(&damaged)["outcome"], "failed");
+    assert!(
+        of(&damaged)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("it is damaged and was not copied"),
+        "{report:#}"
+    );
+    assert_eq!(of(&intact)["outcome"], "copied");
+    let listed: Vec<String> = dr_list(&config)
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, [intact.clone()]);
+    assert!(
+        dr.keys(&format!("dr/data/app/{damaged}/"))
+            .iter()
+            .all(|k| !k.ends_with("dump.pgdump.zst.age")),
+        "the damaged dump is not in the copy"
+    );
+}
