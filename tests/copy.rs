@@ -200,7 +200,7 @@ fn a_flipped_byte_in_the_primary_is_refused_not_copied() {
         .iter()
         .map(|b| b["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(listed, [intact.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&intact));
     assert!(
         dr.keys(&format!("dr/data/app/{damaged}/"))
             .iter()
