@@ -318,6 +318,24 @@ pub fn render(input: &RunbookInput) -> String {
          time. Database-level settings (`ALTER DATABASE … SET`) are not part of the dump; \
          vault's own restore re-applies them.\n"
     );
+    if !input.config.repositories.is_empty() {
+        let _ = writeln!(
+            md,
+            "With this repository gone, the copies `vault copy` keeps hold the same backups \
+             (objects and keys alike). Each has break-glass scripts of its own: generate them \
+             with `vault --repository NAME runbook` and keep them with this one; with vault \
+             at hand, `vault --repository NAME restore --latest`.\n\n| copy | where |\n|---|---|"
+        );
+        for (name, repository) in &input.config.repositories {
+            let at = repository
+                .endpoint
+                .as_deref()
+                .map(|e| format!(" at {e}"))
+                .unwrap_or_default();
+            let _ = writeln!(md, "| `{name}` | `{}`{at} |", repository.url.trim());
+        }
+        md.push('\n');
+    }
     for db in dbs {
         let _ = writeln!(md, "### `{db}`\n\n{BREAK_GLASS_MARK} {db} -->\n```sh");
         md.push_str(&break_glass(input, db));
@@ -655,6 +673,32 @@ mod tests {
             source_user: "backup".into(),
             clusters: vec![],
         }
+    }
+
+    #[test]
+    fn the_break_glass_section_names_every_copy() {
+        let config = Config::parse(
+            "[source]\nurl = \"postgresql://backup@db1.internal:5433/app\"\n\
+             [repository]\nurl = \"/srv/vault\"\n[encryption]\nrecipients = [\"age1yh7ld2t374tq03epdl5kx5tk9lga3nv8pzp8jzevhjd5zv4seduq4ty8qq\"]\n\
+             [repositories.dr]\nurl = \"s3://dr-bucket/db1\"\nendpoint = \"https://s3.dr.example\"\n\
+             [repositories.tape]\nurl = \"/mnt/tape/vault\"\n",
+            std::path::Path::new("vault.toml"),
+        )
+        .unwrap();
+        let md = render(&input(&config));
+        assert!(
+            md.contains("| `dr` | `s3://dr-bucket/db1` at https://s3.dr.example |"),
+            "{md}"
+        );
+        assert!(md.contains("| `tape` | `/mnt/tape/vault` |"), "{md}");
+        assert!(md.contains("vault --repository NAME runbook"), "{md}");
+        let without = Config::parse(
+            "[source]\nurl = \"postgresql://backup@db1.internal:5433/app\"\n\
+             [repository]\nurl = \"/srv/vault\"\n[encryption]\nrecipients = [\"age1yh7ld2t374tq03epdl5kx5tk9lga3nv8pzp8jzevhjd5zv4seduq4ty8qq\"]\n",
+            std::path::Path::new("vault.toml"),
+        )
+        .unwrap();
+        assert!(!render(&input(&without)).contains("| copy | where |"));
     }
 
     #[test]

@@ -103,6 +103,17 @@ fn a_copy_restores_the_source_with_the_primary_gone() {
     );
     assert_eq!(content_fingerprint(&pg, "from_dr"), source);
     assert_eq!(dr_list(&primary_gone)[0]["id"], newest.as_str());
+    // The primary's runbook names the copy; the copy's own runbook fetches from it.
+    let runbook = run_ok(vault_cmd(Some(&config)).arg("runbook"));
+    assert!(runbook.contains(&format!(
+        "| `dr` | `s3://{}/dr` at {} |",
+        dr.bucket, dr.endpoint
+    )));
+    let dr_runbook = run_ok(vault_cmd(Some(&primary_gone)).args(["--repository", "dr", "runbook"]));
+    assert!(
+        dr_runbook.contains(&format!("REPO='s3://{}/dr'", dr.bucket)),
+        "{dr_runbook}"
+    );
 
     // --repository is for reading: a backup into the copy is refused.
     let out = vault_cmd(Some(&config))
