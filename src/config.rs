@@ -78,6 +78,10 @@ pub struct DaemonConfig {
     /// How often the daemon re-reads the repository for metrics and the RPO check.
     #[serde(default = "default_refresh_every")]
     pub refresh_every: String,
+    /// A copy repository whose newest backup of a database is this much older than the
+    /// primary's (or that holds none that long) raises a `copy_behind` alert.
+    #[serde(default = "default_copy_lag_limit")]
+    pub copy_lag_limit: String,
 }
 
 impl Default for DaemonConfig {
@@ -91,8 +95,13 @@ impl Default for DaemonConfig {
             retries: default_retries(),
             retry_backoff: default_retry_backoff(),
             refresh_every: default_refresh_every(),
+            copy_lag_limit: default_copy_lag_limit(),
         }
     }
+}
+
+fn default_copy_lag_limit() -> String {
+    "12h".into()
 }
 
 fn default_listen() -> String {
@@ -127,6 +136,7 @@ pub struct DaemonSettings {
     pub retries: u32,
     pub retry_backoff: chrono::Duration,
     pub refresh_every: chrono::Duration,
+    pub copy_lag_limit: chrono::Duration,
 }
 
 impl DaemonConfig {
@@ -154,6 +164,7 @@ impl DaemonConfig {
             retries: self.retries,
             retry_backoff: duration("daemon.retry_backoff", &self.retry_backoff)?,
             refresh_every,
+            copy_lag_limit: duration("daemon.copy_lag_limit", &self.copy_lag_limit)?,
         })
     }
 }
@@ -247,6 +258,8 @@ pub enum NotifyEvent {
     DrillFailure,
     /// WAL files wait for archiving and none was archived for `pitr.archive_stall_after`.
     ArchiveStalled,
+    /// A copy repository fell behind the primary by more than `daemon.copy_lag_limit`.
+    CopyBehind,
     /// A job succeeded.
     Success,
 }
@@ -259,6 +272,7 @@ impl NotifyEvent {
             NotifyEvent::VerifyFailure => "verify_failure",
             NotifyEvent::DrillFailure => "drill_failure",
             NotifyEvent::ArchiveStalled => "archive_stalled",
+            NotifyEvent::CopyBehind => "copy_behind",
             NotifyEvent::Success => "success",
         }
     }
@@ -271,6 +285,7 @@ fn default_notify_events() -> Vec<NotifyEvent> {
         NotifyEvent::VerifyFailure,
         NotifyEvent::DrillFailure,
         NotifyEvent::ArchiveStalled,
+        NotifyEvent::CopyBehind,
     ]
 }
 fn default_notify_timeout() -> String {

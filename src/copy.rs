@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
@@ -74,6 +75,89 @@ pub struct CopiedWal {
     pub copied: usize,
     pub bytes: u64,
     pub failed: Vec<String>,
+}
+
+/// How far one copy repository is behind the primary for one database.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CopyLag {
+    pub repository: String,
+    pub database: String,
+    pub newest_in_copy: Option<DateTime<Utc>>,
+    /// 0 when the copy holds the primary's newest backup; else the time from the copy's
+    /// newest backup to the primary's newest (with none in the copy: since the primary's
+    /// newest was taken).
+    pub lag_seconds: f64,
+}
+
+impl CopyLag {
+    /// The judgement for `primary_newest` and `copy_newest` (start times); `None` when the
+    /// primary holds no backup of the database.
+    pub fn of(
+        repository: &str,
+        database: &str,
+        primary_newest: Option<DateTime<Utc>>,
+        copy_newest: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Option<CopyLag> {
+        let primary = primary_newest?;
+        let behind = match copy_newest {
+            Some(copy) if copy >= primary => chrono::Duration::zero(),
+            Some(copy) => primary - copy,
+            None => now - primary,
+        };
+        Some(CopyLag {
+            repository: repository.to_string(),
+            database: database.to_string(),
+            newest_in_copy: copy_newest,
+            lag_seconds: behind.num_milliseconds().max(0) as f64 / 1000.0,
+        })
+    }
+
+    /// The alert's sentence when the lag is over `limit`.
+    pub fn problem(&self, limit: chrono::Duration) -> Option<String> {
+        if self.lag_seconds <= limit.num_seconds() as f64 {
+            return None;
+        }
+        let hours = self.lag_seconds / 3600.0;
+        Some(match self.newest_in_copy {
+            Some(at) => format!(
+                "copy repository {} is {hours:.1} h behind the primary for {}: its newest \
+                 backup started {}; check the `copy` job and that the copy is reachable \
+                 (`vault copy --to {}`)",
+                self.repository,
+                self.database,
+                at.to_rfc3339(),
+                self.repository
+            ),
+            None => format!(
+                "copy repository {} holds no backup of {}, {hours:.1} h after the primary's \
+                 newest; run `vault copy --to {}`",
+                self.repository, self.database, self.repository
+            ),
+        })
+    }
+}
+
+/// Each copy's lag for each of `databases` (one listing per repository and database).
+pub async fn lags(
+    primary: &dyn ObjectStore,
+    copies: &[(String, Arc<dyn ObjectStore>)],
+    databases: &[String],
+    now: DateTime<Utc>,
+) -> Result<Vec<CopyLag>> {
+    let mut out = Vec::new();
+    for database in databases {
+        let newest = crate::catalog::newest_backup(primary, database)
+            .await?
+            .map(|m| m.started_at);
+        for (name, copy) in copies {
+            let in_copy = crate::catalog::newest_backup(copy.as_ref(), database)
+                .await?
+                .map(|m| m.started_at);
+            out.extend(CopyLag::of(name, database, newest, in_copy, now));
+        }
+    }
+    Ok(out)
 }
 
 /// WAL objects copied at once (each held whole: a segment at most, compressed).
@@ -255,5 +339,40 @@ impl CopyJob {
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_copy_lags_by_the_time_between_its_newest_backup_and_the_primarys() {
+        let now = at("2026-12-02T12:00:00Z");
+        let primary = Some(at("2026-12-02T06:00:00Z"));
+        let lag =
+            |copy: Option<&str>| CopyLag::of("dr", "app", primary, copy.map(at), now).unwrap();
+        assert_eq!(lag(Some("2026-12-02T06:00:00Z")).lag_seconds, 0.0);
+        let behind = lag(Some("2026-12-01T18:00:00Z"));
+        assert_eq!(behind.lag_seconds, 12.0 * 3600.0);
+        assert_eq!(
+            behind.problem(chrono::Duration::hours(12)),
+            None,
+            "at the limit"
+        );
+        let said = behind.problem(chrono::Duration::hours(6)).unwrap();
+        assert!(said.contains("12.0 h behind the primary for app"), "{said}");
+        let none = lag(None);
+        assert_eq!(none.lag_seconds, 6.0 * 3600.0);
+        assert!(
+            none.problem(chrono::Duration::hours(1))
+                .unwrap()
+                .contains("holds no backup")
+        );
+        assert_eq!(CopyLag::of("dr", "app", None, None, now), None);
     }
 }

@@ -28,6 +28,16 @@ cron = "0 0 3 * * Sat"       # weekly, the starting point of point-in-time recov
 catch_up = true
 "#;
 
+/// The job copy repositories (`[repositories.<name>]`) add when no schedule copies:
+/// a quarter of an hour after each default backup.
+pub const COPY_AFTER_BACKUP: &str = r#"
+[[job]]
+name = "copy"
+command = "copy"
+cron = "0 15 */6 * * *"      # after each backup: every copy repository gets it
+catch_up = true
+"#;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScheduleFile {
@@ -40,7 +50,7 @@ struct ScheduleFile {
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub name: String,
-    /// `backup`, `prune`, `verify`, `snapshot`, `drill` or `base-backup`.
+    /// `backup`, `prune`, `verify`, `snapshot`, `drill`, `base-backup` or `copy`.
     pub command: JobCommand,
     /// `sec min hour day-of-month month day-of-week [year]`, e.g. `0 0 */6 * * *`.
     pub cron: String,
@@ -66,6 +76,7 @@ pub enum JobCommand {
     Snapshot,
     Drill,
     BaseBackup,
+    Copy,
 }
 
 impl JobCommand {
@@ -77,6 +88,7 @@ impl JobCommand {
             JobCommand::Snapshot => "snapshot",
             JobCommand::Drill => "drill",
             JobCommand::BaseBackup => "base-backup",
+            JobCommand::Copy => "copy",
         }
     }
 }
@@ -173,32 +185,38 @@ impl Schedules {
     pub fn load(config: &Config) -> Result<Schedules> {
         let mut schedules = Self::load_files(config)?;
         // With [pitr], a weekly base backup unless a schedule already takes them.
-        let takes_base_backups = schedules
-            .jobs
-            .iter()
-            .any(|j| j.spec.command == JobCommand::BaseBackup);
-        if config.pitr.is_some() && !takes_base_backups {
-            let added = Self::from_files(
-                "[pitr]".into(),
-                vec![(
-                    "the built-in [pitr] schedule".into(),
-                    PITR_BASE_BACKUP.into(),
-                )],
-            )?;
-            if schedules.jobs.iter().any(|j| j.name() == "base-backup") {
-                return Err(Error::Config(format!(
-                    "{}: a job is named `base-backup` but does not run base backups; [pitr] \
-                     adds a job of that name: rename yours, or give it `command = \
-                     \"base-backup\"`",
-                    schedules.origin
-                )));
-            }
-            schedules.jobs.extend(added.jobs);
-            schedules
-                .origin
-                .push_str(" and the built-in [pitr] base-backup job");
+        if config.pitr.is_some() {
+            schedules.add_built_in(JobCommand::BaseBackup, "[pitr]", PITR_BASE_BACKUP)?;
+        }
+        // With copy repositories, a copy after each backup unless a schedule copies.
+        if !config.repositories.is_empty() {
+            schedules.add_built_in(JobCommand::Copy, "[repositories]", COPY_AFTER_BACKUP)?;
         }
         Ok(schedules)
+    }
+
+    /// Adds the built-in job `text` (of `command`, named as the command) that the config
+    /// section `section` asks for, unless a schedule already runs that command.
+    fn add_built_in(&mut self, command: JobCommand, section: &str, text: &str) -> Result<()> {
+        if self.jobs.iter().any(|j| j.spec.command == command) {
+            return Ok(());
+        }
+        let name = command.as_str();
+        if self.jobs.iter().any(|j| j.name() == name) {
+            return Err(Error::Config(format!(
+                "{}: a job is named `{name}` but does not run `{name}`; {section} adds a job \
+                 of that name: rename yours, or give it `command = \"{name}\"`",
+                self.origin
+            )));
+        }
+        let added = Self::from_files(
+            section.into(),
+            vec![(format!("the built-in {section} schedule"), text.into())],
+        )?;
+        self.jobs.extend(added.jobs);
+        self.origin
+            .push_str(&format!(" and the built-in {section} {name} job"));
+        Ok(())
     }
 
     fn load_files(config: &Config) -> Result<Schedules> {
@@ -545,5 +563,38 @@ mod tests {
         write("[[job]]\nname='base-backup'\ncommand='backup'\ncron='0 0 1 * * *'");
         let clash = Schedules::load(&config(true)).unwrap_err().to_string();
         assert!(clash.contains("rename yours"), "{clash}");
+    }
+
+    #[test]
+    fn copy_repositories_add_a_copy_after_each_backup_unless_a_schedule_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("schedules")).unwrap();
+        let write = |jobs: &str| {
+            std::fs::write(dir.path().join("schedules/jobs.toml"), jobs).unwrap();
+        };
+        let config = Config::parse(
+            "[source]\nurl = \"postgresql://app@localhost/app\"\n[repository]\n\
+             url = \"/var/lib/vault\"\n[encryption]\nrecipients = [\"age1xyz\"]\n\
+             [repositories.dr]\nurl = \"/mnt/dr\"\n",
+            &dir.path().join("vault.toml"),
+        )
+        .unwrap();
+        write("[[job]]\nname='backup'\ncommand='backup'\ncron='0 0 */6 * * *'");
+        let with = Schedules::load(&config).unwrap();
+        let copy = with.jobs.iter().find(|j| j.name() == "copy").unwrap();
+        assert_eq!(copy.command_line(), ["copy"]);
+        assert_eq!(
+            copy.next_after(at("2026-12-01T00:00:00Z")),
+            Some(at("2026-12-01T00:15:00Z")),
+            "a quarter of an hour after the backup"
+        );
+        write("[[job]]\nname='offsite'\ncommand='copy'\ncron='0 0 2 * * *'\nargs=['--to','dr']");
+        let names: Vec<String> = Schedules::load(&config)
+            .unwrap()
+            .jobs
+            .iter()
+            .map(|j| j.name().to_string())
+            .collect();
+        assert_eq!(names, ["offsite"]);
     }
 }

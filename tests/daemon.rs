@@ -942,3 +942,78 @@ fn with_pitr_the_daemon_takes_a_base_backup_shows_the_window_and_alerts_when_arc
     let (status, _, log) = daemon.stop();
     assert!(status.success(), "{log}");
 }
+
+/// With a copy repository the daemon's copy job fills it, `/metrics` shows the copy's
+/// newest backup and its lag (0), and a backup the copy lacks for longer than
+/// `daemon.copy_lag_limit` raises one `copy_behind` alert naming the copy and the database.
+#[test]
+fn with_a_copy_repository_the_daemon_copies_and_alerts_when_the_copy_falls_behind() {
+    let s3 = S3Env::from_env();
+    let pg = cluster_with(
+        "app",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g",
+    );
+    let setup = Setup::new();
+    let prefix = unique_prefix("daemon-copy");
+    let dr = setup.ws.path("dr");
+    let (hook_port, alerts) = webhook_receiver();
+    let more = format!(
+        "[repositories.dr]\nurl = {}\n\n[[notify]]\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n",
+        toml_str(&dr.display().to_string())
+    );
+    let config = setup.config(
+        &pg.url("app"),
+        "",
+        &s3_repository(&s3, &prefix),
+        "refresh_every = \"1s\"\ncopy_lag_limit = \"1s\"",
+        &more,
+    );
+    // The backup catches up at start; the copy runs every two seconds.
+    setup.schedule(&format!(
+        "{CATCH_UP_BACKUP}\n[[job]]\nname = \"offsite\"\ncommand = \"copy\"\ncron = \"*/2 * * * * *\"\n"
+    ));
+    let daemon = Daemon::start(&config);
+    let labels = "{repository=\"dr\",database=\"app\"}";
+    let text = wait_for_metrics(&setup, 60, |t| {
+        metric(t, &format!("vault_copy_lag_seconds{labels}")) == Some(0.0)
+    });
+    let newest = list_json(&config)[0]["started_at"].clone();
+    let newest: chrono::DateTime<chrono::Utc> = newest.as_str().unwrap().parse().unwrap();
+    let in_copy = metric(
+        &text,
+        &format!("vault_copy_newest_backup_timestamp_seconds{labels}"),
+    )
+    .unwrap();
+    assert!((in_copy - newest.timestamp() as f64).abs() < 1.0, "{text}");
+    let (status, _, log) = daemon.stop();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("`offsite` succeeded"), "{log}");
+    // Before the first copy, the copy held nothing for longer than the 1 s limit: that
+    // is the one alert so far.
+    for early in alerts.try_iter().filter(|a| a["event"] == "copy_behind") {
+        let said = early["message"].as_str().unwrap();
+        assert!(said.contains("holds no backup of app"), "{said}");
+    }
+
+    // No copy job runs now (a yearly one, so none is added either): a newer backup
+    // leaves the copy behind.
+    setup.schedule("[[job]]\nname = \"offsite\"\ncommand = \"copy\"\ncron = \"0 0 0 1 1 *\"\n");
+    std::thread::sleep(Duration::from_millis(1500));
+    backup(&config);
+    let daemon = Daemon::start(&config);
+    let alert = alerts_until(&alerts, "copy_behind", 30);
+    assert_eq!(alert["database"], "app", "{alert}");
+    let said = alert["message"].as_str().unwrap();
+    assert!(said.contains("copy repository dr is"), "{said}");
+    let text = wait_for_metrics(&setup, 10, |t| {
+        metric(t, &format!("vault_copy_lag_seconds{labels}")).is_some_and(|lag| lag >= 1.0)
+    });
+    assert!(text.contains("vault_copy_lag_seconds"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        alerts.try_iter().all(|a| a["event"] != "copy_behind"),
+        "one alert per breach"
+    );
+    let (status, _, _) = daemon.stop();
+    assert_eq!(status.code(), Some(0));
+}

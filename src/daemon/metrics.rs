@@ -31,6 +31,12 @@ struct ClusterLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CopyLabels {
+    repository: String,
+    database: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
     job: String,
 }
@@ -66,6 +72,8 @@ struct Families {
     pitr_window_start: Family<ClusterLabels, Seconds>,
     pitr_window_end: Family<ClusterLabels, Seconds>,
     wal_missing: Family<ClusterLabels, Gauge>,
+    copy_newest: Family<CopyLabels, Seconds>,
+    copy_lag: Family<CopyLabels, Seconds>,
     server_last_archived: Seconds,
     archive_failures: Gauge,
     ready_files: Gauge,
@@ -147,6 +155,8 @@ impl Monitor {
             pitr_window_start: Family::default(),
             pitr_window_end: Family::default(),
             wal_missing: Family::default(),
+            copy_newest: Family::default(),
+            copy_lag: Family::default(),
             server_last_archived: Seconds::default(),
             archive_failures: Gauge::default(),
             ready_files: Gauge::default(),
@@ -291,6 +301,17 @@ impl Monitor {
                 f.archive_stalled.clone(),
             );
         }
+        registry.register(
+            "vault_copy_newest_backup_timestamp_seconds",
+            "Start of the newest backup of the database in the copy repository (Unix time).",
+            families.copy_newest.clone(),
+        );
+        registry.register(
+            "vault_copy_lag_seconds",
+            "How far the copy repository is behind the primary for the database (0: it holds \
+             the primary's newest backup).",
+            families.copy_lag.clone(),
+        );
         families.rpo_target.set(rpo.target.num_seconds() as f64);
         Monitor {
             registry,
@@ -337,6 +358,23 @@ impl Monitor {
             f.wal_missing
                 .get_or_create(&labels)
                 .set(i64::try_from(missing).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// A fresh look at the copy repositories.
+    pub fn observe_copies(&self, lags: &[crate::copy::CopyLag]) {
+        let f = &self.families;
+        f.copy_newest.clear();
+        f.copy_lag.clear();
+        for lag in lags {
+            let labels = CopyLabels {
+                repository: lag.repository.clone(),
+                database: lag.database.clone(),
+            };
+            if let Some(at) = lag.newest_in_copy {
+                f.copy_newest.get_or_create(&labels).set(unix(at));
+            }
+            f.copy_lag.get_or_create(&labels).set(lag.lag_seconds);
         }
     }
 

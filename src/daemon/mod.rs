@@ -138,12 +138,21 @@ impl Daemon {
         };
         let refresh = Arc::new(Notify::new());
         let source = crate::postgres::ConnInfo::parse(&config.source.url)?;
+        let mut copies = CopyWatch {
+            stores: Vec::new(),
+            limit: settings.copy_lag_limit,
+        };
+        for (name, repository) in &config.repositories {
+            let copy: Arc<dyn ObjectStore> = Arc::from(crate::storage::open(repository).await?);
+            copies.stores.push((name.clone(), copy));
+        }
         let refresher = tokio::spawn(refresh_loop(
             store,
             source,
             Arc::clone(&monitor),
             notifier.clone(),
             settings.refresh_every,
+            copies,
             Arc::clone(&refresh),
         ));
         tracing::info!(
@@ -547,19 +556,76 @@ impl Scheduler {
     }
 }
 
-/// Re-reads the repository after every job and every `every`; alerts once per RPO breach.
+/// The copy repositories the refresher compares with the primary.
+struct CopyWatch {
+    stores: Vec<(String, Arc<dyn ObjectStore>)>,
+    /// `daemon.copy_lag_limit`.
+    limit: Duration,
+}
+
+impl CopyWatch {
+    /// Reads every copy's lag into the metrics; alerts once per (copy, database) that went
+    /// over the limit, again only after it caught up.
+    async fn refresh(
+        &self,
+        primary: &dyn ObjectStore,
+        monitor: &Monitor,
+        notifier: &Notifier,
+        behind: &mut HashSet<(String, String)>,
+    ) {
+        if self.stores.is_empty() {
+            return;
+        }
+        let lags =
+            match crate::copy::lags(primary, &self.stores, monitor.databases(), Utc::now()).await {
+                Ok(lags) => lags,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the copy repositories for metrics");
+                    return;
+                }
+            };
+        monitor.observe_copies(&lags);
+        for lag in &lags {
+            let key = (lag.repository.clone(), lag.database.clone());
+            match lag.problem(self.limit) {
+                Some(problem) if behind.insert(key.clone()) => {
+                    tracing::warn!("{problem}");
+                    let mut alert = Alert::new(
+                        NotifyEvent::CopyBehind,
+                        format!("vault on {}: {problem}", notify::host_name()),
+                    );
+                    alert.database = Some(lag.database.clone());
+                    alert.message = Some(problem);
+                    notifier.send(alert);
+                }
+                Some(_) => {}
+                None => {
+                    behind.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// Re-reads the repository after every job and every `every`; alerts once per RPO breach
+/// and once per copy that falls behind.
 async fn refresh_loop(
     store: Arc<dyn ObjectStore>,
     source: crate::postgres::ConnInfo,
     monitor: Arc<Monitor>,
     notifier: Notifier,
     every: Duration,
+    copies: CopyWatch,
     wake: Arc<Notify>,
 ) {
     let every = every.to_std().unwrap_or(MAX_SLEEP);
     let mut breached: HashSet<String> = HashSet::new();
+    let mut behind: HashSet<(String, String)> = HashSet::new();
     let mut stalled = false;
     loop {
+        copies
+            .refresh(store.as_ref(), &monitor, &notifier, &mut behind)
+            .await;
         match crate::status::overview(store.as_ref(), monitor.databases(), Utc::now()).await {
             Ok(overview) => monitor.observe(overview),
             Err(e) => {
