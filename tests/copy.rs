@@ -72,6 +72,13 @@ fn a_copy_restores_the_source_with_the_primary_gone() {
     assert_eq!(outcomes(&report), ["copied", "copied"], "{report:#}");
     let again = copy_json(&config, 0);
     assert_eq!(outcomes(&again), ["present", "present"], "{again:#}");
+    let status: Value =
+        serde_json::from_str(&run_ok(vault_cmd(Some(&config)).args(["status", "--json"]))).unwrap();
+    let copy = &status["copies"][0];
+    assert_eq!(copy["repository"], "dr", "{status:#}");
+    assert_eq!(copy["database"], "app");
+    assert_eq!(copy["lag_seconds"], 0.0);
+    assert!(copy["newest_in_copy"].is_string(), "{status:#}");
     let listed = dr_list(&config);
     assert_eq!(listed.len(), 2);
     // The copy is the ciphertext as stored: the same sha256 as the primary's listing.

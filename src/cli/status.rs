@@ -31,6 +31,18 @@ struct Report {
     /// Why the schedules could not be read, when they could not.
     schedules_error: Option<String>,
     jobs: Vec<JobReport>,
+    /// Per copy repository and database: its newest backup and how far it lags.
+    copies: Vec<CopyReport>,
+}
+
+#[derive(Serialize)]
+struct CopyReport {
+    #[serde(flatten)]
+    lag: vault::copy::CopyLag,
+    /// Over `daemon.copy_lag_limit`: what the daemon alerts.
+    problem: Option<String>,
+    /// Why the copy could not be read, when it could not.
+    error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -102,6 +114,32 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
                 .and_then(|s| s.job(job.name()).cloned()),
         })
         .collect();
+    let mut copies = Vec::new();
+    for (name, repository) in &config.repositories {
+        let read = async {
+            let copy: std::sync::Arc<dyn vault::storage::ObjectStore> =
+                std::sync::Arc::from(vault::storage::open(repository).await?);
+            vault::copy::lags(store.as_ref(), &[(name.clone(), copy)], &databases, now).await
+        }
+        .await;
+        match read {
+            Ok(lags) => copies.extend(lags.into_iter().map(|lag| CopyReport {
+                problem: lag.problem(settings.copy_lag_limit),
+                lag,
+                error: None,
+            })),
+            Err(e) => copies.push(CopyReport {
+                lag: vault::copy::CopyLag {
+                    repository: name.clone(),
+                    database: String::new(),
+                    newest_in_copy: None,
+                    lag_seconds: 0.0,
+                },
+                problem: None,
+                error: Some(e.to_string()),
+            }),
+        }
+    }
     let report = Report {
         repository: Repository {
             location: overview.location.clone(),
@@ -138,6 +176,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         schedules: schedules.as_ref().map(|s| s.origin.clone()),
         schedules_error,
         jobs,
+        copies,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -164,6 +203,25 @@ fn print_text(report: &Report, now: DateTime<Utc>) {
         r.backups,
         HumanBytes(r.size_bytes)
     );
+    for copy in &report.copies {
+        let l = &copy.lag;
+        match (&copy.error, l.newest_in_copy) {
+            (Some(e), _) => println!("  copy {}: cannot be read: {e}", l.repository),
+            (None, Some(at)) => println!(
+                "  copy {} of {}: newest backup {}, {:.1} h behind{}",
+                l.repository,
+                l.database,
+                when(at, now),
+                l.lag_seconds / 3600.0,
+                if copy.problem.is_some() {
+                    " (over the limit)"
+                } else {
+                    ""
+                }
+            ),
+            (None, None) => println!("  copy {} of {}: no backup yet", l.repository, l.database),
+        }
+    }
     if r.unreadable_manifests > 0 {
         println!(
             "  warning: {} manifest(s) could not be read (see `vault list`)",
