@@ -226,3 +226,50 @@ fn a_flipped_byte_in_the_primary_is_refused_not_copied() {
         "the damaged dump is not in the copy"
     );
 }
+
+/// `vault prune` applies each repository's own retention: the copy keeps a day, the
+/// primary its 30 days.
+#[test]
+fn prune_applies_each_repositorys_own_retention() {
+    let s3 = S3Env::from_env();
+    let pg = cluster_with(
+        "app",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g",
+    );
+    let ws = Workspace::new();
+    let prefix = unique_prefix("copy-prune");
+    let dr = ws.path("dr");
+    let config = ws
+        .configure(&pg.url("app"))
+        .state_dir(&ws.path("state"))
+        .s3(&s3, &prefix)
+        .section(&format!(
+            "[repositories.dr]\nurl = {}\n[repositories.dr.retention]\nkeep_within = \"1d\"\nstale_after = \"30d\"\n",
+            toml_str(&dr.display().to_string())
+        ))
+        .write();
+    let older = backup(&config);
+    let newer = backup(&config);
+    run_ok(vault_cmd(Some(&config)).arg("copy"));
+    let later = (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339();
+    let out = run_ok(vault_cmd(Some(&config)).args(["prune", "--json", "--now", &later]));
+    let pruned: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        pruned["applied"]["deleted_backups"],
+        serde_json::json!([]),
+        "{pruned:#}"
+    );
+    let copy = &pruned["copies"][0];
+    assert_eq!(copy["repository"], "dr");
+    let deleted = copy["applied"]["deleted_backups"].to_string();
+    assert!(
+        deleted.contains(&older) && !deleted.contains(&newer),
+        "{copy:#}"
+    );
+    assert_eq!(list_json(&config).len(), 2);
+    let ids: Vec<String> = dr_list(&config)
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, [newer]);
+}

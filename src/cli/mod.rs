@@ -133,6 +133,11 @@ pub fn load_config(path: &Path) -> Result<Config, vault::Error> {
     }
 }
 
+/// The copy repository `--repository` chose, if any.
+pub fn chosen_repository() -> Option<&'static str> {
+    READING.get().map(String::as_str)
+}
+
 /// `--repository` is for reading commands: a backup, a copy, a key rotation or the WAL
 /// archive write to the primary only.
 fn choose_repository(cli: &Cli) -> Result<(), vault::Error> {

@@ -24,15 +24,84 @@ pub struct Args {
     pub json: bool,
 }
 
+/// `vault prune`: the primary repository (or the one `--repository` chose), then, without
+/// `--repository`, every copy repository with its own retention. The JSON is the primary's
+/// `{plan, applied}` with `copies: [{repository, plan, applied} | {repository, error}]`.
 pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let config = super::load_config(config_path)?;
-    let policy = config.retention.policy()?;
-    let grace = config.retention.garbage_grace()?;
     let clock = Utc::now();
     let now = match &args.now {
         Some(text) => timespec::parse_point_in_time(text, clock)?,
         None => clock,
     };
+    let copies: Vec<String> = match super::chosen_repository() {
+        Some(_) => Vec::new(),
+        None => config.repositories.keys().cloned().collect(),
+    };
+    let primary = prune_one(&config, &args, now, clock).await?;
+    let mut copied = Vec::new();
+    let mut copy_errors = 0;
+    for name in copies {
+        if !args.json {
+            println!("\nrepository {name}:");
+        }
+        let pruned = async {
+            let copy = config.clone().reading(&name)?;
+            prune_one(&copy, &args, now, clock).await
+        }
+        .await;
+        copied.push(match pruned {
+            Ok(pruned) => {
+                let mut entry = pruned.json;
+                entry["repository"] = serde_json::json!(name);
+                copy_errors += pruned.failures;
+                entry
+            }
+            Err(e) => {
+                eprintln!("error: repository {name}: {e}");
+                copy_errors += 1;
+                serde_json::json!({ "repository": name, "error": e.to_string() })
+            }
+        });
+    }
+    if args.json {
+        let mut document = primary.json;
+        if !copied.is_empty() {
+            document["copies"] = serde_json::Value::Array(copied);
+        }
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    }
+    let failures = primary.failures + copy_errors;
+    if failures > 0 {
+        return Err(Exit {
+            code: exit::REPOSITORY,
+            transient: false,
+            message: format!(
+                "{failures} deletion(s) or repositories failed; what was deleted left no \
+                 manifest pointing at missing data — run prune again"
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// What pruning one repository gave: its `{plan, applied}` and how many deletions failed.
+struct Pruned {
+    json: serde_json::Value,
+    failures: usize,
+}
+
+/// Plans and (unless a dry run) applies `config.retention` to `config.repository`; prints
+/// the plan for people unless `--json`.
+async fn prune_one(
+    config: &vault::config::Config,
+    args: &Args,
+    now: chrono::DateTime<Utc>,
+    clock: chrono::DateTime<Utc>,
+) -> anyhow::Result<Pruned> {
+    let policy = config.retention.policy()?;
+    let grace = config.retention.garbage_grace()?;
     let store = vault::storage::open(&config.repository).await?;
     let plan = prune::plan(store.as_ref(), &policy, grace, now).await?;
     let outcome = if args.dry_run {
@@ -40,16 +109,11 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     } else {
         Some(prune::apply(store.as_ref(), &plan, clock).await)
     };
-
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "plan": plan,
-                "applied": outcome,
-            }))?
-        );
-    } else {
+    let json = serde_json::json!({
+        "plan": plan,
+        "applied": outcome,
+    });
+    if !args.json {
         println!(
             "retention as of {} in {}: keep_within {}, keep_last {}, keep_daily {}, \
              keep_weekly {}, keep_monthly {}, keep_verified {}, stale_after {}; garbage grace {}",
@@ -80,8 +144,10 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
             "backups have stopped; nothing of this database is pruned"
         );
     }
+    let mut failures = 0;
     if let Some(outcome) = outcome {
         tracing::info!(
+            repository = %store.location(),
             deleted_backups = outcome.deleted_backups.len(),
             deleted_objects = outcome.deleted_objects,
             aborted_uploads = outcome.aborted_uploads,
@@ -89,24 +155,12 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
             locked = outcome.locked.len(),
             "prune complete"
         );
-        if !outcome.failures.is_empty() {
-            for failure in &outcome.failures {
-                eprintln!("error: {failure}");
-            }
-            return Err(Exit {
-                code: exit::REPOSITORY,
-                transient: false,
-                message: format!(
-                    "{} deletion(s) failed in {}; what was deleted left no manifest pointing \
-                     at missing data — run prune again",
-                    outcome.failures.len(),
-                    store.location()
-                ),
-            }
-            .into());
+        for failure in &outcome.failures {
+            eprintln!("error: {} in {}", failure, store.location());
         }
+        failures = outcome.failures.len();
     }
-    Ok(())
+    Ok(Pruned { json, failures })
 }
 
 fn print_outcome(outcome: &PruneOutcome) {
