@@ -656,4 +656,26 @@ fn a_copy_holds_the_base_backup_and_the_wal_with_the_same_window() {
     let again = run_ok(vault_cmd(Some(&config)).args(["copy", "--json"]));
     let again: serde_json::Value = serde_json::from_str(&again).unwrap();
     assert_eq!(again[0]["wal"][0]["copied"], 0, "{again:#}");
+
+    // The primary gone (its endpoint a closed port): the copy's base backup recovers
+    // through the copy's WAL (restore_command fetches with --repository dr).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = S3Env {
+        endpoint: format!("http://{}", closed.local_addr().unwrap()),
+        bucket: s3.bucket.clone(),
+    };
+    drop(closed);
+    let only_dr = operator_config(&ws, &pg, &gone, &prefix, &[&section, &orders_check(2)]);
+    let tmp = private_tmp();
+    let out = run_ok(vault_cmd(Some(&only_dr)).env("TMPDIR", tmp.path()).args([
+        "--repository",
+        "dr",
+        "verify",
+        "--base",
+        "--through-archive",
+        "--json",
+    ]));
+    let verified: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(verified["passed"], true, "{verified:#}");
+    assert_eq!(check_named(&verified, "order count")["status"], "pass");
 }

@@ -48,9 +48,9 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
     /// Read this copy repository (`[repositories.NAME]`, filled by `vault copy`) instead of
-    /// the primary: for list, restore, verify, drill, runbook, status and prune (which then
-    /// applies that repository's own retention). Point-in-time recovery from a copy is not
-    /// there yet: with it, `[pitr]` is ignored.
+    /// the primary: for list, restore (also `--at` through its WAL), restore-cluster, verify,
+    /// drill, runbook, status, wal-fetch and prune (which then applies that repository's own
+    /// retention).
     #[arg(long, global = true, env = "VAULT_REPOSITORY", value_name = "NAME")]
     pub repository: Option<String>,
     #[command(subcommand)]
@@ -124,11 +124,7 @@ static READING: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 pub fn load_config(path: &Path) -> Result<Config, vault::Error> {
     let config = Config::load(path)?;
     match READING.get() {
-        Some(name) => {
-            let mut config = config.reading(name)?;
-            config.pitr = None;
-            Ok(config)
-        }
+        Some(name) => config.reading(name),
         None => Ok(config),
     }
 }
@@ -153,11 +149,14 @@ fn choose_repository(cli: &Cli) -> Result<(), vault::Error> {
             | Command::Runbook(_)
             | Command::Status(_)
             | Command::Prune(_)
+            | Command::RestoreCluster(_)
+            | Command::WalFetch(_)
     );
     if !reads {
         return Err(vault::Error::Config(format!(
-            "--repository {name}: only list, restore, verify, drill, runbook, status and prune \
-             read a copy repository; this command works on the primary ([repository])"
+            "--repository {name}: only list, restore, restore-cluster, verify, drill, runbook, \
+             status, prune and wal-fetch read a copy repository; this command works on the \
+             primary ([repository])"
         )));
     }
     READING.get_or_init(|| name.clone());

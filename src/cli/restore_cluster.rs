@@ -87,6 +87,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         bin_dir,
         run_as: config.verify.run_as.clone(),
         config_path: std::path::absolute(config_path)?,
+        repository: super::chosen_repository().map(str::to_string),
         identity_file,
         trust_loopback: false,
         check_files: false,

@@ -79,6 +79,7 @@ pub(super) fn recovery_server(
         run_as: config.verify.run_as.clone(),
         config_path: std::path::absolute(config_path)?,
         identity_file: identity_file(config, command)?,
+        repository: super::chosen_repository().map(str::to_string),
     })
 }
 

@@ -58,6 +58,8 @@ pub struct Destination {
     pub run_as: String,
     /// The config file `restore_command` runs `vault wal-fetch` with.
     pub config_path: PathBuf,
+    /// The copy repository (`--repository NAME`) it fetches from, when not the primary.
+    pub repository: Option<String>,
     /// A throwaway copy vault itself reads (`vault restore --at` through the archive): only
     /// 127.0.0.1, where vault's own `hba_file` trusts every role; the backup's pg_hba is not
     /// used. An operator's copy (`restore-cluster`) keeps its own pg_hba.
@@ -516,9 +518,14 @@ fn write_recovery_settings(
     let restore_command = format!(
         "n=0; while [ -e {spool}/%f.wanted ] && [ ! -f {spool}/%f ] && [ $n -lt 600 ]; do \
          sleep 0.1; n=$((n+1)); done; \
-         [ -f {spool}/%f ] && mv {spool}/%f %p || {} --config {} wal-fetch %f %p",
+         [ -f {spool}/%f ] && mv {spool}/%f %p || {} --config {}{} wal-fetch %f %p",
         shell_word(&vault.display().to_string()),
-        shell_word(&env.config.display().to_string())
+        shell_word(&env.config.display().to_string()),
+        // A repository name is letters, digits, `-` and `_` (config validation).
+        to.repository
+            .as_deref()
+            .map(|name| format!(" --repository {name}"))
+            .unwrap_or_default()
     );
     let mut settings = vec![
         ("restore_command", restore_command),

@@ -23,6 +23,8 @@ pub struct Server {
     /// The config and identity `restore_command` (`vault wal-fetch`) runs with.
     pub config_path: PathBuf,
     pub identity_file: PathBuf,
+    /// The copy repository `restore_command` fetches from, when not the primary.
+    pub repository: Option<String>,
 }
 
 /// A recovered throwaway copy; dropped, it is gone.
@@ -80,6 +82,7 @@ impl ThrowawayCluster {
             bin_dir: server.bin_dir.clone(),
             run_as: server.run_as.clone(),
             config_path: server.config_path.clone(),
+            repository: server.repository.clone(),
             identity_file: server.identity_file.clone(),
             trust_loopback: true,
             check_files,
