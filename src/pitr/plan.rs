@@ -175,7 +175,7 @@ pub fn of_base(
     let reach = report.bases.iter().find(|b| b.id == base.id.as_str());
     if !reach.is_some_and(|r| r.consistent) {
         return Err(Error::Config(format!(
-            "base backup {} cannot be restored: the WAL from its start to its stop is not all              archived (first missing: {})",
+            "base backup {} cannot be restored: the WAL from its start to its stop is not all archived (first missing: {})",
             base.id,
             reach
                 .and_then(|r| r.first_missing.as_deref())

@@ -106,7 +106,7 @@ impl TlsSettings {
             (None, None) | (None, Some(_)) => None,
             (Some(cert), None) => {
                 return Err(Error::Config(format!(
-                    "the client certificate `{}` has no private key: add sslkey=FILE to                      source.url (or set PGSSLKEY)",
+                    "the client certificate `{}` has no private key: add sslkey=FILE to source.url (or set PGSSLKEY)",
                     cert.display()
                 )));
             }

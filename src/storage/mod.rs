@@ -176,7 +176,7 @@ pub(crate) async fn replace_by_streaming<S: ObjectStore + ?Sized>(
         if read != kept {
             // Dropping the sender without Finish aborts the upload: the old object stays.
             return Err(Error::Repository(format!(
-                "`{key}` changed while it was being replaced ({read} bytes kept, {kept}                  expected); nothing was replaced"
+                "`{key}` changed while it was being replaced ({read} bytes kept, {kept} expected); nothing was replaced"
             )));
         }
         let _ = tx.send(UploadChunk::Finish).await;

@@ -160,7 +160,7 @@ impl ChainReport {
         }
         for base in self.bases.iter().filter(|b| !b.consistent) {
             lines.push(format!(
-                "base backup {} cannot be restored: the WAL from its start to its stop is not                  all archived (first missing: {})",
+                "base backup {} cannot be restored: the WAL from its start to its stop is not all archived (first missing: {})",
                 base.id,
                 base.first_missing.as_deref().unwrap_or("its start segment")
             ));
