@@ -265,6 +265,21 @@ pub async fn list_backups(store: &dyn ObjectStore, database: Option<&str>) -> Re
     read_all(store, keys).await
 }
 
+/// Every complete backup of both kinds: dumps (of `database`, or all) and, without
+/// `database`, base backups (which hold every database of their cluster). What key rotation
+/// and copies go through.
+pub async fn list_both_kinds(
+    store: &dyn ObjectStore,
+    database: Option<&str>,
+) -> Result<(Listing, Listing<base::BaseManifest>)> {
+    let logical = list_backups(store, database).await?;
+    let base = match database {
+        Some(_) => Listing::default(),
+        None => base::list_base_backups(store, None).await?,
+    };
+    Ok((logical, base))
+}
+
 /// Reads the manifests at `keys`, a bounded number at once, into a listing, newest first.
 /// The repository itself failing stops the read.
 pub(crate) async fn read_all<T: Listed>(

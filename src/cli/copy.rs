@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
-use vault::catalog::base::list_base_backups;
 use vault::catalog::{self, StoredBackup};
 use vault::copy::{CopiedBackup, CopiedWal, CopyJob, CopyOutcome};
 use vault::storage::ObjectStore;
@@ -54,11 +53,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         None => config.repositories.keys().cloned().collect(),
     };
     let from: Arc<dyn ObjectStore> = Arc::from(vault::storage::open(&config.repository).await?);
-    let logical = catalog::list_backups(from.as_ref(), args.database.as_deref()).await?;
-    let base = match args.database {
-        Some(_) => catalog::Listing::default(),
-        None => list_base_backups(from.as_ref(), None).await?,
-    };
+    let (logical, base) = catalog::list_both_kinds(from.as_ref(), args.database.as_deref()).await?;
     let clusters: Vec<u64> = match args.database {
         Some(_) => Vec::new(),
         None => Archive::list_all(from.as_ref())

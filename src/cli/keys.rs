@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use serde::Serialize;
-use vault::catalog::base::list_base_backups;
-use vault::catalog::{self, Listing};
+use vault::catalog;
 use vault::keys::{self, Recipients};
 use vault::lock::Lock;
 use vault::rotation::audit::{self, Audit, AuditKey};
@@ -62,19 +61,6 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// Logical backups (of `database`, or all) and, without `database`, base backups.
-async fn backups(
-    store: &dyn ObjectStore,
-    database: Option<&str>,
-) -> anyhow::Result<(Listing, Listing<vault::catalog::base::BaseManifest>)> {
-    let logical = catalog::list_backups(store, database).await?;
-    let base = match database {
-        Some(_) => Listing::default(),
-        None => list_base_backups(store, None).await?,
-    };
-    Ok((logical, base))
-}
-
 #[derive(Serialize)]
 struct RotateReport<'a> {
     dry_run: bool,
@@ -92,7 +78,8 @@ async fn rotate(config_path: &Path, args: RotateArgs) -> anyhow::Result<()> {
     let identities = super::verify::identities(&config, "vault keys rotate")?;
     let store: Arc<dyn ObjectStore> = Arc::from(vault::storage::open(&config.repository).await?);
     let _lock = Lock::try_acquire(&config.state_dir(), "keys-rotate", "rotating backup keys")?;
-    let (logical, base) = backups(store.as_ref(), args.database.as_deref()).await?;
+    let (logical, base) =
+        catalog::list_both_kinds(store.as_ref(), args.database.as_deref()).await?;
     let progress = super::progress::for_stderr();
     let job = RotationJob {
         store,
@@ -271,7 +258,7 @@ async fn audit(config_path: &Path, args: AuditArgs) -> anyhow::Result<()> {
     let config = super::load_config(config_path)?;
     let configured = keys::configured(&config.encryption)?;
     let store = vault::storage::open(&config.repository).await?;
-    let (logical, base) = backups(store.as_ref(), None).await?;
+    let (logical, base) = catalog::list_both_kinds(store.as_ref(), None).await?;
     let audit = audit::audit(&configured, &logical.backups, &base.backups);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&audit)?);
