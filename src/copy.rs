@@ -19,14 +19,11 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncReadExt;
-use tokio::sync::mpsc;
 
 use crate::catalog::{StoredBackup, StoredObject};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::storage::{ObjectStore, UploadChunk};
+use crate::storage::ObjectStore;
 use crate::wal::archive::{Archive, PushTimes};
 
 /// The fault-injection point (`VAULT_FAULT_KILL_AT`) after a backup's objects were copied
@@ -226,48 +223,28 @@ impl CopyJob {
     /// Streams one object across; the copy commits only if its size and sha256 are the
     /// manifest's.
     async fn copy_object(&self, object: &StoredObject) -> Result<u64> {
-        let mut body = self.from.download(&object.key, 0).await?;
-        let (tx, rx) = mpsc::channel(4);
-        let key = object.key.clone();
-        let progress = Arc::clone(&self.progress);
-        let produce = async move {
-            let mut hasher = Sha256::new();
-            let mut read = 0u64;
-            loop {
-                let mut chunk = bytes::BytesMut::with_capacity(1024 * 1024);
-                let n = body.read_buf(&mut chunk).await.map_err(|e| {
-                    Error::Repository(format!("reading `{key}` from the primary broke off: {e}"))
-                })?;
-                if n == 0 {
-                    break;
+        let body = self.from.download(&object.key, 0).await?;
+        let key = &object.key;
+        crate::storage::stream_into(
+            self.to.as_ref(),
+            key,
+            object.size_bytes,
+            Bytes::new(),
+            body,
+            |n| self.progress.advance(n),
+            |read, sha256| {
+                if read == object.size_bytes && sha256 == object.sha256 {
+                    return Ok(());
                 }
-                hasher.update(&chunk);
-                read += n as u64;
-                progress.advance(n as u64);
-                if tx.send(UploadChunk::Data(chunk.freeze())).await.is_err() {
-                    return Ok(read);
-                }
-            }
-            let sha256 = hex::encode(hasher.finalize());
-            if read != object.size_bytes || sha256 != object.sha256 {
-                // No Finish: the copy's upload is aborted and nothing of it is kept.
-                return Err(Error::Integrity(format!(
+                Err(Error::Integrity(format!(
                     "`{key}` in the primary is {read} bytes with sha256 {sha256}, but its \
                      manifest records {} bytes with sha256 {}: it is damaged and was not \
                      copied; `vault verify` that backup",
                     object.size_bytes, object.sha256
-                )));
-            }
-            let _ = tx.send(UploadChunk::Finish).await;
-            Ok(read)
-        };
-        let (produced, uploaded) = tokio::join!(
-            produce,
-            self.to.upload(&object.key, Some(object.size_bytes), rx)
-        );
-        let read = produced?;
-        uploaded?;
-        Ok(read)
+                )))
+            },
+        )
+        .await
     }
 
     /// Copies every archived WAL file of `system_id` the copy lacks.

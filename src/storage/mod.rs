@@ -145,7 +145,6 @@ pub(crate) async fn replace_by_streaming<S: ObjectStore + ?Sized>(
     keep_from: u64,
     old: &ObjectHead,
 ) -> Result<Replaced> {
-    use tokio::io::AsyncReadExt;
     let kept = old.size.checked_sub(keep_from).ok_or_else(|| {
         Error::Internal(format!(
             "replacing `{key}`: keeps from byte {keep_from} of {}",
@@ -153,42 +152,81 @@ pub(crate) async fn replace_by_streaming<S: ObjectStore + ?Sized>(
         ))
     })?;
     let new_size = head.len() as u64 + kept;
-    let mut body = store.download(key, keep_from).await?;
-    let (tx, rx) = mpsc::channel(4);
-    let produce = async move {
-        if tx.send(UploadChunk::Data(head)).await.is_err() {
-            return Ok(());
-        }
-        let mut read = 0u64;
-        loop {
-            let mut chunk = bytes::BytesMut::with_capacity(1024 * 1024);
-            let n = body.read_buf(&mut chunk).await.map_err(|e| {
-                Error::Repository(format!("reading `{key}` to replace it broke off: {e}"))
-            })?;
-            if n == 0 {
-                break;
-            }
-            read += n as u64;
-            if tx.send(UploadChunk::Data(chunk.freeze())).await.is_err() {
+    let body = store.download(key, keep_from).await?;
+    let uploaded = stream_into(
+        store,
+        key,
+        new_size,
+        head,
+        body,
+        |_| {},
+        |read, _| {
+            if read == kept {
                 return Ok(());
             }
-        }
-        if read != kept {
-            // Dropping the sender without Finish aborts the upload: the old object stays.
-            return Err(Error::Repository(format!(
-                "`{key}` changed while it was being replaced ({read} bytes kept, {kept} expected); nothing was replaced"
-            )));
-        }
-        let _ = tx.send(UploadChunk::Finish).await;
-        Ok(())
-    };
-    let (produced, uploaded) = tokio::join!(produce, store.upload(key, Some(new_size), rx));
-    produced?;
+            Err(Error::Repository(format!(
+                "`{key}` changed while it was being replaced ({read} bytes kept, {kept} expected); \
+             nothing was replaced"
+            )))
+        },
+    )
+    .await?;
     Ok(Replaced {
-        uploaded_bytes: uploaded?,
+        uploaded_bytes: uploaded,
         copied_bytes: 0,
         server_side: false,
     })
+}
+
+/// Streams `head`, then `body`, into a new object `key` of about `expected` bytes (S3
+/// sizes its parts from it); the upload commits only if
+/// `accept(bytes read from body, their sha256)` agrees, else it is aborted (nothing of it
+/// is kept) and `accept`'s error returned. `on_read` sees each chunk's size. Returns the
+/// bytes stored. The memory budget: one 1 MiB chunk being read, four in the channel, and
+/// what the store buffers.
+pub(crate) async fn stream_into<S: ObjectStore + ?Sized>(
+    store: &S,
+    key: &str,
+    expected: u64,
+    head: Bytes,
+    mut body: ObjectReader,
+    on_read: impl Fn(u64) + Send,
+    accept: impl FnOnce(u64, String) -> Result<()> + Send,
+) -> Result<u64> {
+    use sha2::Digest;
+    use tokio::io::AsyncReadExt;
+    let (tx, rx) = mpsc::channel(4);
+    let produce = async move {
+        if !head.is_empty() && tx.send(UploadChunk::Data(head)).await.is_err() {
+            return Ok(());
+        }
+        let mut hasher = sha2::Sha256::new();
+        let mut read = 0u64;
+        loop {
+            let mut chunk = bytes::BytesMut::with_capacity(1024 * 1024);
+            let n = body
+                .read_buf(&mut chunk)
+                .await
+                .map_err(|e| Error::Repository(format!("reading `{key}` broke off: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&chunk);
+            read += n as u64;
+            on_read(n as u64);
+            if tx.send(UploadChunk::Data(chunk.freeze())).await.is_err() {
+                // The upload ended first: its error is the cause.
+                return Ok(());
+            }
+        }
+        // Dropping the sender without Finish aborts the upload.
+        accept(read, hex::encode(hasher.finalize()))?;
+        let _ = tx.send(UploadChunk::Finish).await;
+        Ok(())
+    };
+    let (produced, uploaded) = tokio::join!(produce, store.upload(key, Some(expected), rx));
+    produced?;
+    uploaded
 }
 
 /// Where `[repository]` points.
