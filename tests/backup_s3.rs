@@ -374,11 +374,6 @@ fn check_reports_each_problem_in_one_sentence() {
     );
 }
 
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 #[test]
 fn missing_or_wrong_s3_credentials_say_which_variables_to_set() {
     let s3 = S3Env::from_env();

@@ -10,20 +10,11 @@ use std::path::{Path, PathBuf};
 use common::*;
 use serde_json::Value;
 
-/// `[repositories.dr]` on moto's server.
-fn dr_section(dr: &S3Env) -> String {
-    format!(
-        "[repositories.dr]\nurl = \"s3://{}/dr\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
-         force_path_style = true\npart_size_mib = 5",
-        dr.bucket, dr.endpoint
-    )
-}
-
 fn config_with_dr(ws: &Workspace, source: &str, primary: &str, dr: &S3Env) -> PathBuf {
     ws.configure(source)
         .state_dir(&ws.path("state"))
         .repository(primary)
-        .section(&dr_section(dr))
+        .section(&dr.copy_repository("dr", "dr"))
         .write()
 }
 
@@ -91,13 +82,7 @@ fn a_copy_restores_the_source_with_the_primary_gone() {
     }
 
     // The primary is gone (its endpoint a closed port): the copy still restores.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    let gone = S3Env {
-        endpoint: dead,
-        bucket: s3.bucket.clone(),
-    };
+    let gone = s3.unreachable();
     let primary_gone = config_with_dr(&ws, &pg.url("app"), &s3_repository(&gone, &prefix), &dr);
     let out = vault_cmd(Some(&primary_gone))
         .args(["list", "--json"])

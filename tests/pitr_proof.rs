@@ -630,11 +630,7 @@ fn recovers_both_rows(config: &Path, tmp: &Path, options: &[&str]) {
 fn a_copy_holds_the_base_backup_and_the_wal_with_the_same_window() {
     let (s3, prefix, ws, pg, _archive) = archived_base_backup("pitr-copy");
     let dr = S3Env::moto("pitr-copy-dr");
-    let section = format!(
-        "[repositories.dr]\nurl = \"s3://{}/dr\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
-         force_path_style = true\npart_size_mib = 5",
-        dr.bucket, dr.endpoint
-    );
+    let section = dr.copy_repository("dr", "dr");
     let config = operator_config(&ws, &pg, &s3, &prefix, &[&section]);
     let out = run_ok(vault_cmd(Some(&config)).args(["copy", "--json"]));
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -665,12 +661,7 @@ fn a_copy_holds_the_base_backup_and_the_wal_with_the_same_window() {
 
     // The primary gone (its endpoint a closed port): the copy's base backup recovers
     // through the copy's WAL (restore_command fetches with --repository dr).
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let gone = S3Env {
-        endpoint: format!("http://{}", closed.local_addr().unwrap()),
-        bucket: s3.bucket.clone(),
-    };
-    drop(closed);
+    let gone = s3.unreachable();
     let only_dr = operator_config(&ws, &pg, &gone, &prefix, &[&section, &orders_check(2)]);
     let tmp = private_tmp();
     recovers_both_rows(&only_dr, tmp.path(), &["--repository", "dr"]);

@@ -28,6 +28,23 @@ impl S3Env {
         }
     }
 
+    /// The same bucket behind a port nothing listens on: the server gone, as vault sees it.
+    pub fn unreachable(&self) -> S3Env {
+        S3Env {
+            endpoint: format!("http://127.0.0.1:{}", closed_port()),
+            bucket: self.bucket.clone(),
+        }
+    }
+
+    /// `[repositories.<name>]` for this server's bucket under `prefix`: a copy repository.
+    pub fn copy_repository(&self, name: &str, prefix: &str) -> String {
+        format!(
+            "[repositories.{name}]\nurl = \"s3://{}/{prefix}\"\nendpoint = \"{}\"\n\
+             region = \"us-east-1\"\nforce_path_style = true\npart_size_mib = 5",
+            self.bucket, self.endpoint
+        )
+    }
+
     /// A raw client, for checking what vault stored with plain S3 calls.
     pub fn client(&self) -> aws_sdk_s3::Client {
         let config = aws_sdk_s3::config::Builder::new()
@@ -244,6 +261,12 @@ impl S3Env {
                 .collect()
         })
     }
+}
+
+/// A loopback port nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }
 
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
