@@ -55,6 +55,7 @@ fn a_copy_restores_the_source_with_the_primary_gone() {
     let ws = Workspace::new();
     let prefix = unique_prefix("copy");
     let config = config_with_dr(&ws, &pg.url("app"), &s3_repository(&s3, &prefix), &dr);
+    let tmp = private_tmp();
     backup(&config);
     let newest = backup(&config);
     let source = content_fingerprint(&pg, "app");
@@ -95,6 +96,19 @@ fn a_copy_restores_the_source_with_the_primary_gone() {
     );
     assert_eq!(content_fingerprint(&pg, "from_dr"), source);
     assert_eq!(dr_list(&primary_gone)[0]["id"], newest.as_str());
+    // A drill rehearses the restore from the copy, and its record stays there.
+    let drilled = run_ok(
+        vault_cmd(Some(&primary_gone))
+            .env("TMPDIR", tmp.path())
+            .args(["--repository", "dr", "drill", "--json"]),
+    );
+    let drilled: Value = serde_json::from_str(&drilled).unwrap();
+    assert_eq!(drilled["passed"], true, "{drilled:#}");
+    assert_eq!(drilled["backup_id"], newest.as_str(), "{drilled:#}");
+    assert!(
+        !dr.keys("dr/drills/").is_empty(),
+        "the drill record is in the copy"
+    );
     // The primary's runbook names the copy; the copy's own runbook fetches from it.
     let runbook = run_ok(vault_cmd(Some(&config)).arg("runbook"));
     assert!(runbook.contains(&format!(
@@ -257,4 +271,48 @@ fn prune_applies_each_repositorys_own_retention() {
         .map(|b| b["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids, [newer]);
+}
+
+/// One copy repository unreachable: the others are still filled, and the command says
+/// which was not (exit 4).
+#[test]
+fn an_unreachable_copy_does_not_stop_the_others() {
+    let s3 = S3Env::from_env();
+    let pg = cluster_with("app", "CREATE TABLE t AS SELECT 1 AS x");
+    let ws = Workspace::new();
+    let prefix = unique_prefix("copy-unreachable");
+    let near = ws.path("near");
+    let config = ws
+        .configure(&pg.url("app"))
+        .state_dir(&ws.path("state"))
+        .s3(&s3, &prefix)
+        .section(&s3.unreachable().copy_repository("away", "away"))
+        .section(&format!(
+            "[repositories.near]\nurl = {}",
+            toml_str(&near.display().to_string())
+        ))
+        .write();
+    let id = backup(&config);
+    let reports = copy_json(&config, 4);
+    let of = |name: &str| {
+        reports
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["repository"] == name)
+            .unwrap()
+            .clone()
+    };
+    let away = of("away");
+    assert!(
+        away["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach the S3 endpoint"),
+        "{reports:#}"
+    );
+    assert_eq!(of("near")["backups"][0]["outcome"], "copied", "{reports:#}");
+    let out = run_ok(vault_cmd(Some(&config)).args(["--repository", "near", "list", "--json"]));
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed[0]["id"], id.as_str());
 }

@@ -33,6 +33,42 @@ struct Report {
     location: String,
     backups: Vec<CopiedBackup>,
     wal: Vec<CopiedWal>,
+    /// Why this copy repository could not be filled (unreachable, refused); the others
+    /// still were.
+    error: Option<String>,
+    #[serde(skip)]
+    error_code: Option<u8>,
+}
+
+/// Every backup (oldest first: a copy cut short holds the older ones whole) and every
+/// cluster's WAL the copy lacks, into `report`.
+async fn fill(
+    job: &CopyJob,
+    logical: &catalog::Listing,
+    base: &catalog::Listing<vault::catalog::base::BaseManifest>,
+    clusters: &[u64],
+    report: &mut Report,
+) -> vault::Result<()> {
+    let present: HashSet<String> = job
+        .to
+        .list(catalog::MANIFESTS_PREFIX)
+        .await?
+        .into_iter()
+        .chain(job.to.list(catalog::base::BASE_PREFIX).await?)
+        .map(|o| o.key)
+        .collect();
+    for backup in logical.backups.iter().rev() {
+        let here = present.contains(&backup.manifest_key());
+        report.backups.push(job.copy_backup(backup, here).await);
+    }
+    for backup in base.backups.iter().rev() {
+        let here = present.contains(&backup.manifest_key());
+        report.backups.push(job.copy_backup(backup, here).await);
+    }
+    for system_id in clusters {
+        report.wal.push(job.copy_wal(*system_id).await?);
+    }
+    Ok(())
 }
 
 pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
@@ -68,41 +104,33 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let mut reports = Vec::new();
     for name in names {
         let repository = config.copy_repository(&name)?;
-        let to: Arc<dyn ObjectStore> = Arc::from(vault::storage::open(repository).await?);
-        to.probe().await?;
-        let job = CopyJob {
-            from: Arc::clone(&from),
-            to: Arc::clone(&to),
-            name: name.clone(),
-            progress: Arc::clone(&progress),
+        let mut report = Report {
+            repository: name.clone(),
+            location: String::new(),
+            backups: Vec::new(),
+            wal: Vec::new(),
+            error: None,
+            error_code: None,
         };
-        let present: HashSet<String> = to
-            .list(catalog::MANIFESTS_PREFIX)
-            .await?
-            .into_iter()
-            .chain(to.list(catalog::base::BASE_PREFIX).await?)
-            .map(|o| o.key)
-            .collect();
-        let mut backups = Vec::new();
-        // Oldest first: a copy cut short holds the older backups whole.
-        for backup in logical.backups.iter().rev() {
-            let here = present.contains(&backup.manifest_key());
-            backups.push(job.copy_backup(backup, here).await);
+        let filled = async {
+            let to: Arc<dyn ObjectStore> = Arc::from(vault::storage::open(repository).await?);
+            report.location = to.location();
+            to.probe().await?;
+            let job = CopyJob {
+                from: Arc::clone(&from),
+                to,
+                name: name.clone(),
+                progress: Arc::clone(&progress),
+            };
+            fill(&job, &logical, &base, &clusters, &mut report).await
         }
-        for backup in base.backups.iter().rev() {
-            let here = present.contains(&backup.manifest_key());
-            backups.push(job.copy_backup(backup, here).await);
+        .await;
+        if let Err(e) = filled {
+            eprintln!("error: repository {name}: {e}");
+            report.error_code = Some(e.exit_code());
+            report.error = Some(e.to_string());
         }
-        let mut wal = Vec::new();
-        for system_id in &clusters {
-            wal.push(job.copy_wal(*system_id).await?);
-        }
-        reports.push(Report {
-            repository: name,
-            location: to.location(),
-            backups,
-            wal,
-        });
+        reports.push(report);
     }
     progress.finish();
     if args.json {
@@ -122,17 +150,22 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         .flat_map(|r| &r.wal)
         .map(|w| w.failed.len())
         .sum();
-    if !failed.is_empty() || wal_failed > 0 {
+    let unfilled: Vec<&Report> = reports.iter().filter(|r| r.error.is_some()).collect();
+    if !failed.is_empty() || wal_failed > 0 || !unfilled.is_empty() {
+        let code = unfilled
+            .iter()
+            .find_map(|r| r.error_code)
+            .or_else(|| failed.first().and_then(|b| b.failure_code))
+            .unwrap_or(exit::REPOSITORY);
         return Err(Exit {
-            code: failed
-                .first()
-                .and_then(|b| b.failure_code)
-                .unwrap_or(exit::REPOSITORY),
+            code,
             transient: false,
             message: format!(
-                "{} backup(s) and {wal_failed} WAL file(s) were not copied; nothing of them is \
-                 listed in the copy, and the next `vault copy` tries again",
-                failed.len()
+                "{} backup(s) and {wal_failed} WAL file(s) were not copied, {} copy \
+                 repositor(ies) could not be filled; nothing of them is listed in the copy, and \
+                 the next `vault copy` tries again",
+                failed.len(),
+                unfilled.len()
             ),
         }
         .into());
@@ -142,6 +175,9 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
 
 fn print_report(report: &Report) {
     println!("repository {} ({})", report.repository, report.location);
+    if let Some(error) = &report.error {
+        println!("  NOT FILLED: {error}");
+    }
     for b in &report.backups {
         let what = format!("{} {} {}", b.kind, b.owner, b.id);
         match b.outcome {
