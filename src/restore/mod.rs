@@ -14,6 +14,8 @@
 //! Any failure in 3–6 drops what this restore created and leaves the live database as it
 //! was. Nothing reads the clock here: `now` comes from the caller.
 
+pub mod toc;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
