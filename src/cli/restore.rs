@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Utc;
+use vault::catalog::Manifest;
 use vault::catalog::base::BaseManifest;
 use vault::catalog::{self, Selector};
 use vault::feed::Feed;
@@ -14,6 +15,7 @@ use vault::keys::Identities;
 use vault::pitr::logical;
 use vault::pitr::plan::{RecoveryPlan, Target as PitrTarget};
 use vault::postgres::ConnInfo;
+use vault::restore::partial::{PartialRequest, SchemaContents};
 use vault::restore::{RestoreJob, RestorePlan, RestoreReport, RestoreRequest, Target};
 use vault::timespec::{self, rfc3339};
 
@@ -65,6 +67,24 @@ pub struct Args {
     /// can, and restores the database from that).
     #[arg(long)]
     pub logical: bool,
+    /// Restore only this table (schema.name, or a name only one schema has), with its
+    /// indexes, constraints, triggers, owned sequences and data; repeatable.
+    #[arg(long = "table", value_name = "NAME")]
+    pub tables: Vec<String>,
+    /// Restore only the tables (and views) of this schema; repeatable.
+    #[arg(long = "schema", value_name = "NAME")]
+    pub schemas: Vec<String>,
+    /// Leave this table out; repeatable (alone: everything else).
+    #[arg(long = "exclude-table", value_name = "NAME")]
+    pub exclude_tables: Vec<String>,
+    /// Put the restored tables into this new schema of the live database (beside the live
+    /// tables, which are not touched) instead of a new database.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["replace", "target_db"])]
+    pub into_schema: Option<String>,
+    /// Print what the backup holds (schemas, tables and their rows at dump time) and
+    /// restore nothing.
+    #[arg(long, conflicts_with_all = ["replace", "dry_run", "into_schema"])]
+    pub list: bool,
     /// Print the plan and the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -115,8 +135,25 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         jobs: args.jobs,
         no_owner: args.no_owner,
         temp_dir: args.temp_dir.clone(),
+        partial: PartialRequest {
+            tables: args.tables.clone(),
+            schemas: args.schemas.clone(),
+            exclude_tables: args.exclude_tables.clone(),
+            into_schema: args.into_schema.clone(),
+        },
     };
     let progress = super::progress::for_stderr();
+    if args.list {
+        let job = RestoreJob {
+            store,
+            target,
+            pg_bin_dir: config.source.pg_bin_dir.clone(),
+            identities,
+            progress,
+        };
+        let (backup, schemas) = job.contents(&request).await?;
+        return print_contents(&backup, &schemas, args.json);
+    }
     let mut request = request;
     // The path taken is said on stdout, or on stderr when stdout is JSON.
     let say = |line: String| {
@@ -358,6 +395,50 @@ fn print_plan(plan: &RestorePlan, dry_run: bool, point_in_time: Option<i64>) {
     for (n, step) in plan.steps().iter().enumerate() {
         println!("  {}. {step}", n + 1);
     }
+    if let Some(partial) = &plan.partial {
+        for left in &partial.left_out {
+            println!("left out:      {left}");
+        }
+    }
+}
+
+/// `--list`: the backup's tables per schema, with their rows at dump time.
+fn print_contents(backup: &Manifest, schemas: &[SchemaContents], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "backup_id": backup.id.to_string(),
+                "database": backup.database,
+                "started_at": rfc3339(backup.started_at),
+                "schemas": schemas,
+            }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "backup {} of `{}`, started {}: rows at dump time",
+        backup.id,
+        backup.database,
+        rfc3339(backup.started_at)
+    );
+    let width = schemas
+        .iter()
+        .flat_map(|s| s.tables.iter().map(|t| t.name.len()))
+        .max()
+        .unwrap_or(0);
+    for schema in schemas {
+        let rows: i64 = schema.tables.iter().map(|t| t.rows).sum();
+        println!(
+            "schema {} ({} table(s), {rows} rows)",
+            schema.schema,
+            schema.tables.len()
+        );
+        for table in &schema.tables {
+            println!("  {:<width$} {:>12}", table.name, table.rows);
+        }
+    }
+    Ok(())
 }
 
 /// Off a terminal, `--replace` needs `--yes`: said before any work is done.

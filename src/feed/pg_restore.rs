@@ -28,6 +28,9 @@ pub struct PgRestoreRun<'a> {
     pub exit_on_error: bool,
     /// Put everything in the default tablespace (a scratch server has none of the originals).
     pub no_tablespaces: bool,
+    /// A partial restore: the listing lines of the entries to restore (`--use-list`, handed
+    /// over in memory: it names tables).
+    pub use_list: Option<&'a str>,
 }
 
 /// A dump fed to pg_restore, and how that went.
@@ -47,20 +50,7 @@ impl Feed {
     /// checked (`Integrity`, `Repository`), pg_restore could not run, or vault failed
     /// (`Internal`); pg_restore's own verdict is in [`Restored::pg_restore`].
     pub async fn pg_restore(&self, backup: &Manifest, run: &PgRestoreRun<'_>) -> Result<Restored> {
-        let tools = PgTools::locate(run.pg_bin_dir, Some(run.server.major));
-        let (version, major) = tools.version("pg_restore").await?;
-        let dump_major =
-            crate::postgres::tools::parse_version(&backup.pg_dump_version).map_or(0, |(_, m)| m);
-        if major < run.server.major.max(dump_major) {
-            return Err(Error::Source(format!(
-                "pg_restore {version} (`{}`) is older than the dump (pg_dump {}) or the server \
-                 (PostgreSQL {}): install PostgreSQL {} client tools or set source.pg_bin_dir",
-                tools.program("pg_restore").display(),
-                backup.pg_dump_version,
-                run.server.version,
-                run.server.major.max(dump_major)
-            )));
-        }
+        let tools = pg_restore_for(backup, run).await?;
         let into = run.into;
         let mut command = tools.command("pg_restore");
         command
@@ -74,6 +64,12 @@ impl Feed {
         }
         if run.no_tablespaces {
             command.arg("--no-tablespaces");
+        }
+        if let Some(list) = run.use_list {
+            let file = crate::postgres::process::memory_file(list.as_bytes())
+                .map_err(|e| Error::io("cannot hand pg_restore the list of what to restore", e))?;
+            let path = crate::postgres::process::inherit(&mut command, file);
+            command.arg(format!("--use-list={path}"));
         }
         run.target.pass_secrets(&mut command)?;
         self.progress
@@ -100,6 +96,52 @@ impl Feed {
                 })
             }
         }
+    }
+
+    /// The dump's table of contents, as `pg_restore --list --verbose` prints it (with each
+    /// entry's dependencies). pg_restore reads only the head of the dump for it, so only
+    /// that much is downloaded; the age chunks read are authenticated, but the digests of
+    /// the whole are checked only by the restore that follows.
+    pub async fn pg_restore_list(
+        &self,
+        backup: &Manifest,
+        run: &PgRestoreRun<'_>,
+    ) -> Result<String> {
+        use tokio::io::AsyncReadExt;
+        let tools = pg_restore_for(backup, run).await?;
+        let mut command = tools.command("pg_restore");
+        command.args(["--list", "--verbose"]);
+        let (mut pg_restore, stdin) = ChildProcess::spawn_with_stdin("pg_restore --list", command)?;
+        let mut stdout = pg_restore.take_stdout().expect("stdout is piped");
+        let listing = tokio::spawn(async move {
+            let mut out = Vec::new();
+            stdout.read_to_end(&mut out).await.map(|_| out)
+        });
+        let sink = std::fs::File::from(
+            stdin
+                .into_owned_fd()
+                .map_err(|e| Error::io("cannot write to pg_restore", e))?,
+        );
+        let source = Source::dump(&backup.id, &backup.dump, &backup.encryption);
+        // A whole small dump or pg_restore stopping once it has the list: both are fine.
+        let fed = self
+            .to_sink(
+                source,
+                sink,
+                "pg_restore --list's input",
+                &PhaseClock::start(),
+            )
+            .await;
+        if let Err(e) = fed {
+            drop(pg_restore);
+            return Err(e);
+        }
+        let listing = listing
+            .await
+            .map_err(|e| Error::task_failed("reading pg_restore --list", e))?
+            .map_err(|e| Error::io("reading pg_restore --list's output", e))?;
+        pg_restore.wait().await?;
+        Ok(String::from_utf8_lossy(&listing).into_owned())
     }
 
     async fn stream_into_pg_restore(
@@ -157,6 +199,25 @@ impl Feed {
             }
         }
     }
+}
+
+/// The pg_restore to run: new enough for both the dump and the server.
+async fn pg_restore_for(backup: &Manifest, run: &PgRestoreRun<'_>) -> Result<PgTools> {
+    let tools = PgTools::locate(run.pg_bin_dir, Some(run.server.major));
+    let (version, major) = tools.version("pg_restore").await?;
+    let dump_major =
+        crate::postgres::tools::parse_version(&backup.pg_dump_version).map_or(0, |(_, m)| m);
+    if major < run.server.major.max(dump_major) {
+        return Err(Error::Source(format!(
+            "pg_restore {version} (`{}`) is older than the dump (pg_dump {}) or the server \
+             (PostgreSQL {}): install PostgreSQL {} client tools or set source.pg_bin_dir",
+            tools.program("pg_restore").display(),
+            backup.pg_dump_version,
+            run.server.version,
+            run.server.major.max(dump_major)
+        )));
+    }
+    Ok(tools)
 }
 
 /// pg_restore's failure, with the fix for the most common one.

@@ -177,22 +177,12 @@ impl ConnInfo {
             ));
         }
         let service = format!("[{SECRETS_SERVICE}]\nsslpassword={ssl_password}\n");
-        let file = memory_file(service.as_bytes())
+        let file = super::process::memory_file(service.as_bytes())
             .map_err(|e| Error::io("cannot pass the sslpassword to a PostgreSQL tool", e))?;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        let path = super::process::inherit(command, file);
         command
-            .env("PGSERVICEFILE", format!("/dev/fd/{fd}"))
+            .env("PGSERVICEFILE", path)
             .env("PGSERVICE", SECRETS_SERVICE);
-        // SAFETY: only fcntl (async-signal-safe) runs between fork and exec. The closure owns
-        // the descriptor, so it stays open until the command is dropped.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_SETFD, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         Ok(())
     }
 
@@ -267,29 +257,6 @@ impl ConnInfo {
 
 /// The service name of the in-memory file that carries the sslpassword to libpq tools.
 const SECRETS_SERVICE: &str = "vault-secrets";
-
-/// An anonymous file in memory (close-on-exec) holding `contents`, read from its start.
-fn memory_file(contents: &[u8]) -> std::io::Result<std::fs::File> {
-    use std::io::{Seek, Write};
-    // SAFETY: a valid NUL-terminated name and flags; the result is checked.
-    let created = unsafe { libc::memfd_create(c"vault-secrets".as_ptr(), libc::MFD_CLOEXEC) };
-    if created < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // Above the descriptors children are given on purpose (pg_restore's file is fd 3).
-    // SAFETY: plain descriptor calls on the descriptor just created.
-    let fd = unsafe { libc::fcntl(created, libc::F_DUPFD_CLOEXEC, 10) };
-    let dup_error = std::io::Error::last_os_error();
-    unsafe { libc::close(created) };
-    if fd < 0 {
-        return Err(dup_error);
-    }
-    // SAFETY: `fd` was just created and is owned by nothing else.
-    let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    file.write_all(contents)?;
-    file.rewind()?;
-    Ok(file)
-}
 
 fn decode(text: &str) -> String {
     percent_decode_str(text).decode_utf8_lossy().into_owned()

@@ -44,6 +44,11 @@ impl ChildProcess {
         Ok((child, stdin))
     }
 
+    /// As [`Self::spawn`], reading `stdin` (another child's stdout: pg_dump | pg_restore).
+    pub fn spawn_reading(name: &str, command: Command, stdin: Stdio) -> Result<ChildProcess> {
+        Self::start(name, command, stdin)
+    }
+
     fn start(name: &str, mut command: Command, stdin: Stdio) -> Result<ChildProcess> {
         command
             .stdin(stdin)
@@ -175,6 +180,49 @@ impl Drop for ChildProcess {
             }
         }
     }
+}
+
+/// An anonymous file in memory (close-on-exec, at descriptor 10 or above, so it never
+/// collides with the descriptors children are given: pg_restore's file is fd 3) holding
+/// `contents`, read from its start. For what a child must read but no disk may hold: the
+/// sslpassword's service file, a partial restore's `--use-list` (it names tables).
+pub(crate) fn memory_file(contents: &[u8]) -> std::io::Result<std::fs::File> {
+    use std::io::{Seek, Write};
+    // SAFETY: a valid NUL-terminated name and flags; the result is checked.
+    let created = unsafe { libc::memfd_create(c"vault".as_ptr(), libc::MFD_CLOEXEC) };
+    if created < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: plain descriptor calls on the descriptor just created.
+    let fd = unsafe { libc::fcntl(created, libc::F_DUPFD_CLOEXEC, 10) };
+    let dup_error = std::io::Error::last_os_error();
+    unsafe { libc::close(created) };
+    if fd < 0 {
+        return Err(dup_error);
+    }
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    file.write_all(contents)?;
+    file.rewind()?;
+    Ok(file)
+}
+
+/// Lets the child `command` starts inherit `file` (only that child: it stays close-on-exec
+/// here); returns the path the child opens it by, `/dev/fd/N`. The command owns the
+/// descriptor until it is dropped.
+pub(crate) fn inherit(command: &mut Command, file: std::fs::File) -> String {
+    use std::os::fd::AsRawFd;
+    let path = format!("/dev/fd/{}", file.as_raw_fd());
+    // SAFETY: only fcntl (async-signal-safe) runs between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    path
 }
 
 /// Runs a short-lived program to completion (initdb, pg_ctl, psql), returning its stdout;

@@ -13,7 +13,14 @@
 //!
 //! Any failure in 3–6 drops what this restore created and leaves the live database as it
 //! was. Nothing reads the clock here: `now` comes from the caller.
+//!
+//! A partial restore (`--table`, `--schema`, `--exclude-table`; `partial`) resolves the
+//! names against the facts and chooses its entries from the dump's table of contents
+//! (`toc`) in the plan, restores only those with `pg_restore --use-list`, and compares just
+//! what it restored; with `--into-schema` it restores into a scratch database and carries
+//! the tables into a new schema of the live database in one transaction.
 
+pub mod partial;
 pub mod toc;
 
 use std::path::PathBuf;
@@ -35,6 +42,8 @@ use crate::postgres::comparison::{FactsComparison, TableCount};
 use crate::postgres::{ConnInfo, DumpFacts};
 use crate::progress::Progress;
 use crate::storage::ObjectStore;
+use partial::{PartialRequest, SchemaMove};
+use toc::{Choice, Toc};
 
 /// What the operator asked for.
 #[derive(Debug, Clone)]
@@ -54,6 +63,8 @@ pub struct RestoreRequest {
     pub no_owner: bool,
     /// Where the temporary file for `jobs` goes (default: `$TMPDIR`).
     pub temp_dir: Option<PathBuf>,
+    /// Only some tables (empty: the whole database).
+    pub partial: PartialRequest,
 }
 
 /// Where the restored data ends up.
@@ -68,6 +79,13 @@ pub enum Target {
         side: String,
         kept: String,
     },
+    /// Restore some tables into `scratch`, check them, then carry them into the new
+    /// `schema` of `live` in one transaction; `scratch` is dropped.
+    IntoSchema {
+        live: String,
+        schema: String,
+        scratch: String,
+    },
 }
 
 impl Target {
@@ -81,6 +99,13 @@ impl Target {
     ) -> Target {
         let stamp = |t: DateTime<Utc>| t.format("%Y%m%d_%H%M%S").to_string();
         let db = &request.database;
+        if let Some(schema) = &request.partial.into_schema {
+            return Target::IntoSchema {
+                live: db.clone(),
+                schema: schema.clone(),
+                scratch: format!("{db}_partial_{}", stamp(now)),
+            };
+        }
         if request.replace {
             Target::Replace {
                 live: db.clone(),
@@ -102,8 +127,20 @@ impl Target {
         match self {
             Target::NewDatabase { name } => name,
             Target::Replace { side, .. } => side,
+            Target::IntoSchema { scratch, .. } => scratch,
         }
     }
+}
+
+/// What a partial restore brings back, decided in the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartialPlan {
+    /// The tables whose rows are restored, `schema.name`.
+    pub tables: Vec<String>,
+    /// What hangs on them but cannot come, and why.
+    pub left_out: Vec<String>,
+    #[serde(skip)]
+    choice: Choice,
 }
 
 /// Everything decided before a restore changes anything.
@@ -122,6 +159,8 @@ pub struct RestorePlan {
     pub no_owner: bool,
     /// Sessions in the live database that the swap will end (replace only).
     pub live_sessions: Option<i64>,
+    /// Only some tables.
+    pub partial: Option<PartialPlan>,
     #[serde(skip)]
     facts: DumpFacts,
     #[serde(skip)]
@@ -148,22 +187,49 @@ impl RestorePlan {
             }
             None => "stream it through sha256, age and zstd into pg_restore".to_string(),
         };
+        let what = match &self.partial {
+            Some(partial) => format!(
+                "only {} table(s) ({}) with what they need",
+                partial.tables.len(),
+                partial.tables.join(", ")
+            ),
+            None => format!("backup {}", self.backup_id),
+        };
         steps.push(format!(
-            "create database `{}` and restore backup {} into it: {how}",
+            "create database `{}` and restore {what} into it: {how}",
             self.target.restore_into(),
-            self.backup_id
         ));
-        if self.facts.database_properties.is_some() {
+        if self.facts.database_properties.is_some()
+            && !matches!(self.target, Target::IntoSchema { .. })
+        {
             steps.push(format!(
                 "give `{}` the database's own settings, comment and grants from dump time",
                 self.target.restore_into()
             ));
         }
-        steps.push(
+        steps.push(if self.partial.is_some() {
+            "compare the restored tables' row counts and their sequences with the facts \
+             captured at dump time"
+                .to_string()
+        } else {
             "compare every table's row count, the large objects and the sequences with the \
              facts captured at dump time"
-                .to_string(),
-        );
+                .to_string()
+        });
+        if let Target::IntoSchema {
+            live,
+            schema,
+            scratch,
+        } = &self.target
+        {
+            steps.push(format!(
+                "move the restored tables under a new schema `{schema}` in `{scratch}`"
+            ));
+            steps.push(format!(
+                "carry schema `{schema}` into `{live}` in one transaction (nothing else in \
+                 `{live}` is touched), check its row counts there, drop `{scratch}`"
+            ));
+        }
         if let Target::Replace { live, side, kept } = &self.target {
             steps.push(format!(
                 "refuse new connections to `{live}` and end its {} session(s)",
@@ -186,13 +252,18 @@ pub struct RestoreReport {
     pub database: String,
     /// With `--replace`: the name the previous live database is kept under.
     pub kept_as: Option<String>,
+    /// With `--into-schema`: the schema of `database` holding the restored tables.
+    pub schema: Option<String>,
+    /// A partial restore: what hangs on the restored tables but could not come.
+    pub left_out: Vec<String>,
     pub tables: Vec<TableCount>,
     pub large_objects_expected: i64,
     pub large_objects_restored: i64,
     pub sequences_match: bool,
     /// The schema fingerprint differs (e.g. a newer server describes an index differently);
-    /// reported, not failed, since the data checks are what prove the restore.
-    pub schema_fingerprint_matches: bool,
+    /// reported, not failed, since the data checks are what prove the restore. `None` for a
+    /// partial restore (the fingerprint covers the whole database).
+    pub schema_fingerprint_matches: Option<bool>,
     pub roles_created: Vec<String>,
     /// The database's own settings, comment and grants from dump time: `true` all applied,
     /// `false` some failed (warned), `null` the backup predates them (facts format 1).
@@ -206,12 +277,19 @@ impl RestoreReport {
     /// person: the outcome, the roles created, a table of row counts, then large objects,
     /// sequences and the database's own settings.
     pub fn summary(&self) -> Vec<String> {
-        let mut lines = vec![match &self.kept_as {
-            Some(kept) => format!(
+        let mut lines = vec![match (&self.kept_as, &self.schema) {
+            (_, Some(schema)) => format!(
+                "restored {} table(s) of backup {} into schema `{schema}` of `{}` in {:.1}s",
+                self.tables.len(),
+                self.backup_id,
+                self.database,
+                self.seconds
+            ),
+            (Some(kept), None) => format!(
                 "restored backup {} over `{}` in {:.1}s; the previous database is kept as `{kept}`",
                 self.backup_id, self.database, self.seconds
             ),
-            None => format!(
+            (None, None) => format!(
                 "restored backup {} into `{}` in {:.1}s",
                 self.backup_id, self.database, self.seconds
             ),
@@ -239,6 +317,9 @@ impl RestoreReport {
                 show(t.restored),
                 if t.matches() { "ok" } else { "MISMATCH" }
             ));
+        }
+        for left in &self.left_out {
+            lines.push(format!("left out: {left}"));
         }
         lines.push(format!(
             "large objects: {} at dump time, {} restored; sequences: {}; database settings, \
@@ -283,38 +364,67 @@ impl RestoreJob {
         if request.jobs == Some(0) {
             return Err(Error::Config("--jobs must be at least 1".into()));
         }
-        let listing = catalog::list_backups(self.store.as_ref(), Some(&request.database)).await?;
-        for problem in &listing.unreadable {
-            self.progress
-                .warn(&format!("not considered for the restore: {problem}"));
+        let partial = &request.partial;
+        if request.replace && !partial.is_empty() {
+            return Err(Error::Config(
+                "--replace rolls the whole database back; to put some tables back beside the \
+                 live ones, drop --replace and add --into-schema NAME (or restore them into a \
+                 new database)"
+                    .into(),
+            ));
         }
-        let backup = catalog::select(&listing.backups, &request.selector, &request.database)?;
-        let facts = sealed::read_facts(self.store.as_ref(), &self.identities, backup).await?;
+        if let Some(schema) = &partial.into_schema {
+            if partial.is_empty() {
+                return Err(Error::Config(
+                    "--into-schema puts the tables named by --table, --schema or \
+                     --exclude-table into the live database: name some"
+                        .into(),
+                ));
+            }
+            if request.target_db.is_some() {
+                return Err(Error::Config(
+                    "--into-schema restores into the live database itself; drop --target-db".into(),
+                ));
+            }
+            partial::check_schema_name(schema)?;
+        }
+        let (backup, facts) = self.chosen(request).await?;
+        let backup = &backup;
+        let names = if partial.is_empty() {
+            None
+        } else {
+            Some(partial.resolve(&facts, &backup.id.to_string())?)
+        };
 
         let target = Target::choose(request, backup.started_at, now);
         let admin = ServerAdmin::connect(&self.target, &request.database).await?;
-        // A side database only outlives its restore when vault was killed mid-way. A failing
-        // look-up is reported, not taken for "none left".
-        let leftovers = admin
-            .databases_starting_with(&format!("{}_restoring_", request.database))
-            .await;
-        let leftovers = match leftovers {
-            Ok(names) => names,
-            Err(e) => {
-                admin.close().await;
-                return Err(e);
+        let checked = async {
+            // A side or scratch database only outlives its restore when vault was killed
+            // mid-way. A failing look-up is reported, not taken for "none left".
+            for kind in ["restoring", "partial"] {
+                let prefix = format!("{}_{kind}_", request.database);
+                for name in admin.databases_starting_with(&prefix).await? {
+                    self.progress.warn(&format!(
+                        "database `{name}` is left from a restore that was killed before it \
+                         finished (it is not the live database); drop it when you no longer \
+                         need it"
+                    ));
+                }
             }
-        };
-        for name in &leftovers {
-            self.progress.warn(&format!(
-                "database `{name}` is left from a restore that was killed before it finished \
-                 (it is not the live database); drop it when you no longer need it"
-            ));
+            let live_sessions = check_names(&admin, &target).await?;
+            let partial = match &names {
+                Some(names) => Some(
+                    self.choose_entries(&admin, backup, &facts, names, &target)
+                        .await?,
+                ),
+                None => None,
+            };
+            Ok::<_, Error>((live_sessions, partial))
         }
-        let live_sessions = check_names(&admin, &target).await;
+        .await;
         let server = admin.shown.clone();
         admin.close().await;
-        let live_sessions = live_sessions?;
+        let (live_sessions, partial) = checked?;
 
         Ok(RestorePlan {
             backup_id: backup.id.to_string(),
@@ -327,8 +437,91 @@ impl RestoreJob {
             jobs: request.jobs,
             no_owner: request.no_owner,
             live_sessions,
+            partial,
             facts,
             temp_dir: request.temp_dir.clone(),
+        })
+    }
+
+    /// What the backup `request` chooses holds (`--list`): its tables per schema with
+    /// their rows at dump time, from its facts alone (the dump is not read).
+    pub async fn contents(
+        &self,
+        request: &RestoreRequest,
+    ) -> Result<(Manifest, Vec<partial::SchemaContents>)> {
+        let (backup, facts) = self.chosen(request).await?;
+        Ok((backup, partial::contents(&facts)))
+    }
+
+    /// The backup `request` chooses and its dump-time facts (which prove the key opens it).
+    async fn chosen(&self, request: &RestoreRequest) -> Result<(Manifest, DumpFacts)> {
+        let listing = catalog::list_backups(self.store.as_ref(), Some(&request.database)).await?;
+        for problem in &listing.unreadable {
+            self.progress
+                .warn(&format!("not considered for the restore: {problem}"));
+        }
+        let backup = catalog::select(&listing.backups, &request.selector, &request.database)?;
+        let facts = sealed::read_facts(self.store.as_ref(), &self.identities, backup).await?;
+        Ok((backup.clone(), facts))
+    }
+
+    /// A partial restore's entries, from the dump's table of contents; with
+    /// `--into-schema`, the schema must be new to the live database and the tables' names
+    /// distinct in it.
+    async fn choose_entries(
+        &self,
+        admin: &ServerAdmin,
+        backup: &Manifest,
+        facts: &DumpFacts,
+        names: &toc::ChosenNames,
+        target: &Target,
+    ) -> Result<PartialPlan> {
+        let run = PgRestoreRun {
+            target: &self.target,
+            server: &admin.server,
+            pg_bin_dir: self.pg_bin_dir.as_deref(),
+            into: "",
+            jobs: None,
+            no_owner: false,
+            temp_dir: None,
+            exit_on_error: true,
+            no_tablespaces: false,
+            use_list: None,
+        };
+        self.progress
+            .phase(&format!("reading backup {}'s table of contents", backup.id));
+        let listing = self.feed().pg_restore_list(backup, &run).await?;
+        let known: Vec<toc::QualifiedName> = facts
+            .tables
+            .iter()
+            .map(|t| (t.schema.clone(), t.name.clone()))
+            .collect();
+        let choice = Toc::parse(&listing)?.choose(names, &known)?;
+        if let Target::IntoSchema { live, schema, .. } = target {
+            let mut seen = std::collections::BTreeMap::new();
+            for (_, (from, name)) in &choice.relations {
+                if let Some(other) = seen.insert(name.clone(), from.clone()) {
+                    return Err(Error::Config(format!(
+                        "{other}.{name} and {from}.{name} would both be {schema}.{name}: \
+                         restore them with separate --into-schema names"
+                    )));
+                }
+            }
+            if partial::schema_exists(&self.target, live, schema).await? {
+                return Err(Error::Config(format!(
+                    "schema `{schema}` already exists in `{live}`; vault restores only into a \
+                     new schema: choose another --into-schema, or drop it first"
+                )));
+            }
+        }
+        Ok(PartialPlan {
+            tables: choice
+                .tables
+                .iter()
+                .map(|(schema, name)| format!("{schema}.{name}"))
+                .collect(),
+            left_out: choice.left_out.clone(),
+            choice,
         })
     }
 
@@ -364,11 +557,14 @@ impl RestoreJob {
                 temp_dir: plan.temp_dir.as_deref(),
                 exit_on_error: true,
                 no_tablespaces: false,
+                use_list: plan.partial.as_ref().map(|p| p.choice.use_list.as_str()),
             };
             let restored = self.feed().pg_restore(&plan.backup, &run).await?;
             restored.pg_restore?;
             let restored_bytes = restored.bytes;
             let properties_restored = match &plan.facts.database_properties {
+                // The scratch database goes; the live one keeps its own.
+                _ if matches!(plan.target, Target::IntoSchema { .. }) => None,
                 Some(props) => {
                     let failures = admin.apply_properties(into, props).await;
                     for failure in &failures {
@@ -401,6 +597,15 @@ impl RestoreJob {
                     admin.swap(live, side, kept).await.map(|()| report)
                 }
                 Target::NewDatabase { .. } => Ok(report),
+                // One transaction into the live database: not cancelled midway either.
+                Target::IntoSchema {
+                    live,
+                    schema,
+                    scratch,
+                } => self
+                    .carry_into_schema(&admin, plan, live, schema, scratch)
+                    .await
+                    .map(|()| report),
             },
             Err(e) => Err(e),
         };
@@ -415,7 +620,9 @@ impl RestoreJob {
                 };
                 admin.close().await;
                 let untouched = match &plan.target {
-                    Target::Replace { live, .. } => format!("; `{live}` was not changed"),
+                    Target::Replace { live, .. } | Target::IntoSchema { live, .. } => {
+                        format!("; `{live}` was not changed")
+                    }
                     Target::NewDatabase { .. } => String::new(),
                 };
                 return Err(with_suffix(
@@ -432,14 +639,98 @@ impl RestoreJob {
                 ));
             }
         };
-        admin.close().await;
-        if let Target::Replace { live, kept, .. } = &plan.target {
-            report.database = live.clone();
-            report.kept_as = Some(kept.clone());
+        match &plan.target {
+            Target::Replace { live, kept, .. } => {
+                report.database = live.clone();
+                report.kept_as = Some(kept.clone());
+            }
+            Target::IntoSchema {
+                live,
+                schema,
+                scratch,
+            } => {
+                if let Err(e) = admin.drop_database(scratch).await {
+                    self.progress.warn(&format!(
+                        "the restore into `{live}` is done, but its scratch database could \
+                         not be dropped ({e}): drop `{scratch}` by hand"
+                    ));
+                }
+                report.database = live.clone();
+                report.schema = Some(schema.clone());
+            }
+            Target::NewDatabase { .. } => {}
         }
+        admin.close().await;
         report.roles_created = roles_created;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// The checked tables of `scratch` under a new `schema` of `live`, in one transaction,
+    /// then their rows there against the dump-time facts; a mismatch drops the schema
+    /// again (this restore created it).
+    async fn carry_into_schema(
+        &self,
+        admin: &ServerAdmin,
+        plan: &RestorePlan,
+        live: &str,
+        schema: &str,
+        scratch: &str,
+    ) -> Result<()> {
+        let partial = plan
+            .partial
+            .as_ref()
+            .expect("an into-schema restore is partial");
+        let carry = SchemaMove {
+            target: &self.target,
+            server: &admin.server,
+            pg_bin_dir: self.pg_bin_dir.as_deref(),
+            scratch,
+            live,
+            schema,
+            relations: &partial.choice.relations,
+            no_owner: plan.no_owner,
+        };
+        self.progress
+            .phase(&format!("moving the restored tables under `{schema}`"));
+        carry.gather().await?;
+        self.progress
+            .phase(&format!("carrying schema `{schema}` into `{live}`"));
+        carry.carry().await?;
+        let counted = carry.count(&partial.choice.tables).await;
+        let wrong: Vec<String> = match &counted {
+            Ok(counts) => counts
+                .iter()
+                .filter_map(|((from, name), rows)| {
+                    let then = plan
+                        .facts
+                        .tables
+                        .iter()
+                        .find(|t| &t.schema == from && &t.name == name)
+                        .map(|t| t.rows);
+                    (then != Some(*rows)).then(|| {
+                        format!(
+                            "{schema}.{name}: {rows} rows, {} at dump time",
+                            then.map_or("none".to_string(), |n| n.to_string())
+                        )
+                    })
+                })
+                .collect(),
+            Err(e) => vec![e.to_string()],
+        };
+        if wrong.is_empty() {
+            return Ok(());
+        }
+        let undone = match carry.undo().await {
+            Ok(()) => format!("schema `{schema}` was dropped again"),
+            Err(e) => e.to_string(),
+        };
+        Err(Error::Integrity(format!(
+            "the tables carried into `{live}` do not match backup {}'s dump-time facts: {}; \
+             {undone}",
+            plan.backup_id,
+            wrong.join("; ")
+        )))
     }
 
     fn feed(&self) -> Feed {
@@ -470,7 +761,16 @@ impl RestoreJob {
         drop(client);
         let _ = task.await;
         let now = now?;
-        let comparison = FactsComparison::new(&plan.facts, &now);
+        let comparison = match &plan.partial {
+            Some(partial) => {
+                let c = &partial.choice;
+                FactsComparison::new(
+                    &partial::narrowed(&plan.facts, &c.tables, &c.sequences, c.large_objects),
+                    &partial::narrowed(&now, &c.tables, &c.sequences, c.large_objects),
+                )
+            }
+            None => FactsComparison::new(&plan.facts, &now),
+        };
         let differences = comparison.data_differences();
         if !differences.is_empty() {
             return Err(Error::Integrity(format!(
@@ -483,17 +783,23 @@ impl RestoreJob {
             backup_id: plan.backup_id.clone(),
             database: into.to_string(),
             kept_as: None,
+            schema: None,
+            left_out: plan
+                .partial
+                .as_ref()
+                .map(|p| p.left_out.clone())
+                .unwrap_or_default(),
             large_objects_expected: comparison.large_objects_expected,
             large_objects_restored: comparison.large_objects_restored,
             sequences_match: comparison.sequence_differences.is_empty(),
-            schema_fingerprint_matches: comparison.schema_matches(),
+            schema_fingerprint_matches: plan.partial.is_none().then(|| comparison.schema_matches()),
             tables: comparison.tables,
             roles_created: Vec::new(),
             database_properties_restored: None,
             restored_bytes,
             seconds: 0.0,
         };
-        if !report.schema_fingerprint_matches {
+        if report.schema_fingerprint_matches == Some(false) {
             self.progress.warn(&format!(
                 "the schema of `{into}` is described differently than at dump time (schema \
                  fingerprint differs); the data checks passed"
@@ -565,6 +871,26 @@ async fn check_names(admin: &ServerAdmin, target: &Target) -> Result<Option<i64>
             }
             Ok(Some(admin.sessions_in(live).await?))
         }
+        Target::IntoSchema { live, scratch, .. } => {
+            if !admin.database_exists(live).await? {
+                return Err(Error::Config(format!(
+                    "database `{live}` does not exist on {}, so it has no schema to restore \
+                     into: drop --into-schema to restore into a new database",
+                    admin.shown
+                )));
+            }
+            if let Some(e) = too_long(scratch) {
+                return Err(e);
+            }
+            if admin.database_exists(scratch).await? {
+                return Err(Error::Config(format!(
+                    "database `{scratch}` already exists on {}; wait a second and retry, or \
+                     drop it",
+                    admin.shown
+                )));
+            }
+            Ok(None)
+        }
     }
 }
 
@@ -604,6 +930,7 @@ mod tests {
             jobs: None,
             no_owner: false,
             temp_dir: None,
+            partial: PartialRequest::default(),
         }
     }
 
@@ -649,6 +976,7 @@ mod tests {
             jobs,
             no_owner: false,
             live_sessions: Some(3),
+            partial: None,
             facts: DumpFacts::sample(),
             temp_dir: None,
         }
@@ -697,6 +1025,8 @@ mod tests {
             backup_id: "20261127T030000Z-abcdef".into(),
             database: "app".into(),
             kept_as: Some("app_before_restore_x".into()),
+            schema: None,
+            left_out: Vec::new(),
             tables: vec![
                 TableCount {
                     schema: "shop".into(),
@@ -714,7 +1044,7 @@ mod tests {
             large_objects_expected: 2,
             large_objects_restored: 2,
             sequences_match: true,
-            schema_fingerprint_matches: true,
+            schema_fingerprint_matches: Some(true),
             roles_created: vec!["reporting".into()],
             database_properties_restored: None,
             restored_bytes: 1,

@@ -274,6 +274,7 @@ impl VerifyJob {
                 temp_dir: None,
                 exit_on_error: false,
                 no_tablespaces: true,
+                use_list: None,
             };
             feed.pg_restore(backup, &run).await
         }
