@@ -77,7 +77,12 @@ impl Feed {
         let source = Source::dump(&backup.id, &backup.dump, &backup.encryption);
         let clock = PhaseClock::start();
         match run.jobs {
-            None => self.stream_into_pg_restore(source, command, clock).await,
+            // With a list, pg_restore stops reading once it has what the list names; the
+            // rest of the dump is still read, so its digests are checked all the same.
+            None => {
+                self.stream_into_pg_restore(source, command, clock, run.use_list.is_some())
+                    .await
+            }
             Some(jobs) => {
                 let (file, summary) = self.to_temp_file(source, run.temp_dir, &clock).await?;
                 let decrypted = clock.elapsed();
@@ -149,6 +154,7 @@ impl Feed {
         source: Source<'_>,
         command: tokio::process::Command,
         clock: PhaseClock,
+        read_past_close: bool,
     ) -> Result<Restored> {
         let (pg_restore, stdin) = ChildProcess::spawn_with_stdin("pg_restore", command)?;
         // This function keeps its own handle on pg_restore's stdin, so the input closes
@@ -158,7 +164,11 @@ impl Feed {
                 .into_owned_fd()
                 .map_err(|e| Error::io("cannot write to pg_restore", e))?,
         ));
-        let sink = SharedFile(Arc::clone(&stdin));
+        let sink = PgRestoreInput {
+            file: SharedFile(Arc::clone(&stdin)),
+            read_past_close,
+            closed: false,
+        };
         let fed = self
             .to_sink(source, sink, "pg_restore's input", &clock)
             .await;
@@ -249,6 +259,37 @@ fn pass_as_fd3(command: &mut tokio::process::Command, file: &std::fs::File) {
             }
             Ok(())
         });
+    }
+}
+
+/// pg_restore's stdin. With `read_past_close`, pg_restore closing it is not the end: the
+/// rest is taken and dropped, so the feed reads (and checks) the whole dump; pg_restore's
+/// exit status then says how its part went.
+struct PgRestoreInput {
+    file: SharedFile,
+    read_past_close: bool,
+    closed: bool,
+}
+
+impl std::io::Write for PgRestoreInput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        match self.file.write(buf) {
+            Err(e) if self.read_past_close && e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(buf.len())
+            }
+            other => other,
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.file.flush() {
+            Err(_) if self.closed => Ok(()),
+            other => other,
+        }
     }
 }
 

@@ -390,11 +390,6 @@ impl RestoreJob {
         }
         let (backup, facts) = self.chosen(request).await?;
         let backup = &backup;
-        let names = if partial.is_empty() {
-            None
-        } else {
-            Some(partial.resolve(&facts, &backup.id.to_string())?)
-        };
 
         let target = Target::choose(request, backup.started_at, now);
         let admin = ServerAdmin::connect(&self.target, &request.database).await?;
@@ -412,12 +407,13 @@ impl RestoreJob {
                 }
             }
             let live_sessions = check_names(&admin, &target).await?;
-            let partial = match &names {
-                Some(names) => Some(
-                    self.choose_entries(&admin, backup, &facts, names, &target)
+            let partial = if partial.is_empty() {
+                None
+            } else {
+                Some(
+                    self.choose_entries(&admin, backup, &facts, partial, &target)
                         .await?,
-                ),
-                None => None,
+                )
             };
             Ok::<_, Error>((live_sessions, partial))
         }
@@ -465,7 +461,8 @@ impl RestoreJob {
         Ok((backup.clone(), facts))
     }
 
-    /// A partial restore's entries, from the dump's table of contents; with
+    /// A partial restore's entries, from the dump's table of contents (the names resolved
+    /// against it: a partitioned table has no rows of its own in the facts); with
     /// `--into-schema`, the schema must be new to the live database and the tables' names
     /// distinct in it.
     async fn choose_entries(
@@ -473,7 +470,7 @@ impl RestoreJob {
         admin: &ServerAdmin,
         backup: &Manifest,
         facts: &DumpFacts,
-        names: &toc::ChosenNames,
+        request: &PartialRequest,
         target: &Target,
     ) -> Result<PartialPlan> {
         let run = PgRestoreRun {
@@ -496,7 +493,9 @@ impl RestoreJob {
             .iter()
             .map(|t| (t.schema.clone(), t.name.clone()))
             .collect();
-        let choice = Toc::parse(&listing)?.choose(names, &known)?;
+        let toc = Toc::parse(&listing)?;
+        let names = request.resolve(&toc.relations(&known), &backup.id.to_string())?;
+        let choice = toc.choose(&names, &known)?;
         if let Target::IntoSchema { live, schema, .. } = target {
             let mut seen = std::collections::BTreeMap::new();
             for (_, (from, name)) in &choice.relations {

@@ -44,16 +44,20 @@ impl PartialRequest {
         self.tables.is_empty() && self.schemas.is_empty() && self.exclude_tables.is_empty()
     }
 
-    /// The names resolved against the backup's tables: each must be there, once.
-    pub fn resolve(&self, facts: &DumpFacts, backup: &str) -> Result<ChosenNames> {
+    /// The names resolved against the backup's relations (its tables with rows, and
+    /// partitioned tables and views, which have none of their own): each must be there,
+    /// once.
+    pub fn resolve(&self, relations: &[QualifiedName], backup: &str) -> Result<ChosenNames> {
         let mut chosen = ChosenNames::default();
         for table in &self.tables {
-            chosen.tables.insert(find_table(table, facts, backup)?);
+            chosen.tables.insert(find_table(table, relations, backup)?);
         }
         for table in &self.exclude_tables {
-            chosen.excluded.insert(find_table(table, facts, backup)?);
+            chosen
+                .excluded
+                .insert(find_table(table, relations, backup)?);
         }
-        let schemas: BTreeSet<&str> = facts.tables.iter().map(|t| t.schema.as_str()).collect();
+        let schemas: BTreeSet<&str> = relations.iter().map(|t| t.0.as_str()).collect();
         for schema in &self.schemas {
             if !schemas.contains(schema.as_str()) {
                 return Err(not_in_backup(
@@ -69,24 +73,20 @@ impl PartialRequest {
 }
 
 /// `schema.name` or a name found in exactly one schema.
-fn find_table(asked: &str, facts: &DumpFacts, backup: &str) -> Result<QualifiedName> {
-    let qualified = |t: &TableRows| format!("{}.{}", t.schema, t.name);
-    let exact: Vec<&TableRows> = facts
-        .tables
-        .iter()
-        .filter(|t| qualified(t) == asked)
-        .collect();
+fn find_table(asked: &str, relations: &[QualifiedName], backup: &str) -> Result<QualifiedName> {
+    let qualified = |t: &QualifiedName| format!("{}.{}", t.0, t.1);
+    let exact: Vec<&QualifiedName> = relations.iter().filter(|t| qualified(t) == asked).collect();
     let matches = if exact.is_empty() {
-        facts.tables.iter().filter(|t| t.name == asked).collect()
+        relations.iter().filter(|t| t.1 == asked).collect()
     } else {
         exact
     };
     match matches.as_slice() {
-        [one] => Ok((one.schema.clone(), one.name.clone())),
+        [one] => Ok((*one).clone()),
         [] => Err(not_in_backup(
             &format!("table `{asked}`"),
             backup,
-            nearest(asked, facts.tables.iter().map(qualified)),
+            nearest(asked, relations.iter().map(qualified)),
         )),
         several => Err(Error::Config(format!(
             "table `{asked}` is in several schemas of backup {backup}: say which, as {}",
@@ -381,6 +381,14 @@ mod tests {
         facts
     }
 
+    fn relations() -> Vec<QualifiedName> {
+        facts()
+            .tables
+            .iter()
+            .map(|t| (t.schema.clone(), t.name.clone()))
+            .collect()
+    }
+
     fn request(tables: &[&str]) -> PartialRequest {
         PartialRequest {
             tables: tables.iter().map(|t| t.to_string()).collect(),
@@ -391,7 +399,7 @@ mod tests {
     #[test]
     fn names_resolve_qualified_or_when_only_one_schema_has_them() {
         let chosen = request(&["shop.orders", "customers"])
-            .resolve(&facts(), "B")
+            .resolve(&relations(), "B")
             .unwrap();
         assert_eq!(
             chosen.tables,
@@ -402,7 +410,7 @@ mod tests {
             .into()
         );
         let ambiguous = request(&["orders"])
-            .resolve(&facts(), "B")
+            .resolve(&relations(), "B")
             .unwrap_err()
             .to_string();
         assert!(
@@ -414,7 +422,7 @@ mod tests {
     #[test]
     fn a_name_not_in_the_backup_is_refused_with_the_nearest_names() {
         let e = request(&["shop.custmers"])
-            .resolve(&facts(), "20261201T000000Z-abc")
+            .resolve(&relations(), "20261201T000000Z-abc")
             .unwrap_err()
             .to_string();
         assert!(
@@ -429,7 +437,7 @@ mod tests {
             schemas: vec!["shopp".into()],
             ..PartialRequest::default()
         }
-        .resolve(&facts(), "B")
+        .resolve(&relations(), "B")
         .unwrap_err()
         .to_string();
         assert!(

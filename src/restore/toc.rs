@@ -243,6 +243,26 @@ impl Toc {
         Ok(Toc { entries })
     }
 
+    /// Every relation (table, view, …) in the listing, by schema and name: `known` names
+    /// where they match (names with spaces), the split of the line otherwise.
+    pub fn relations(&self, known: &[QualifiedName]) -> Vec<QualifiedName> {
+        let mut out: Vec<QualifiedName> = self
+            .entries
+            .iter()
+            .filter(|e| e.is(RELATIONS))
+            .map(|e| {
+                known
+                    .iter()
+                    .find(|name| e.names(name))
+                    .cloned()
+                    .unwrap_or_else(|| e.schema_and_name())
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The entries `selection` restores, with what was left out and why. `known` are the
     /// dump's tables (from its facts), by which table entries are recognised.
     pub fn choose(&self, selection: &ChosenNames, known: &[QualifiedName]) -> Result<Choice> {
