@@ -3,6 +3,8 @@
 //! at T (a row committed before T, not the one after), on its own port, promoted, archiving
 //! nothing into the repository; a T after the archive recovers to its end and says so; a T
 //! before the window, or across a deleted WAL object, is refused before anything is created.
+//! `restore --at T` rolls one database back through the archive, or with `--table` puts one
+//! table as of T beside the live one.
 
 mod common;
 
@@ -329,6 +331,39 @@ fn restore_at_a_second_before_a_migration_rolls_one_database_back_through_the_ar
     };
     same("shop_copy");
 
+    // One table as of that second, beside the live one: the half-deleted invoices come
+    // back whole under a new schema; nothing else in the live database changes.
+    let out = run_ok(vault_cmd(Some(&operator)).args([
+        "restore",
+        "--at",
+        &before_migration,
+        "--table",
+        "shop.invoices",
+        "--into-schema",
+        "invoices_then",
+    ]));
+    assert!(
+        out.contains("path:          point in time") && out.contains("into schema `invoices_then`"),
+        "{out}"
+    );
+    let broken_beside_invoices = content_fingerprint(&pg, "shop");
+    let mut live = broken_beside_invoices.clone();
+    assert_eq!(
+        live.remove("table invoices_then.invoices"),
+        expected.get("table shop.invoices").cloned(),
+        "the invoices as they were at {before_migration}"
+    );
+    let sequences = live.get_mut("sequences").unwrap();
+    *sequences = sequences
+        .split(',')
+        .filter(|s| !s.starts_with("invoices_then."))
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_eq!(
+        live, broken,
+        "the live tables are as the migration left them"
+    );
+
     // Off a terminal, --replace without --yes is refused before any recovery work.
     let refused = expect_exit(
         vault_cmd(Some(&operator)).args(["restore", "--at", &before_migration, "--replace"]),
@@ -351,7 +386,7 @@ fn restore_at_a_second_before_a_migration_rolls_one_database_back_through_the_ar
     same("shop");
     let kept = databases_like(&pg, "shop_before_restore_");
     assert_eq!(kept.len(), 1, "{kept:?}");
-    assert_eq!(content_fingerprint(&pg, &kept[0]), broken);
+    assert_eq!(content_fingerprint(&pg, &kept[0]), broken_beside_invoices);
 
     // --logical takes the logical backups, of which there are none.
     let refused = expect_exit(
