@@ -665,4 +665,18 @@ fn a_copy_holds_the_base_backup_and_the_wal_with_the_same_window() {
     let only_dr = operator_config(&ws, &pg, &gone, &prefix, &[&section, &orders_check(2)]);
     let tmp = private_tmp();
     recovers_both_rows(&only_dr, tmp.path(), &["--repository", "dr"]);
+
+    // And the whole cluster comes back from the copy alone, to the archive's end.
+    let recovered = Recovered::new();
+    let out = run_ok(
+        vault_cmd(Some(&only_dr))
+            .args(["--repository", "dr", "restore-cluster", "--json", "--latest"])
+            .arg("--pgdata")
+            .arg(&recovered.pgdata),
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["recovered"]["running"], true, "{json:#}");
+    let port = json["recovered"]["port"].as_u64().unwrap() as u16;
+    assert_eq!(recovered.psql(port, "SELECT count(*) FROM orders"), "2");
+    assert_eq!(recovered.psql(port, "SELECT pg_is_in_recovery()"), "f");
 }
