@@ -286,6 +286,9 @@ pub fn render(input: &RunbookInput) -> String {
              #    3339 time (2026-11-27T03:00:00Z). The current database is kept, renamed\n\
              #    {db}_before_restore_<time>, until you drop it:\n\
              vault restore --database {db} --at 2h --replace\n\n\
+             #    Only one table broke? Put it back as of then beside the live one (see\n\
+             #    the tables with --list; the live tables are not touched):\n\
+             vault restore --database {db} --at 2h --table SCHEMA.TABLE --into-schema recovered\n\n\
              # 4. On a new, empty server: create the backup's roles first (--globals):\n\
              vault restore --database {db} --latest --globals\n\n\
              # 5. Check: prove the newest backup restores and matches the dump-time facts:\n\

@@ -264,6 +264,22 @@ fn list_shows_the_tables_and_a_wrong_name_is_refused_with_the_nearest_ones() {
         partition.contains("cannot be restored without shop.orders"),
         "{partition}"
     );
+    // A dry run says what would come and what would be left out, and creates nothing.
+    let planned = restore(
+        &config,
+        &["--latest", "--table", "shop.orders", "--dry-run"],
+    );
+    assert!(
+        planned.contains(
+            "only 3 table(s) (shop.orders_2025, shop.orders_2026, shop.orders_other) with what \
+             they need"
+        ),
+        "{planned}"
+    );
+    assert!(
+        planned.contains("left out:      FK CONSTRAINT shop.orders orders_customer_id_fkey"),
+        "{planned}"
+    );
     assert_eq!(databases(&pg), before, "nothing was created");
     let schemas = pg
         .psql(

@@ -670,7 +670,13 @@ fn a_copy_holds_the_base_backup_and_the_wal_with_the_same_window() {
     let recovered = Recovered::new();
     let out = run_ok(
         vault_cmd(Some(&only_dr))
-            .args(["--repository", "dr", "restore-cluster", "--json", "--latest"])
+            .args([
+                "--repository",
+                "dr",
+                "restore-cluster",
+                "--json",
+                "--latest",
+            ])
             .arg("--pgdata")
             .arg(&recovered.pgdata),
     );
