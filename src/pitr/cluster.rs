@@ -834,8 +834,16 @@ fn stop_and_remove(pgdata: &Path, bin_dir: &Path, owner: Owner) {
             .args(["-m", "immediate", "-w", "stop"])
             .output();
     }
-    if let Ok(entries) = std::fs::read_dir(pgdata) {
+    // A WAL file the aborted prefetch was still writing (its blocking thread outlives the
+    // task) can land in the spool while it is being removed: try again until the
+    // directory is empty, for a few seconds at most.
+    for _ in 0..50 {
+        let Ok(entries) = std::fs::read_dir(pgdata) else {
+            return;
+        };
+        let mut left = false;
         for entry in entries.flatten() {
+            left = true;
             let path = entry.path();
             let _ = if path.is_dir() {
                 std::fs::remove_dir_all(&path)
@@ -843,6 +851,10 @@ fn stop_and_remove(pgdata: &Path, bin_dir: &Path, owner: Owner) {
                 std::fs::remove_file(&path)
             };
         }
+        if !left || std::fs::read_dir(pgdata).is_ok_and(|mut e| e.next().is_none()) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
