@@ -6,6 +6,9 @@
 //! the primary is refused, never spread. Verify records and drills stay with the repository
 //! they were made in. Archived WAL files are copied too, their push times recorded in the
 //! copy's `pushed-at.json` first (the copy's objects are new, their times would be now).
+//! A WAL object has no stored digest to check against; where an identity is configured (an
+//! operator's host, not the DB host) each is opened on the way and its contents checked
+//! against the sha256 its name records, otherwise only its size is checked.
 //!
 //! ```text
 //! primary GET ─▶ sha256 + size ─▶ copy upload (commits only if both match the manifest)
@@ -22,9 +25,11 @@ use serde::Serialize;
 
 use crate::catalog::{StoredBackup, StoredObject};
 use crate::error::{Error, Result};
+use crate::keys::Identities;
 use crate::progress::Progress;
 use crate::storage::ObjectStore;
-use crate::wal::archive::{Archive, PushTimes};
+use crate::wal::archive::{Archive, ArchivedFile, PushTimes};
+use sha2::Digest;
 
 /// The fault-injection point (`VAULT_FAULT_KILL_AT`) after a backup's objects were copied
 /// and before its manifest was.
@@ -37,6 +42,8 @@ pub struct CopyJob {
     /// The copy repository's name (`[repositories.<name>]`).
     pub name: String,
     pub progress: Arc<dyn Progress>,
+    /// When configured: WAL files are opened and checked against their names on the way.
+    pub identities: Option<Arc<Identities>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -296,6 +303,9 @@ impl CopyJob {
                             file.key
                         )));
                     }
+                    if let Some(identities) = &self.identities {
+                        check_wal(identities, file, body.clone()).await?;
+                    }
                     let n = body.len() as u64;
                     self.to.put(&file.key, body).await?;
                     Ok(n)
@@ -316,6 +326,32 @@ impl CopyJob {
             }
         }
         Ok(report)
+    }
+}
+
+/// A WAL file as read from the primary, opened and decompressed: its sha256 must be the one
+/// its name carries, or it is damaged and not copied.
+async fn check_wal(identities: &Arc<Identities>, file: &ArchivedFile, body: Bytes) -> Result<()> {
+    let identities = Arc::clone(identities);
+    let key = file.key.clone();
+    let sha256 = tokio::task::spawn_blocking(move || {
+        let compressed = crate::pipeline::decrypt_small(&body, &identities)?;
+        let raw = zstd::stream::decode_all(compressed.as_slice())?;
+        Ok::<_, std::io::Error>(hex::encode(sha2::Sha256::digest(&raw)))
+    })
+    .await
+    .map_err(|e| Error::task_failed("the WAL check", e))?;
+    match sha256 {
+        Ok(sha256) if sha256 == file.sha256 => Ok(()),
+        Ok(sha256) => Err(Error::Integrity(format!(
+            "`{key}` in the primary holds a file with sha256 {sha256}, not the {} its name \
+             records: it is damaged and was not copied",
+            file.sha256
+        ))),
+        Err(e) => Err(Error::Integrity(format!(
+            "`{key}` in the primary cannot be opened ({e}): it is damaged (or not sealed to \
+             this identity) and was not copied"
+        ))),
     }
 }
 

@@ -686,3 +686,50 @@ fn a_copy_holds_the_base_backup_and_the_wal_with_the_same_window() {
     assert_eq!(recovered.psql(port, "SELECT count(*) FROM orders"), "2");
     assert_eq!(recovered.psql(port, "SELECT pg_is_in_recovery()"), "f");
 }
+
+/// A WAL object in the primary with a flipped byte is refused by `vault copy` (which opens
+/// each WAL file with the configured identity and checks it against the sha256 in its
+/// name), not spread; the others are copied.
+#[test]
+fn a_damaged_wal_file_in_the_primary_is_not_copied() {
+    let (s3, prefix, ws, pg, _archive) = archived_base_backup("pitr-copy-damaged");
+    let dr = S3Env::moto("pitr-copy-damaged-dr");
+    let section = dr.copy_repository("dr", "dr");
+    let config = operator_config(&ws, &pg, &s3, &prefix, &[&section]);
+    let segments: Vec<String> = s3
+        .keys(&format!("{prefix}/wal/"))
+        .into_iter()
+        .filter(|k| k.ends_with(".zst.age") && !k.contains("/history/"))
+        .collect();
+    assert!(segments.len() >= 2, "{segments:?}");
+    let damaged = &segments[0];
+    let mut bytes = s3.get_object(damaged);
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    s3.put_object(damaged, bytes);
+
+    let out = vault_cmd(Some(&config))
+        .args(["copy", "--json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a damaged file fails the copy");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let wal = &report[0]["wal"][0];
+    let failed = wal["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{report:#}");
+    let failure = failed[0].as_str().unwrap();
+    assert!(
+        failure.contains("it is damaged") && failure.contains("was not copied"),
+        "{failure}"
+    );
+    assert_eq!(
+        wal["copied"].as_u64().unwrap() as usize,
+        wal["files"].as_u64().unwrap() as usize - 1,
+        "{report:#}"
+    );
+    let name = damaged.rsplit('/').next().unwrap();
+    assert!(
+        !dr.keys("dr/wal/").iter().any(|k| k.ends_with(name)),
+        "the damaged file is not in the copy"
+    );
+}

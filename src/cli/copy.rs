@@ -100,6 +100,11 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     for e in logical.unreadable.iter().chain(&base.unreadable) {
         eprintln!("warning: not copied: {e}");
     }
+    // No identity is needed; with one (an operator's host), WAL files are checked too.
+    let identities = match config.identity_file() {
+        Some(path) => Some(Arc::new(vault::keys::Identities::load(&path)?)),
+        None => None,
+    };
     let progress = super::progress::for_stderr();
     let mut reports = Vec::new();
     for name in names {
@@ -121,6 +126,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
                 to,
                 name: name.clone(),
                 progress: Arc::clone(&progress),
+                identities: identities.clone(),
             };
             fill(&job, &logical, &base, &clusters, &mut report).await
         }
