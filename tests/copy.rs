@@ -316,3 +316,66 @@ fn an_unreachable_copy_does_not_stop_the_others() {
     let listed: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(listed[0]["id"], id.as_str());
 }
+
+/// A copy repository's own Object Lock: every object copied there is retained as its
+/// `[repositories.<name>]` says, while the primary has none.
+#[test]
+fn a_copy_repository_locks_what_it_receives_with_its_own_object_lock() {
+    let s3 = S3Env::from_env();
+    let dr = S3Env::moto_with_object_lock("copy-lock");
+    let pg = cluster_with(
+        "app",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g",
+    );
+    let ws = Workspace::new();
+    let prefix = unique_prefix("copy-lock");
+    let section = format!(
+        "{}\nobject_lock = {{ mode = \"COMPLIANCE\", days = 2 }}",
+        dr.copy_repository("dr", "dr")
+    );
+    let config = ws
+        .configure(&pg.url("app"))
+        .state_dir(&ws.path("state"))
+        .repository(&s3_repository(&s3, &prefix))
+        .section(&section)
+        .write();
+    let id = backup(&config);
+    copy_json(&config, 0);
+
+    let client = dr.client();
+    let keys = dr.keys(&format!("dr/data/app/{id}/"));
+    assert_eq!(keys.len(), 3, "dump, facts, globals: {keys:?}");
+    let expected = (chrono::Utc::now() + chrono::Duration::days(2)).timestamp();
+    for key in keys.iter().chain([&format!("dr/manifests/app/{id}.json")]) {
+        let head = block_on(async {
+            client
+                .head_object()
+                .bucket(&dr.bucket)
+                .key(key)
+                .send()
+                .await
+                .expect("head object")
+        });
+        assert_eq!(
+            head.object_lock_mode().map(|m| m.as_str()),
+            Some("COMPLIANCE"),
+            "{key}"
+        );
+        let until = head.object_lock_retain_until_date().unwrap().secs();
+        assert!(
+            (until - expected).abs() < 600,
+            "{key}: {until} vs {expected}"
+        );
+    }
+    // The primary's objects carry no lock of their own.
+    let primary = block_on(async {
+        s3.client()
+            .head_object()
+            .bucket(&s3.bucket)
+            .key(format!("{prefix}/data/app/{id}/dump.pgdump.zst.age"))
+            .send()
+            .await
+            .expect("head object")
+    });
+    assert!(primary.object_lock_mode().is_none());
+}
