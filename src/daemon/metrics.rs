@@ -74,6 +74,12 @@ struct Families {
     wal_missing: Family<ClusterLabels, Gauge>,
     copy_newest: Family<CopyLabels, Seconds>,
     copy_lag: Family<CopyLabels, Seconds>,
+    drill_last: Family<DatabaseLabels, Seconds>,
+    drill_passed: Family<DatabaseLabels, Gauge>,
+    drill_rto: Family<DatabaseLabels, Seconds>,
+    drill_rpo: Family<DatabaseLabels, Seconds>,
+    drill_rto_target: Family<DatabaseLabels, Seconds>,
+    drill_rpo_target: Family<DatabaseLabels, Seconds>,
     server_last_archived: Seconds,
     archive_failures: Gauge,
     ready_files: Gauge,
@@ -157,6 +163,12 @@ impl Monitor {
             wal_missing: Family::default(),
             copy_newest: Family::default(),
             copy_lag: Family::default(),
+            drill_last: Family::default(),
+            drill_passed: Family::default(),
+            drill_rto: Family::default(),
+            drill_rpo: Family::default(),
+            drill_rto_target: Family::default(),
+            drill_rpo_target: Family::default(),
             server_last_archived: Seconds::default(),
             archive_failures: Gauge::default(),
             ready_files: Gauge::default(),
@@ -312,6 +324,42 @@ impl Monitor {
              the primary's newest backup).",
             families.copy_lag.clone(),
         );
+        for (name, help, family) in [
+            (
+                "vault_drill_last_timestamp_seconds",
+                "When the database's newest drill finished (Unix time; `cluster <id>` for a \
+                 point-in-time drill).",
+                &families.drill_last,
+            ),
+            (
+                "vault_drill_last_rto_seconds",
+                "The recovery time the database's newest drill measured.",
+                &families.drill_rto,
+            ),
+            (
+                "vault_drill_last_rpo_seconds",
+                "The data-loss window the database's newest drill measured (its backup's age \
+                 at the drill's start).",
+                &families.drill_rpo,
+            ),
+            (
+                "vault_drill_rto_target_seconds",
+                "The RTO target the newest drill was judged against ([drill] rto_target).",
+                &families.drill_rto_target,
+            ),
+            (
+                "vault_drill_rpo_target_seconds",
+                "The RPO target the newest drill was judged against.",
+                &families.drill_rpo_target,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "vault_drill_last_passed",
+            "1 if the database's newest drill passed (checks and both targets), 0 if not.",
+            families.drill_passed.clone(),
+        );
         families.rpo_target.set(rpo.target.num_seconds() as f64);
         Monitor {
             registry,
@@ -375,6 +423,44 @@ impl Monitor {
                 f.copy_newest.get_or_create(&labels).set(unix(at));
             }
             f.copy_lag.get_or_create(&labels).set(lag.lag_seconds);
+        }
+    }
+
+    /// The drill records, newest first: each database's newest one.
+    pub fn observe_drills(&self, drills: &[crate::drill::DrillRecord]) {
+        let f = &self.families;
+        for family in [
+            &f.drill_last,
+            &f.drill_rto,
+            &f.drill_rpo,
+            &f.drill_rto_target,
+            &f.drill_rpo_target,
+        ] {
+            family.clear();
+        }
+        f.drill_passed.clear();
+        let mut seen = std::collections::HashSet::new();
+        for drill in drills {
+            if !seen.insert(drill.database.as_str()) {
+                continue;
+            }
+            let labels = DatabaseLabels {
+                database: drill.database.clone(),
+            };
+            f.drill_last
+                .get_or_create(&labels)
+                .set(unix(drill.finished_at));
+            f.drill_passed
+                .get_or_create(&labels)
+                .set(i64::from(drill.passed));
+            f.drill_rto.get_or_create(&labels).set(drill.rto_seconds);
+            f.drill_rpo.get_or_create(&labels).set(drill.rpo_seconds);
+            if let Some(target) = drill.targets.rto_seconds {
+                f.drill_rto_target.get_or_create(&labels).set(target as f64);
+            }
+            f.drill_rpo_target
+                .get_or_create(&labels)
+                .set(drill.targets.rpo_seconds as f64);
         }
     }
 
@@ -599,4 +685,66 @@ fn job_labels(job: &str) -> JobLabels {
 
 fn unix(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drill(database: &str, finished: &str, passed: bool, rto: f64) -> crate::drill::DrillRecord {
+        serde_json::from_value(serde_json::json!({
+            "format_version": 1,
+            "database": database,
+            "backup_id": "20261201T000000Z-abcdef",
+            "backup_finished_at": "2026-12-01T00:00:00Z",
+            "started_at": "2026-12-01T01:00:00Z",
+            "finished_at": finished,
+            "host": "db1",
+            "vault_version": "0.1.0",
+            "rpo_seconds": 3600.0,
+            "rto_seconds": rto,
+            "phases": {"total_seconds": rto, "streamed": true},
+            "targets": {"rto_seconds": 600, "rpo_seconds": 21600},
+            "checks_passed": passed,
+            "failed_checks": [],
+            "passed": passed,
+            "failures": [],
+            "verify_record": "x"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_newest_drill_of_each_database_is_exposed_with_its_targets() {
+        let rpo = Rpo {
+            target: chrono::Duration::hours(6),
+            grace: chrono::Duration::minutes(30),
+        };
+        let monitor = Monitor::new(rpo, vec!["app".into()], Counter::default(), None);
+        monitor.observe_drills(&[
+            drill("app", "2026-12-01T01:20:00Z", false, 900.0),
+            drill("app", "2026-11-24T01:10:00Z", true, 300.0),
+        ]);
+        let text = monitor.render(Utc::now());
+        assert!(
+            text.contains("vault_drill_last_passed{database=\"app\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vault_drill_last_rto_seconds{database=\"app\"} 900.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vault_drill_rto_target_seconds{database=\"app\"} 600.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vault_drill_rpo_target_seconds{database=\"app\"} 21600.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vault_drill_last_timestamp_seconds{database=\"app\"} 1796088000.0"),
+            "{text}"
+        );
+    }
 }

@@ -633,6 +633,10 @@ async fn refresh_loop(
                 monitor.observe_failure(e.to_string());
             }
         }
+        match crate::drill::history(store.as_ref(), None).await {
+            Ok((drills, _unreadable)) => monitor.observe_drills(&drills),
+            Err(e) => tracing::warn!(error = %e, "cannot read the drill records for metrics"),
+        }
         if monitor.watches_archiving() {
             watch_archiving(store.as_ref(), &source, &monitor).await;
             match monitor.archive_stall() {
