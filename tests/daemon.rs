@@ -1017,3 +1017,218 @@ fn with_a_copy_repository_the_daemon_copies_and_alerts_when_the_copy_falls_behin
     let (status, _, _) = daemon.stop();
     assert_eq!(status.code(), Some(0));
 }
+
+/// Debian's Prometheus server, scraping one target every second and evaluating `rules`
+/// every second; stopped on drop.
+struct Prometheus {
+    child: Child,
+    port: u16,
+}
+
+impl Prometheus {
+    fn start(ws: &Workspace, target_port: u16, rules: &Path) -> Prometheus {
+        let port = free_port();
+        let config = ws.path("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 rule_files: [{}]\n\
+                 scrape_configs:\n  - job_name: vault\n    static_configs:\n      \
+                 - targets: [\"127.0.0.1:{target_port}\"]\n",
+                toml_str(&rules.display().to_string())
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                ws.path("prometheus-data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian's prometheus package; scripts/install-test-deps)");
+        Prometheus { child, port }
+    }
+
+    /// GET an API path (HTTP/1.0: Go's server then never chunks the body); its JSON `data`.
+    fn api(&self, path_and_query: &str) -> Option<serde_json::Value> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        write!(
+            stream,
+            "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let (_, body) = response.split_once("\r\n\r\n")?;
+        let json: serde_json::Value = serde_json::from_str(body).ok()?;
+        (json["status"] == "success").then(|| json["data"].clone())
+    }
+
+    /// The alerts firing now, as (alertname, labels).
+    fn firing(&self) -> Vec<serde_json::Value> {
+        self.api("/api/v1/alerts")
+            .and_then(|d| d["alerts"].as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["state"] == "firing")
+            .map(|a| a["labels"].clone())
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The shipped alert rules against a real Prometheus scraping a real daemon: every vault
+/// metric the rules use is there with the labels the rules expect (outside `[pitr]`, whose
+/// WAL metrics the promtool tests cover), and an RPO breach, a failing job and a drill over
+/// its target make their rules fire while the others stay quiet.
+#[test]
+fn prometheus_scrapes_the_daemon_and_the_shipped_rules_fire() {
+    let pg = cluster_with(
+        "app",
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g",
+    );
+    let mut setup = Setup::new();
+    setup.with_identity = true;
+    let repo = setup.ws.path("repo");
+    let dr = setup.ws.path("dr");
+    // A 1 s RPO: breached as soon as the backup is a second old; the drill misses it too.
+    let config = setup.config(
+        &pg.url("app"),
+        "",
+        &format!("url = {}", toml_str(&repo.display().to_string())),
+        "rpo_target = \"1s\"\nrpo_grace = \"0s\"\nrefresh_every = \"1s\"",
+        &format!(
+            "[repositories.dr]\nurl = {}\n\n[drill]\nrto_target = \"1h\"\n",
+            toml_str(&dr.display().to_string())
+        ),
+    );
+    backup(&config);
+    std::thread::sleep(Duration::from_millis(1200));
+    expect_exit(vault_cmd(Some(&config)).args(["drill"]), 8);
+    // A job that fails every three seconds (no such backup), and no backup job.
+    setup.schedule(
+        "[[job]]\nname = \"broken\"\ncommand = \"verify\"\nargs = [\"--id\", \"nope\"]\n\
+         cron = \"*/3 * * * * *\"\n",
+    );
+    let daemon = Daemon::start(&config);
+
+    // The shipped rules, with every `for` at 0s: the expressions are what is tested here.
+    let shipped =
+        std::fs::read_to_string(repo_root().join("deploy/prometheus/vault-alerts.yml")).unwrap();
+    let rules = setup.ws.path("vault-alerts.yml");
+    let unhurried: String = shipped
+        .lines()
+        .map(|l| match l.split_once("for: ") {
+            Some((indent, _)) if indent.trim().is_empty() => format!("{indent}for: 0s\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&rules, unhurried).unwrap();
+    let prometheus = Prometheus::start(&setup.ws, setup.port, &rules);
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let expected = [
+        ("VaultBackupTooOld", "database", "app"),
+        ("VaultJobFailing", "exported_job", "broken"),
+        ("VaultDrillFailed", "database", "app"),
+        ("VaultDrillMissedTarget", "database", "app"),
+    ];
+    let firing = loop {
+        let firing = prometheus.firing();
+        let all = expected.iter().all(|(name, label, value)| {
+            firing
+                .iter()
+                .any(|a| a["alertname"] == *name && a[*label] == *value)
+        });
+        if all {
+            break firing;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all of {expected:?} fired: {firing:#?}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    for quiet in [
+        "VaultDaemonDown",
+        "VaultMetricsAbsent",
+        "VaultRepositoryUnreachable",
+        "VaultVerifyFailed",
+        "VaultVerifyStale",
+        "VaultCopyBehind",
+    ] {
+        assert!(
+            !firing.iter().any(|a| a["alertname"] == quiet),
+            "{quiet} fired: {firing:#?}"
+        );
+    }
+    assert!(
+        firing
+            .iter()
+            .filter(|a| a["alertname"] == "VaultJobFailing")
+            .all(|a| a["severity"] == "warning"
+                && a["instance"] == format!("127.0.0.1:{}", setup.port)),
+        "{firing:#?}"
+    );
+
+    // Every vault metric the rules name, as Prometheus stored it, with its labels.
+    let mut names: Vec<String> = Vec::new();
+    let mut rest = shipped.as_str();
+    while let Some(at) = rest.find("vault_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    assert!(names.len() >= 15, "{names:?}");
+    for name in &names {
+        if name.starts_with("vault_wal_") {
+            continue;
+        }
+        let series = prometheus
+            .api(&format!("/api/v1/series?match%5B%5D={name}"))
+            .unwrap_or_default();
+        let series = series.as_array().cloned().unwrap_or_default();
+        assert!(!series.is_empty(), "{name} is not scraped");
+        for labels in &series {
+            assert_eq!(labels["job"], "vault", "{name}: {labels}");
+            let needs: &[&str] = match name.as_str() {
+                "vault_job_runs_total" => &["exported_job", "outcome"],
+                "vault_copy_lag_seconds" => &["repository", "database"],
+                n if n.starts_with("vault_drill_")
+                    || n.starts_with("vault_verify_")
+                    || n == "vault_rpo_ok"
+                    || n == "vault_backups" =>
+                {
+                    &["database"]
+                }
+                _ => &[],
+            };
+            for label in needs {
+                assert!(
+                    labels[*label].is_string(),
+                    "{name} lacks `{label}`: {labels}"
+                );
+            }
+        }
+    }
+    drop(prometheus);
+    let (status, _, _) = daemon.stop();
+    assert_eq!(status.code(), Some(0));
+}
