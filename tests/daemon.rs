@@ -1091,7 +1091,8 @@ impl Drop for Prometheus {
 /// The shipped alert rules against a real Prometheus scraping a real daemon: every vault
 /// metric the rules use is there with the labels the rules expect (outside `[pitr]`, whose
 /// WAL metrics the promtool tests cover), and an RPO breach, a failing job and a drill over
-/// its target make their rules fire while the others stay quiet.
+/// its target make their rules fire while the others stay quiet. Every query of the shipped
+/// Grafana dashboard returns data.
 #[test]
 fn prometheus_scrapes_the_daemon_and_the_shipped_rules_fire() {
     let pg = cluster_with(
@@ -1228,6 +1229,48 @@ fn prometheus_scrapes_the_daemon_and_the_shipped_rules_fire() {
             }
         }
     }
+
+    // Every query of the shipped Grafana dashboard returns data for database `app`, and its
+    // database variable offers `app`.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("deploy/grafana/vault-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            queries.push((
+                panel["title"].as_str().unwrap().to_string(),
+                target["expr"].as_str().unwrap().replace("$database", "app"),
+            ));
+        }
+    }
+    assert!(queries.len() >= 12, "{queries:?}");
+    let encode = |q: &str| {
+        percent_encoding::utf8_percent_encode(q, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    for (title, query) in &queries {
+        let data = prometheus
+            .api(&format!("/api/v1/query?query={}", encode(query)))
+            .unwrap_or_else(|| panic!("{title}: `{query}` was refused"));
+        let result = data["result"].as_array().cloned().unwrap_or_default();
+        assert!(!result.is_empty(), "{title}: `{query}` returned no data");
+    }
+    let variable = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "database")
+        .unwrap();
+    assert_eq!(
+        variable["definition"],
+        "label_values(vault_backups, database)"
+    );
+    let offered = prometheus
+        .api("/api/v1/label/database/values?match%5B%5D=vault_backups")
+        .unwrap();
+    assert_eq!(offered, serde_json::json!(["app"]));
+
     drop(prometheus);
     let (status, _, _) = daemon.stop();
     assert_eq!(status.code(), Some(0));
