@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod base_backup;
 pub mod check;
+pub mod completions;
 pub mod copy;
 pub mod daemon;
 pub mod drill;
@@ -115,6 +116,10 @@ pub enum Command {
     /// Recover the whole cluster to a second (or the end of the archive) from a base backup
     /// and the archived WAL, into an empty directory, on its own port.
     RestoreCluster(restore_cluster::Args),
+    /// Print shell completions on stdout: `vault completions bash > /etc/bash_completion.d/vault`.
+    Completions(completions::CompletionArgs),
+    /// Print a man page (roff) on stdout: `vault man > /usr/local/share/man/man1/vault.1`.
+    Man(completions::ManArgs),
 }
 
 /// The copy repository `--repository` chose, for [`load_config`].
@@ -187,6 +192,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::WalFetch(args) => wal::fetch(&cli.config, args).await,
         Command::BaseBackup(args) => base_backup::run(&cli.config, args).await,
         Command::RestoreCluster(args) => restore_cluster::run(&cli.config, args).await,
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
     }
 }
 
