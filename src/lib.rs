@@ -24,6 +24,7 @@ pub mod pitr;
 pub mod postgres;
 pub mod progress;
 pub mod prune;
+pub mod report;
 pub mod restore;
 pub mod retention;
 pub mod rotation;

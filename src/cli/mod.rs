@@ -16,6 +16,7 @@ pub mod pin;
 pub mod progress;
 pub mod prune;
 pub mod quickstart;
+pub mod report;
 pub mod restore;
 pub mod restore_cluster;
 pub mod runbook;
@@ -116,6 +117,9 @@ pub enum Command {
     /// Recover the whole cluster to a second (or the end of the archive) from a base backup
     /// and the archived WAL, into an empty directory, on its own port.
     RestoreCluster(restore_cluster::Args),
+    /// The evidence report: per database, backups, verifies and drills of a period, the RPO
+    /// met or missed, retention's reasons, who can open each backup (HTML, or --json).
+    Report(report::Args),
     /// Print shell completions on stdout: `vault completions bash > /etc/bash_completion.d/vault`.
     Completions(completions::CompletionArgs),
     /// Print a man page (roff) on stdout: `vault man > /usr/local/share/man/man1/vault.1`.
@@ -152,6 +156,7 @@ fn choose_repository(cli: &Cli) -> Result<(), vault::Error> {
             | Command::Verify(_)
             | Command::Drill(_)
             | Command::Runbook(_)
+            | Command::Report(_)
             | Command::Status(_)
             | Command::Prune(_)
             | Command::RestoreCluster(_)
@@ -160,7 +165,7 @@ fn choose_repository(cli: &Cli) -> Result<(), vault::Error> {
     if !reads {
         return Err(vault::Error::Config(format!(
             "--repository {name}: only list, restore, restore-cluster, verify, drill, runbook, \
-             status, prune and wal-fetch read a copy repository; this command works on the \
+             report, status, prune and wal-fetch read a copy repository; this command works on the \
              primary ([repository])"
         )));
     }
@@ -192,6 +197,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::WalFetch(args) => wal::fetch(&cli.config, args).await,
         Command::BaseBackup(args) => base_backup::run(&cli.config, args).await,
         Command::RestoreCluster(args) => restore_cluster::run(&cli.config, args).await,
+        Command::Report(args) => report::run(&cli.config, args).await,
         Command::Completions(args) => completions::completions(args),
         Command::Man(args) => completions::man(args),
     }

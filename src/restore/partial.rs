@@ -228,18 +228,16 @@ impl SchemaMove<'_> {
                 quote_ident(self.schema)
             ));
         }
-        let (client, task) = connect(self.target, self.scratch).await?;
-        let done = client.batch_execute(&sql).await;
-        drop(client);
-        let _ = task.await;
-        done.map_err(|e| {
-            Error::Source(format!(
-                "gathering the restored tables under schema `{}` in `{}` failed: {}",
-                self.schema,
-                self.scratch,
-                describe_pg_error(&e)
-            ))
-        })
+        execute(
+            self.target,
+            self.scratch,
+            &sql,
+            &format!(
+                "gathering the restored tables under schema `{}`",
+                self.schema
+            ),
+        )
+        .await
     }
 
     /// `pg_dump --schema` of the scratch database into the live one, in one transaction.
@@ -310,21 +308,28 @@ impl SchemaMove<'_> {
 
     /// Drops the schema this restore created in the live database (after a failed check).
     pub async fn undo(&self) -> Result<()> {
-        let (client, task) = connect(self.target, self.live).await?;
-        let done = client
-            .batch_execute(&format!("DROP SCHEMA {} CASCADE", quote_ident(self.schema)))
-            .await;
-        drop(client);
-        let _ = task.await;
-        done.map_err(|e| {
-            Error::Source(format!(
-                "dropping schema `{}` of `{}` failed: {}; drop it by hand",
-                self.schema,
-                self.live,
-                describe_pg_error(&e)
-            ))
-        })
+        execute(
+            self.target,
+            self.live,
+            &format!("DROP SCHEMA {} CASCADE", quote_ident(self.schema)),
+            &format!("dropping schema `{}` (drop it by hand)", self.schema),
+        )
+        .await
     }
+}
+
+/// Runs `sql` in `database`; a failure says `what` was being done.
+async fn execute(target: &ConnInfo, database: &str, sql: &str, what: &str) -> Result<()> {
+    let (client, task) = connect(target, database).await?;
+    let done = client.batch_execute(sql).await;
+    drop(client);
+    let _ = task.await;
+    done.map_err(|e| {
+        Error::Source(format!(
+            "{what} in `{database}` failed: {}",
+            describe_pg_error(&e)
+        ))
+    })
 }
 
 /// Whether `database` has a schema called `schema`.
