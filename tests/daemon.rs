@@ -860,6 +860,9 @@ fn with_pitr_the_daemon_takes_a_base_backup_shows_the_window_and_alerts_when_arc
     );
     backup(&config);
     let daemon = Daemon::start(&config);
+    // A real Prometheus scraping it with the shipped rules, for the WAL ones.
+    let rules = Prometheus::unhurried_rules(&setup.ws);
+    let prometheus = Prometheus::start(&setup.ws, setup.port, &rules);
     let cluster_label = format!("{{cluster=\"{sysid}\"}}");
     let text = wait_for_metrics(&setup, 120, |t| {
         job_runs(t, "base-backup", "success") == Some(1.0)
@@ -927,6 +930,39 @@ fn with_pitr_the_daemon_takes_a_base_backup_shows_the_window_and_alerts_when_arc
             .contains("wait to be archived"),
         "{alert}"
     );
+    // The shipped rules see it too; the chain itself has no gap.
+    let instance = format!("127.0.0.1:{}", setup.port);
+    let firing = prometheus.wait_for_alerts(
+        &[
+            ("VaultWalArchiveStalled", "instance", instance.as_str()),
+            ("VaultWalArchiveFailing", "instance", instance.as_str()),
+        ],
+        60,
+        || daemon.log(),
+    );
+    assert!(
+        !firing.iter().any(|a| a["alertname"] == "VaultWalChainGap"),
+        "{firing:#?}"
+    );
+    for name in [
+        "vault_wal_chain_missing_segments",
+        "vault_wal_last_archived_timestamp_seconds",
+        "vault_pitr_window_start_timestamp_seconds",
+    ] {
+        let series = prometheus.series(name);
+        assert!(
+            series.iter().any(|l| l["cluster"] == sysid.to_string()),
+            "{name}: {series:?}"
+        );
+    }
+    for name in [
+        "vault_wal_ready_files",
+        "vault_wal_archive_failures",
+        "vault_wal_archive_stalled",
+    ] {
+        assert!(!prometheus.series(name).is_empty(), "{name} is not scraped");
+    }
+    drop(prometheus);
 
     // S3 is back: PostgreSQL's retries catch up with no gap, and /healthz recovers.
     std::fs::write(&archive.path, &reachable).unwrap();
@@ -1081,6 +1117,60 @@ impl Prometheus {
     }
 }
 
+impl Prometheus {
+    /// The shipped rules with every `for` at 0s (the expressions are what a test checks),
+    /// written into the workspace.
+    fn unhurried_rules(ws: &Workspace) -> PathBuf {
+        let shipped =
+            std::fs::read_to_string(repo_root().join("deploy/prometheus/vault-alerts.yml"))
+                .unwrap();
+        let rules = ws.path("vault-alerts.yml");
+        let unhurried: String = shipped
+            .lines()
+            .map(|l| match l.split_once("for: ") {
+                Some((indent, _)) if indent.trim().is_empty() => format!("{indent}for: 0s\n"),
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(&rules, unhurried).unwrap();
+        rules
+    }
+
+    /// Waits until every (alertname, label, value) fires; returns what fires then.
+    fn wait_for_alerts(
+        &self,
+        expected: &[(&str, &str, &str)],
+        seconds: u64,
+        log: impl Fn() -> String,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        loop {
+            let firing = self.firing();
+            let all = expected.iter().all(|(name, label, value)| {
+                firing
+                    .iter()
+                    .any(|a| a["alertname"] == *name && a[*label] == *value)
+            });
+            if all {
+                return firing;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not all of {expected:?} fired: {firing:#?}\n{}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The series of `name` Prometheus stored.
+    fn series(&self, name: &str) -> Vec<serde_json::Value> {
+        self.api(&format!("/api/v1/series?match%5B%5D={name}"))
+            .and_then(|s| s.as_array().cloned())
+            .unwrap_or_default()
+    }
+}
+
 impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -1124,44 +1214,18 @@ fn prometheus_scrapes_the_daemon_and_the_shipped_rules_fire() {
     );
     let daemon = Daemon::start(&config);
 
-    // The shipped rules, with every `for` at 0s: the expressions are what is tested here.
-    let shipped =
-        std::fs::read_to_string(repo_root().join("deploy/prometheus/vault-alerts.yml")).unwrap();
-    let rules = setup.ws.path("vault-alerts.yml");
-    let unhurried: String = shipped
-        .lines()
-        .map(|l| match l.split_once("for: ") {
-            Some((indent, _)) if indent.trim().is_empty() => format!("{indent}for: 0s\n"),
-            _ => format!("{l}\n"),
-        })
-        .collect();
-    std::fs::write(&rules, unhurried).unwrap();
+    let rules = Prometheus::unhurried_rules(&setup.ws);
     let prometheus = Prometheus::start(&setup.ws, setup.port, &rules);
-
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let expected = [
-        ("VaultBackupTooOld", "database", "app"),
-        ("VaultJobFailing", "exported_job", "broken"),
-        ("VaultDrillFailed", "database", "app"),
-        ("VaultDrillMissedTarget", "database", "app"),
-    ];
-    let firing = loop {
-        let firing = prometheus.firing();
-        let all = expected.iter().all(|(name, label, value)| {
-            firing
-                .iter()
-                .any(|a| a["alertname"] == *name && a[*label] == *value)
-        });
-        if all {
-            break firing;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not all of {expected:?} fired: {firing:#?}\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let firing = prometheus.wait_for_alerts(
+        &[
+            ("VaultBackupTooOld", "database", "app"),
+            ("VaultJobFailing", "exported_job", "broken"),
+            ("VaultDrillFailed", "database", "app"),
+            ("VaultDrillMissedTarget", "database", "app"),
+        ],
+        90,
+        || daemon.log(),
+    );
     for quiet in [
         "VaultDaemonDown",
         "VaultMetricsAbsent",
@@ -1185,6 +1249,8 @@ fn prometheus_scrapes_the_daemon_and_the_shipped_rules_fire() {
     );
 
     // Every vault metric the rules name, as Prometheus stored it, with its labels.
+    let shipped =
+        std::fs::read_to_string(repo_root().join("deploy/prometheus/vault-alerts.yml")).unwrap();
     let mut names: Vec<String> = Vec::new();
     let mut rest = shipped.as_str();
     while let Some(at) = rest.find("vault_") {
@@ -1202,10 +1268,7 @@ fn prometheus_scrapes_the_daemon_and_the_shipped_rules_fire() {
         if name.starts_with("vault_wal_") {
             continue;
         }
-        let series = prometheus
-            .api(&format!("/api/v1/series?match%5B%5D={name}"))
-            .unwrap_or_default();
-        let series = series.as_array().cloned().unwrap_or_default();
+        let series = prometheus.series(name);
         assert!(!series.is_empty(), "{name} is not scraped");
         for labels in &series {
             assert_eq!(labels["job"], "vault", "{name}: {labels}");
