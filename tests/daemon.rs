@@ -951,7 +951,7 @@ fn with_pitr_the_daemon_takes_a_base_backup_shows_the_window_and_alerts_when_arc
     ] {
         let series = prometheus.series(name);
         assert!(
-            series.iter().any(|l| l["cluster"] == sysid.to_string()),
+            series.iter().any(|l| l["cluster"] == sysid),
             "{name}: {series:?}"
         );
     }
