@@ -81,6 +81,24 @@ pub struct Locked {
     pub until: DateTime<Utc>,
 }
 
+/// What retention needs of each dump: `verified` when its newest verification passed
+/// (`states`: [`crate::verify::record::states_from`]).
+pub fn backup_refs(
+    backups: &[crate::catalog::Manifest],
+    states: &std::collections::HashMap<String, crate::verify::record::VerifyState>,
+) -> Vec<BackupRef> {
+    backups
+        .iter()
+        .map(|m| BackupRef {
+            id: m.id.to_string(),
+            database: m.database.clone(),
+            started_at: m.started_at,
+            pinned: m.pinned,
+            verified: crate::verify::record::state_of(states, m).is_some_and(|v| v.passed),
+        })
+        .collect()
+}
+
 /// Reads the repository and decides; changes nothing.
 pub async fn plan(
     store: &dyn ObjectStore,
@@ -91,18 +109,7 @@ pub async fn plan(
     let listing = catalog::list_backups(store, None).await?;
     let data = store.list(DATA_PREFIX).await?;
     let verified = crate::verify::record::states_from(data.iter().map(|o| o.key.as_str()));
-    let backups: Vec<BackupRef> = listing
-        .backups
-        .iter()
-        .map(|m| BackupRef {
-            id: m.id.to_string(),
-            database: m.database.clone(),
-            started_at: m.started_at,
-            pinned: m.pinned,
-            // The newest verify of the backup passed.
-            verified: crate::verify::record::state_of(&verified, m).is_some_and(|v| v.passed),
-        })
-        .collect();
+    let backups = backup_refs(&listing.backups, &verified);
     let retention = retention::plan(&backups, policy, now);
     let manifest_keys: Vec<String> = store
         .list(MANIFESTS_PREFIX)

@@ -19,7 +19,7 @@ use crate::catalog::{self, Manifest};
 use crate::drill::DrillRecord;
 use crate::error::Result;
 use crate::keys::Labelled;
-use crate::retention::{BackupRef, RetentionPolicy};
+use crate::retention::RetentionPolicy;
 use crate::storage::ObjectStore;
 use crate::verify::record;
 
@@ -166,17 +166,7 @@ pub async fn gather(store: &dyn ObjectStore, request: &ReportRequest<'_>) -> Res
     let data = store.list("data/").await?;
     let keys: Vec<&str> = data.iter().map(|o| o.key.as_str()).collect();
     let states = record::states_from(keys.iter().copied());
-    let refs: Vec<BackupRef> = listing
-        .backups
-        .iter()
-        .map(|m| BackupRef {
-            id: m.id.to_string(),
-            database: m.database.clone(),
-            started_at: m.started_at,
-            pinned: m.pinned,
-            verified: record::state_of(&states, m).is_some_and(|v| v.passed),
-        })
-        .collect();
+    let refs = crate::prune::backup_refs(&listing.backups, &states);
     let plan = crate::retention::plan(&refs, request.retention, request.now);
     let decisions: BTreeMap<&str, &crate::retention::Decision> =
         plan.decisions.iter().map(|d| (d.id.as_str(), d)).collect();
