@@ -189,8 +189,47 @@ pub async fn history(
         Some(db) => format!("{PREFIX}{}/", database_segment(db)),
         None => PREFIX.to_string(),
     };
+    let mut records = Vec::new();
+    let mut unreadable = Vec::new();
+    for (_, key) in record_keys(store, &prefix).await? {
+        match read(store, &key).await {
+            Ok(record) => records.push(record),
+            Err(e) if matches!(e.class(), Error::Repository(_)) => return Err(e),
+            Err(e) => unreadable.push(e),
+        }
+    }
+    Ok((records, unreadable))
+}
+
+/// Each database's newest readable drill, reading only as many records as that takes (the
+/// daemon's metrics, on every refresh).
+pub async fn newest(store: &dyn ObjectStore) -> Result<Vec<DrillRecord>> {
+    let mut done: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut records = Vec::new();
+    for (_, key) in record_keys(store, PREFIX).await? {
+        let folder = key.rsplit_once('/').map_or("", |(f, _)| f).to_string();
+        if done.contains(&folder) {
+            continue;
+        }
+        match read(store, &key).await {
+            Ok(record) => {
+                done.insert(folder);
+                records.push(record);
+            }
+            Err(e) if matches!(e.class(), Error::Repository(_)) => return Err(e),
+            Err(_) => {}
+        }
+    }
+    Ok(records)
+}
+
+/// The drill records under `prefix`, newest first, by the time in their names.
+async fn record_keys(
+    store: &dyn ObjectStore,
+    prefix: &str,
+) -> Result<Vec<(DateTime<Utc>, String)>> {
     let mut keys: Vec<(DateTime<Utc>, String)> = store
-        .list(&prefix)
+        .list(prefix)
         .await?
         .into_iter()
         .filter_map(|o| {
@@ -203,20 +242,14 @@ pub async fn history(
         })
         .collect();
     keys.sort_by(|a, b| b.cmp(a));
-    let mut records = Vec::new();
-    let mut unreadable = Vec::new();
-    for (_, key) in keys {
-        match store
-            .get(&key)
-            .await
-            .and_then(|bytes| DrillRecord::from_json(&bytes, &key))
-        {
-            Ok(record) => records.push(record),
-            Err(e) if matches!(e.class(), Error::Repository(_)) => return Err(e),
-            Err(e) => unreadable.push(e),
-        }
-    }
-    Ok((records, unreadable))
+    Ok(keys)
+}
+
+async fn read(store: &dyn ObjectStore, key: &str) -> Result<DrillRecord> {
+    store
+        .get(key)
+        .await
+        .and_then(|bytes| DrillRecord::from_json(&bytes, key))
 }
 
 #[cfg(test)]

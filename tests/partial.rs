@@ -1,7 +1,8 @@
 //! Restoring only what broke, against a real PostgreSQL cluster: one damaged table put back
 //! beside the live one (`--into-schema`) with exactly its dump-time rows and nothing else in
 //! the live database changed; a partitioned table into a new database with what it needs;
-//! `--list`; names that are not in the backup refused with the nearest ones, nothing created.
+//! `--list`; names that are not in the backup refused with the nearest ones, nothing created;
+//! a carry the live database refuses leaving it unchanged.
 
 mod common;
 
@@ -288,4 +289,47 @@ fn list_shows_the_tables_and_a_wrong_name_is_refused_with_the_nearest_ones() {
         )
         .unwrap();
     assert_eq!(schemas.trim(), "0");
+}
+
+/// The live database has lost a type the restored table needs (a domain dropped with its
+/// column): carrying the table in fails, in one transaction, so the live database gains
+/// nothing, and the scratch database is dropped. Said, with exit 3.
+#[test]
+fn a_carry_the_live_database_refuses_leaves_it_unchanged() {
+    let (pg, _ws, config) = setup("refused");
+    backup(&config);
+    pg.psql("app", "DROP DOMAIN shop.positive_money CASCADE")
+        .unwrap();
+    let before = content_fingerprint(&pg, "app");
+
+    let refused = expect_exit(
+        vault_cmd(Some(&config)).args([
+            "restore",
+            "--latest",
+            "--table",
+            "shop.orders",
+            "--into-schema",
+            "side",
+        ]),
+        3,
+    );
+    assert!(
+        refused.contains("carrying schema `side` into `app` failed, so `app` is unchanged"),
+        "{refused}"
+    );
+    assert!(refused.contains("positive_money"), "{refused}");
+    assert!(refused.contains("; `app` was not changed"), "{refused}");
+    assert_eq!(content_fingerprint(&pg, "app"), before);
+    let schemas = pg
+        .psql(
+            "app",
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'side'",
+        )
+        .unwrap();
+    assert_eq!(schemas.trim(), "0");
+    assert!(
+        !databases(&pg).iter().any(|d| d.contains("_partial_")),
+        "{:?}",
+        databases(&pg)
+    );
 }

@@ -81,9 +81,15 @@ pub struct Args {
     /// tables, which are not touched) instead of a new database.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["replace", "target_db"])]
     pub into_schema: Option<String>,
-    /// Print what the backup holds (schemas, tables and their rows at dump time) and
-    /// restore nothing.
-    #[arg(long, conflicts_with_all = ["replace", "dry_run", "into_schema"])]
+    /// Print what the backup holds (schemas, tables and their rows at dump time, from its
+    /// facts; with --at, the logical backup it chooses) and restore nothing.
+    #[arg(
+        long,
+        conflicts_with_all = [
+            "replace", "dry_run", "into_schema", "tables", "schemas", "exclude_tables",
+            "target_db",
+        ]
+    )]
     pub list: bool,
     /// Print the plan and the report as JSON on stdout.
     #[arg(long)]

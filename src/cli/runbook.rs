@@ -47,16 +47,11 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         };
     let mut last_drills = Vec::new();
     if repository_error.is_none() {
-        let (drills, _) = vault::drill::history(store.as_ref(), None).await?;
-        for drill in drills {
-            if databases.contains(&drill.database)
-                && !last_drills
-                    .iter()
-                    .any(|d: &vault::drill::DrillRecord| d.database == drill.database)
-            {
-                last_drills.push(drill);
-            }
-        }
+        last_drills = vault::drill::newest(store.as_ref())
+            .await?
+            .into_iter()
+            .filter(|d| databases.contains(&d.database))
+            .collect();
     }
     let mut clusters: Vec<u64> = if repository_error.is_none() {
         vault::catalog::base::list_base_backups(store.as_ref(), None)

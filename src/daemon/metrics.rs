@@ -426,7 +426,7 @@ impl Monitor {
         }
     }
 
-    /// The drill records, newest first: each database's newest one.
+    /// The drill records (`drill::newest`): the first of each database counts.
     pub fn observe_drills(&self, drills: &[crate::drill::DrillRecord]) {
         let f = &self.families;
         for family in [

@@ -633,8 +633,8 @@ async fn refresh_loop(
                 monitor.observe_failure(e.to_string());
             }
         }
-        match crate::drill::history(store.as_ref(), None).await {
-            Ok((drills, _unreadable)) => monitor.observe_drills(&drills),
+        match crate::drill::newest(store.as_ref()).await {
+            Ok(drills) => monitor.observe_drills(&drills),
             Err(e) => tracing::warn!(error = %e, "cannot read the drill records for metrics"),
         }
         if monitor.watches_archiving() {

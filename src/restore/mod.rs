@@ -14,9 +14,9 @@
 //! Any failure in 3–6 drops what this restore created and leaves the live database as it
 //! was. Nothing reads the clock here: `now` comes from the caller.
 //!
-//! A partial restore (`--table`, `--schema`, `--exclude-table`; `partial`) resolves the
-//! names against the facts and chooses its entries from the dump's table of contents
-//! (`toc`) in the plan, restores only those with `pg_restore --use-list`, and compares just
+//! A partial restore (`--table`, `--schema`, `--exclude-table`; `partial`) reads the
+//! dump's table of contents in the plan, resolves the names against its relations and
+//! chooses its entries from it (`toc`), restores only those with `pg_restore --use-list`, and compares just
 //! what it restored; with `--into-schema` it restores into a scratch database and carries
 //! the tables into a new schema of the live database in one transaction.
 
@@ -619,8 +619,22 @@ impl RestoreJob {
                 };
                 admin.close().await;
                 let untouched = match &plan.target {
-                    Target::Replace { live, .. } | Target::IntoSchema { live, .. } => {
-                        format!("; `{live}` was not changed")
+                    Target::Replace { live, .. } => format!("; `{live}` was not changed"),
+                    // The schema is carried in one transaction and dropped again after a
+                    // failed check: say what is there, not what should be.
+                    Target::IntoSchema { live, schema, .. } => {
+                        match partial::schema_exists(&self.target, live, schema).await {
+                            Ok(false) => format!("; `{live}` was not changed"),
+                            Ok(true) => format!(
+                                "; schema `{schema}` is left in `{live}`: drop it by hand \
+                                 (DROP SCHEMA {} CASCADE)",
+                                crate::postgres::facts::quote_ident(schema)
+                            ),
+                            Err(e) => format!(
+                                "; whether schema `{schema}` is left in `{live}` could not be \
+                                 checked ({e})"
+                            ),
+                        }
                     }
                     Target::NewDatabase { .. } => String::new(),
                 };
@@ -696,37 +710,38 @@ impl RestoreJob {
         self.progress
             .phase(&format!("carrying schema `{schema}` into `{live}`"));
         carry.carry().await?;
-        let counted = carry.count(&partial.choice.tables).await;
-        let wrong: Vec<String> = match &counted {
-            Ok(counts) => counts
-                .iter()
-                .filter_map(|((from, name), rows)| {
-                    let then = plan
-                        .facts
-                        .tables
-                        .iter()
-                        .find(|t| &t.schema == from && &t.name == name)
-                        .map(|t| t.rows);
-                    (then != Some(*rows)).then(|| {
-                        format!(
-                            "{schema}.{name}: {rows} rows, {} at dump time",
-                            then.map_or("none".to_string(), |n| n.to_string())
-                        )
-                    })
-                })
-                .collect(),
-            Err(e) => vec![e.to_string()],
+        // From here the schema is in the live database: any failure drops it again (the
+        // caller then says whether that worked).
+        let counts = match carry.count(&partial.choice.tables).await {
+            Ok(counts) => counts,
+            Err(e) => {
+                let _ = carry.undo().await;
+                return Err(e);
+            }
         };
+        let wrong: Vec<String> = counts
+            .iter()
+            .filter_map(|((from, name), rows)| {
+                let then = plan
+                    .facts
+                    .tables
+                    .iter()
+                    .find(|t| &t.schema == from && &t.name == name)
+                    .map(|t| t.rows);
+                (then != Some(*rows)).then(|| {
+                    format!(
+                        "{schema}.{name}: {rows} rows, {} at dump time",
+                        then.map_or("none".to_string(), |n| n.to_string())
+                    )
+                })
+            })
+            .collect();
         if wrong.is_empty() {
             return Ok(());
         }
-        let undone = match carry.undo().await {
-            Ok(()) => format!("schema `{schema}` was dropped again"),
-            Err(e) => e.to_string(),
-        };
+        let _ = carry.undo().await;
         Err(Error::Integrity(format!(
-            "the tables carried into `{live}` do not match backup {}'s dump-time facts: {}; \
-             {undone}",
+            "the tables carried into `{live}` do not match backup {}'s dump-time facts: {}",
             plan.backup_id,
             wrong.join("; ")
         )))

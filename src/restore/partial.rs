@@ -306,13 +306,14 @@ impl SchemaMove<'_> {
         }
     }
 
-    /// Drops the schema this restore created in the live database (after a failed check).
+    /// Drops the schema this restore created in the live database (after a failed check;
+    /// whether it is gone is checked by the caller, which says so).
     pub async fn undo(&self) -> Result<()> {
         execute(
             self.target,
             self.live,
             &format!("DROP SCHEMA {} CASCADE", quote_ident(self.schema)),
-            &format!("dropping schema `{}` (drop it by hand)", self.schema),
+            &format!("dropping schema `{}`", self.schema),
         )
         .await
     }
