@@ -78,6 +78,8 @@ pub struct CopiedWal {
     pub files: usize,
     pub copied: usize,
     pub bytes: u64,
+    /// Copied but checked by size only: no identity, or one the file is not sealed to.
+    pub unchecked: usize,
     pub failed: Vec<String>,
 }
 
@@ -275,6 +277,7 @@ impl CopyJob {
             files: present.len() + missing.len(),
             copied: 0,
             bytes: 0,
+            unchecked: 0,
             failed: Vec::new(),
         };
         if missing.is_empty() {
@@ -293,7 +296,7 @@ impl CopyJob {
             }
         }
         times.write(self.to.as_ref(), system_id).await?;
-        let results: Vec<(String, Result<u64>)> = futures_util::stream::iter(&missing)
+        let results: Vec<(String, Result<(u64, bool)>)> = futures_util::stream::iter(&missing)
             .map(|file| async move {
                 let copied = async {
                     let body = self.from.get(&file.key).await?;
@@ -303,12 +306,13 @@ impl CopyJob {
                             file.key
                         )));
                     }
-                    if let Some(identities) = &self.identities {
-                        check_wal(identities, file, body.clone()).await?;
-                    }
+                    let checked = match &self.identities {
+                        Some(identities) => check_wal(identities, file, body.clone()).await?,
+                        None => false,
+                    };
                     let n = body.len() as u64;
                     self.to.put(&file.key, body).await?;
-                    Ok(n)
+                    Ok((n, checked))
                 }
                 .await;
                 (file.key.clone(), copied)
@@ -318,9 +322,10 @@ impl CopyJob {
             .await;
         for (key, result) in results {
             match result {
-                Ok(n) => {
+                Ok((n, checked)) => {
                     report.copied += 1;
                     report.bytes += n;
+                    report.unchecked += usize::from(!checked);
                 }
                 Err(e) => report.failed.push(format!("`{key}`: {e}")),
             }
@@ -330,8 +335,9 @@ impl CopyJob {
 }
 
 /// A WAL file as read from the primary, opened and decompressed: its sha256 must be the one
-/// its name carries, or it is damaged and not copied.
-async fn check_wal(identities: &Arc<Identities>, file: &ArchivedFile, body: Bytes) -> Result<()> {
+/// its name carries, or it is damaged and not copied. `false` when the identity is not one
+/// the file is sealed to (it cannot be checked, which is not damage).
+async fn check_wal(identities: &Arc<Identities>, file: &ArchivedFile, body: Bytes) -> Result<bool> {
     let identities = Arc::clone(identities);
     let key = file.key.clone();
     let sha256 = tokio::task::spawn_blocking(move || {
@@ -341,16 +347,21 @@ async fn check_wal(identities: &Arc<Identities>, file: &ArchivedFile, body: Byte
     })
     .await
     .map_err(|e| Error::task_failed("the WAL check", e))?;
+    let not_for_us = |e: &std::io::Error| {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<age::DecryptError>())
+            .is_some_and(|d| matches!(d, age::DecryptError::NoMatchingKeys))
+    };
     match sha256 {
-        Ok(sha256) if sha256 == file.sha256 => Ok(()),
+        Ok(sha256) if sha256 == file.sha256 => Ok(true),
+        Err(e) if not_for_us(&e) => Ok(false),
         Ok(sha256) => Err(Error::Integrity(format!(
             "`{key}` in the primary holds a file with sha256 {sha256}, not the {} its name \
              records: it is damaged and was not copied",
             file.sha256
         ))),
         Err(e) => Err(Error::Integrity(format!(
-            "`{key}` in the primary cannot be opened ({e}): it is damaged (or not sealed to \
-             this identity) and was not copied"
+            "`{key}` in the primary cannot be opened ({e}): it is damaged and was not copied"
         ))),
     }
 }

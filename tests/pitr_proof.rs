@@ -689,7 +689,8 @@ fn a_copy_holds_the_base_backup_and_the_wal_with_the_same_window() {
 
 /// A WAL object in the primary with a flipped byte is refused by `vault copy` (which opens
 /// each WAL file with the configured identity and checks it against the sha256 in its
-/// name), not spread; the others are copied.
+/// name), not spread; the others are copied. With an identity the files are not sealed to,
+/// they are copied checked by size only, and counted so.
 #[test]
 fn a_damaged_wal_file_in_the_primary_is_not_copied() {
     let (s3, prefix, ws, pg, _archive) = archived_base_backup("pitr-copy-damaged");
@@ -727,9 +728,31 @@ fn a_damaged_wal_file_in_the_primary_is_not_copied() {
         wal["files"].as_u64().unwrap() as usize - 1,
         "{report:#}"
     );
+    assert_eq!(
+        wal["unchecked"], 0,
+        "the identity opens every file: {report:#}"
+    );
     let name = damaged.rsplit('/').next().unwrap();
     assert!(
         !dr.keys("dr/wal/").iter().any(|k| k.ends_with(name)),
         "the damaged file is not in the copy"
     );
+
+    // With an identity the files are not sealed to, nothing can be checked beyond sizes:
+    // every file is copied and counted as such, not refused as damaged.
+    let (stranger, _) = ws.keygen("stranger.txt");
+    let elsewhere = S3Env::moto("pitr-copy-unchecked-dr");
+    let config = ws
+        .configure(&pg.url("postgres"))
+        .s3(&s3, &prefix)
+        .state_dir(&ws.path("state"))
+        .identity(&stranger)
+        .section(&elsewhere.copy_repository("dr", "dr"))
+        .write();
+    let out = run_ok(vault_cmd(Some(&config)).args(["copy", "--json"]));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let wal = &report[0]["wal"][0];
+    assert_eq!(wal["failed"].as_array().unwrap().len(), 0, "{report:#}");
+    assert_eq!(wal["copied"], wal["files"], "{report:#}");
+    assert_eq!(wal["unchecked"], wal["copied"], "{report:#}");
 }

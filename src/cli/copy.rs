@@ -209,11 +209,19 @@ fn print_report(report: &Report) {
     println!("  {present} backup(s) were there already");
     for w in &report.wal {
         println!(
-            "  WAL of cluster {}: {} files there, {} copied now ({} bytes){}",
+            "  WAL of cluster {}: {} files there, {} copied now ({} bytes){}{}",
             w.system_identifier,
             w.files,
             w.copied,
             w.bytes,
+            if w.unchecked == 0 {
+                String::new()
+            } else {
+                format!(
+                    ", {} checked by size only (no identity that opens them)",
+                    w.unchecked
+                )
+            },
             if w.failed.is_empty() {
                 String::new()
             } else {
