@@ -1,6 +1,6 @@
-//! `vault report` on a repository with a missed RPO, a failed verification and a drill over
-//! its target: the JSON says so, and the HTML page renders in a real browser (headless
-//! Chromium) with all three showing.
+//! `vault report` on a repository with a missed RPO, a failed verification, a failed drill
+//! and a damaged manifest: the JSON says so, and the HTML page renders in a real browser
+//! (headless Chromium) with all four showing.
 
 mod common;
 
@@ -58,10 +58,26 @@ fn the_report_shows_a_missed_rpo_a_failed_verify_and_a_drill_and_renders_in_a_br
     expect_exit(vault_cmd(Some(&config)).args(["verify", "--latest"]), 6);
     expect_exit(vault_cmd(Some(&config)).args(["drill"]), 6);
 
+    // A damaged manifest: the report says it could not show it, instead of hiding it.
+    std::fs::write(
+        repo.join("manifests/app/20261101T000000Z-dam4ge.json"),
+        "not a manifest",
+    )
+    .unwrap();
+
     let json: serde_json::Value = serde_json::from_str(&run_ok(
         vault_cmd(Some(&config)).args(["report", "--since", "1h", "--json"]),
     ))
     .unwrap();
+    let unreadable = json["unreadable"].as_array().unwrap();
+    assert_eq!(unreadable.len(), 1, "{json:#}");
+    assert!(
+        unreadable[0]
+            .as_str()
+            .unwrap()
+            .contains("20261101T000000Z-dam4ge"),
+        "{json:#}"
+    );
     let app = &json["databases"][0];
     assert_eq!(app["database"], "app");
     let ids: Vec<&str> = app["backups"]
@@ -120,6 +136,8 @@ fn the_report_shows_a_missed_rpo_a_failed_verify_and_a_drill_and_renders_in_a_br
         "RPO missed",
         "FAILED",
         &second,
+        "Could not be read, so not shown below",
+        "20261101T000000Z-dam4ge",
     ] {
         assert!(dom.contains(shown), "`{shown}` not rendered:\n{dom}");
     }

@@ -29,6 +29,16 @@ pub fn render(evidence: &Evidence) -> String {
         describe(Duration::seconds(evidence.rpo_target_seconds)),
         describe(Duration::seconds(evidence.rpo_grace_seconds)),
     );
+    if !evidence.unreadable.is_empty() {
+        page.push_str(
+            "<p class=\"bad\">Could not be read, so not shown below (check them with \
+             <code>vault list</code> and <code>vault drill --history</code>):</p>\n<ul>\n",
+        );
+        for problem in &evidence.unreadable {
+            let _ = writeln!(page, "<li>{}</li>", escape(problem));
+        }
+        page.push_str("</ul>\n");
+    }
     for database in &evidence.databases {
         section(&mut page, evidence, database);
     }
@@ -276,6 +286,7 @@ mod tests {
             repository: "s3://bucket/<prefix>".into(),
             rpo_target_seconds: 6 * 3600,
             rpo_grace_seconds: 3600,
+            unreadable: vec!["manifest `manifests/app/x.json` is not JSON".into()],
             databases: vec![DatabaseEvidence {
                 database: "app".into(),
                 backups: vec![BackupEvidence {
@@ -311,6 +322,7 @@ mod tests {
         assert!(page.contains("<td class=\"bad\">FAILED</td>"));
         assert!(page.contains("<title>RPO missed 2026-12-01T08:05:00Z"));
         assert!(page.contains("ops-laptop"));
+        assert!(page.contains("<li>manifest `manifests/app/x.json` is not JSON</li>"));
         assert!(!page.contains("<script"));
     }
 }

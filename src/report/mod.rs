@@ -10,7 +10,7 @@
 
 pub mod html;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -47,6 +47,8 @@ pub struct Evidence {
     pub repository: String,
     pub rpo_target_seconds: i64,
     pub rpo_grace_seconds: i64,
+    /// Manifests and drill records that could not be read: what the report cannot show.
+    pub unreadable: Vec<String>,
     pub databases: Vec<DatabaseEvidence>,
 }
 
@@ -170,8 +172,14 @@ pub async fn gather(store: &dyn ObjectStore, request: &ReportRequest<'_>) -> Res
     let plan = crate::retention::plan(&refs, request.retention, request.now);
     let decisions: BTreeMap<&str, &crate::retention::Decision> =
         plan.decisions.iter().map(|d| (d.id.as_str(), d)).collect();
-    let (drills, _unreadable) = crate::drill::history(store, None).await?;
+    let (drills, unreadable_drills) = crate::drill::history(store, None).await?;
     let events = verify_events(&keys, &listing.backups);
+    let unreadable: Vec<String> = listing
+        .unreadable
+        .iter()
+        .map(ToString::to_string)
+        .chain(unreadable_drills.iter().map(ToString::to_string))
+        .collect();
 
     let mut names: BTreeSet<String> = request.databases.iter().cloned().collect();
     names.extend(listing.backups.iter().map(|m| m.database.clone()));
@@ -243,32 +251,30 @@ pub async fn gather(store: &dyn ObjectStore, request: &ReportRequest<'_>) -> Res
         repository: request.repository.clone(),
         rpo_target_seconds: request.rpo_target.num_seconds(),
         rpo_grace_seconds: request.rpo_grace.num_seconds(),
+        unreadable,
         databases,
     })
 }
 
-/// Every verification record under `data/`, with its database (from the backup it
-/// belongs to).
+/// Every verification record under `data/` of a listed backup, with its database.
 fn verify_events(keys: &[&str], backups: &[Manifest]) -> Vec<(String, VerifyEvent)> {
-    let mut out = Vec::new();
-    for backup in backups {
-        let prefix = catalog::data_prefix(&backup.database, &backup.id);
-        let own = keys.iter().copied().filter(|k| k.starts_with(&prefix));
-        // One record per key: the states of a listing of exactly that key.
-        for key in own {
-            if let Some(state) = record::states_from([key]).into_values().next() {
-                out.push((
-                    backup.database.clone(),
-                    VerifyEvent {
-                        backup_id: backup.id.to_string(),
-                        at: state.at,
-                        passed: state.passed,
-                    },
-                ));
-            }
-        }
-    }
-    out
+    let owners: HashMap<String, &Manifest> = backups
+        .iter()
+        .map(|b| (catalog::data_prefix(&b.database, &b.id), b))
+        .collect();
+    record::records_from(keys.iter().copied())
+        .filter_map(|(prefix, state)| {
+            let backup = owners.get(&prefix)?;
+            Some((
+                backup.database.clone(),
+                VerifyEvent {
+                    backup_id: backup.id.to_string(),
+                    at: state.at,
+                    passed: state.passed,
+                },
+            ))
+        })
+        .collect()
 }
 
 fn drill_evidence(d: &DrillRecord) -> DrillEvidence {

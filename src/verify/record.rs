@@ -186,30 +186,34 @@ pub struct VerifyState {
     pub key: String,
 }
 
+/// Every verification record among the keys of a listing of `data/` (or `base/`), with the
+/// data prefix of the backup it belongs to (`data/<db>/<id>/`), in listing order.
+pub fn records_from<'a>(
+    keys: impl IntoIterator<Item = &'a str>,
+) -> impl Iterator<Item = (String, VerifyState)> {
+    keys.into_iter().filter_map(|key| {
+        let (prefix, name) = key.split_once(&format!("/{DIR}"))?;
+        let (stamp, passed) = name
+            .strip_suffix("-pass.json")
+            .map(|s| (s, true))
+            .or_else(|| name.strip_suffix("-fail.json").map(|s| (s, false)))?;
+        let at = NaiveDateTime::parse_from_str(stamp, STAMP).ok()?;
+        Some((
+            format!("{prefix}/"),
+            VerifyState {
+                at: at.and_utc(),
+                passed,
+                key: key.to_string(),
+            },
+        ))
+    })
+}
+
 /// The newest verification of every backup, keyed by the backup's data prefix, from the
 /// keys of a listing of `data/`.
 pub fn states_from<'a>(keys: impl IntoIterator<Item = &'a str>) -> HashMap<String, VerifyState> {
     let mut states: HashMap<String, VerifyState> = HashMap::new();
-    for key in keys {
-        let Some((prefix, name)) = key.split_once(&format!("/{DIR}")) else {
-            continue;
-        };
-        let Some((stamp, passed)) = name
-            .strip_suffix("-pass.json")
-            .map(|s| (s, true))
-            .or_else(|| name.strip_suffix("-fail.json").map(|s| (s, false)))
-        else {
-            continue;
-        };
-        let Ok(at) = NaiveDateTime::parse_from_str(stamp, STAMP) else {
-            continue;
-        };
-        let state = VerifyState {
-            at: at.and_utc(),
-            passed,
-            key: key.to_string(),
-        };
-        let prefix = format!("{prefix}/");
+    for (prefix, state) in records_from(keys) {
         match states.get(&prefix) {
             // Same second: a failure outranks a pass.
             Some(seen) if (seen.at, !seen.passed) >= (state.at, !state.passed) => {}
