@@ -39,6 +39,26 @@ fn fingerprint_outside(pg: &ScratchCluster, db: &str, schema: &str) -> BTreeMap<
     all
 }
 
+/// Whether `db` has a schema `name`.
+fn has_schema(pg: &ScratchCluster, db: &str, name: &str) -> bool {
+    pg.psql(
+        db,
+        &format!("SELECT count(*) FROM pg_namespace WHERE nspname = '{name}'"),
+    )
+    .unwrap()
+    .trim()
+        != "0"
+}
+
+/// No scratch database of an `--into-schema` restore is left on the server.
+fn assert_no_scratch_left(pg: &ScratchCluster) {
+    let left: Vec<String> = databases(pg)
+        .into_iter()
+        .filter(|d| d.contains("_partial_"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 fn setup(name: &str) -> (ScratchCluster, Workspace, std::path::PathBuf) {
     let pg = cluster();
     seed_fixture(&pg, "app");
@@ -117,11 +137,7 @@ fn a_damaged_table_comes_back_beside_the_live_one_with_exactly_its_dump_time_row
         )
         .unwrap();
     assert_eq!(tables.trim(), "customers");
-    assert!(
-        !databases(&pg).iter().any(|d| d.contains("_partial_")),
-        "{:?}",
-        databases(&pg)
-    );
+    assert_no_scratch_left(&pg);
 
     // The same schema again is refused, and nothing changes.
     let refused = expect_exit(
@@ -282,13 +298,7 @@ fn list_shows_the_tables_and_a_wrong_name_is_refused_with_the_nearest_ones() {
         "{planned}"
     );
     assert_eq!(databases(&pg), before, "nothing was created");
-    let schemas = pg
-        .psql(
-            "app",
-            "SELECT count(*) FROM pg_namespace WHERE nspname = 'recovered'",
-        )
-        .unwrap();
-    assert_eq!(schemas.trim(), "0");
+    assert!(!has_schema(&pg, "app", "recovered"));
 }
 
 /// The live database has lost a type the restored table needs (a domain dropped with its
@@ -320,16 +330,6 @@ fn a_carry_the_live_database_refuses_leaves_it_unchanged() {
     assert!(refused.contains("positive_money"), "{refused}");
     assert!(refused.contains("; `app` was not changed"), "{refused}");
     assert_eq!(content_fingerprint(&pg, "app"), before);
-    let schemas = pg
-        .psql(
-            "app",
-            "SELECT count(*) FROM pg_namespace WHERE nspname = 'side'",
-        )
-        .unwrap();
-    assert_eq!(schemas.trim(), "0");
-    assert!(
-        !databases(&pg).iter().any(|d| d.contains("_partial_")),
-        "{:?}",
-        databases(&pg)
-    );
+    assert!(!has_schema(&pg, "app", "side"));
+    assert_no_scratch_left(&pg);
 }
