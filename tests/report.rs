@@ -112,6 +112,12 @@ fn the_report_shows_a_missed_rpo_a_failed_verify_and_a_drill_and_renders_in_a_br
     );
     assert_eq!(newest["readable_by"].as_array().unwrap().len(), 1);
 
+    let future = expect_exit(
+        vault_cmd(Some(&config)).args(["report", "--since", "2999-01-01T00:00:00Z"]),
+        2,
+    );
+    assert!(future.contains("is not in the past"), "{future}");
+
     let page = ws.path("report.html");
     run_ok(
         vault_cmd(Some(&config))

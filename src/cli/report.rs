@@ -24,6 +24,13 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let config = super::load_config(config_path)?;
     let now = Utc::now();
     let since = vault::timespec::parse_point_in_time(&args.since, now)?;
+    if since >= now {
+        return Err(vault::Error::Config(format!(
+            "--since {} is not in the past: give how long ago (30d, 12h) or an earlier time",
+            args.since
+        ))
+        .into());
+    }
     let settings = config.daemon.settings()?;
     let policy = config.retention.policy()?;
     let keys = vault::keys::configured(&config.encryption)?;
