@@ -178,6 +178,16 @@ impl TocEntry {
         }
     }
 
+    /// Its schema and name: one of `known` where it matches (names with spaces), else the
+    /// split of the line.
+    fn relation_name(&self, known: &[QualifiedName]) -> QualifiedName {
+        known
+            .iter()
+            .find(|name| self.names(name))
+            .cloned()
+            .unwrap_or_else(|| self.schema_and_name())
+    }
+
     /// "TRIGGER shop orders orders_touch", for messages (the owner left off).
     pub fn describe(&self) -> String {
         let (schema, name) = self.schema_and_name();
@@ -250,13 +260,7 @@ impl Toc {
             .entries
             .iter()
             .filter(|e| e.is(RELATIONS))
-            .map(|e| {
-                known
-                    .iter()
-                    .find(|name| e.names(name))
-                    .cloned()
-                    .unwrap_or_else(|| e.schema_and_name())
-            })
+            .map(|e| e.relation_name(known))
             .collect();
         out.sort();
         out.dedup();
@@ -267,13 +271,7 @@ impl Toc {
     /// dump's tables (from its facts), by which table entries are recognised.
     pub fn choose(&self, selection: &ChosenNames, known: &[QualifiedName]) -> Result<Choice> {
         let by_id: BTreeMap<u32, &TocEntry> = self.entries.iter().map(|e| (e.id, e)).collect();
-        let relation_name = |entry: &TocEntry| -> QualifiedName {
-            known
-                .iter()
-                .find(|name| entry.names(name))
-                .cloned()
-                .unwrap_or_else(|| entry.schema_and_name())
-        };
+        let relation_name = |entry: &TocEntry| entry.relation_name(known);
         let excluded = |entry: &TocEntry| {
             entry.is(RELATIONS) && selection.excluded.contains(&relation_name(entry))
         };
@@ -296,8 +294,8 @@ impl Toc {
                 .any(|e| e.is(RELATIONS) && e.names(name))
             {
                 return Err(Error::Config(format!(
-                    "table {}.{} is in the backup's facts but not in its dump's table of \
-                     contents (an extension's table?): it cannot be restored on its own",
+                    "table {}.{} is not in the dump's table of contents: check the names \
+                     with --list",
                     name.0, name.1
                 )));
             }
