@@ -37,6 +37,12 @@ pub struct Config {
     /// `[pitr]`: point-in-time recovery is set up (the server archives through `vault
     /// wal-push`): the daemon takes weekly base backups and watches archiving.
     pub pitr: Option<PitrConfig>,
+    /// `[signing]`: the key this host signs what it writes to the repository with.
+    #[serde(default)]
+    pub signing: Option<crate::trust::SigningConfig>,
+    /// `[trust]`: whose signatures this host accepts, for which databases and clusters.
+    #[serde(default)]
+    pub trust: crate::trust::TrustConfig,
     /// `[[notify]]`: where the daemon sends alerts.
     #[serde(default)]
     pub notify: Vec<NotifyConfig>,
@@ -756,6 +762,7 @@ impl Config {
         for notify in &self.notify {
             notify.validate()?;
         }
+        crate::trust::TrustList::from_config(&self.trust, None)?;
         Ok(())
     }
 
@@ -794,6 +801,39 @@ impl Config {
         std::env::var_os("VAULT_IDENTITY_FILE")
             .map(PathBuf::from)
             .or_else(|| self.encryption.identity_file.clone())
+    }
+
+    /// The signing key file: `VAULT_SIGNING_KEY_FILE` wins over `[signing] key_file`.
+    pub fn signing_key_file(&self) -> Option<PathBuf> {
+        std::env::var_os("VAULT_SIGNING_KEY_FILE")
+            .map(PathBuf::from)
+            .or_else(|| self.signing.as_ref().and_then(|s| s.key_file.clone()))
+    }
+
+    /// This host's signing key, if one is configured (read and permission-checked).
+    pub fn signing_key(&self) -> Result<Option<crate::trust::SigningKey>> {
+        self.signing_key_file()
+            .map(|path| crate::trust::SigningKey::load(&path))
+            .transpose()
+    }
+
+    /// The signing key a command that writes to the repository needs, or an error saying
+    /// how to make one.
+    pub fn required_signing_key(&self, command: &str) -> Result<crate::trust::SigningKey> {
+        self.signing_key()?.ok_or_else(|| {
+            Error::Key(format!(
+                "{command} writes to the repository and signs what it writes, but no signing \
+                 key is configured: create one with `vault keygen --signing --output FILE`, \
+                 set [signing] key_file = \"FILE\" (or VAULT_SIGNING_KEY_FILE), and add the \
+                 public key it prints to [trust] signers on every host that reads"
+            ))
+        })
+    }
+
+    /// Whose signatures this host accepts: `[trust] signers` and its own signing key.
+    pub fn trust_list(&self) -> Result<crate::trust::TrustList> {
+        let own = self.signing_key()?;
+        crate::trust::TrustList::from_config(&self.trust, own.as_ref())
     }
 
     /// The databases this configuration backs up, in order: `source.databases`, else the

@@ -341,7 +341,12 @@ async fn check_wal(identities: &Arc<Identities>, file: &ArchivedFile, body: Byte
     let identities = Arc::clone(identities);
     let key = file.key.clone();
     let sha256 = tokio::task::spawn_blocking(move || {
-        let compressed = crate::pipeline::decrypt_small(&body, &identities)?;
+        // The name's sha256 is what is checked here: no signed commitment is needed for it.
+        let opener = crate::keys::header::Opener {
+            identities: &identities,
+            commitment: None,
+        };
+        let compressed = crate::pipeline::decrypt_small(&body, opener)?;
         let raw = zstd::stream::decode_all(compressed.as_slice())?;
         Ok::<_, std::io::Error>(hex::encode(sha2::Sha256::digest(&raw)))
     })
@@ -349,8 +354,8 @@ async fn check_wal(identities: &Arc<Identities>, file: &ArchivedFile, body: Byte
     .map_err(|e| Error::task_failed("the WAL check", e))?;
     let not_for_us = |e: &std::io::Error| {
         e.get_ref()
-            .and_then(|inner| inner.downcast_ref::<age::DecryptError>())
-            .is_some_and(|d| matches!(d, age::DecryptError::NoMatchingKeys))
+            .and_then(|inner| inner.downcast_ref::<crate::keys::header::HeaderError>())
+            .is_some_and(|h| *h == crate::keys::header::HeaderError::NoIdentity)
     };
     match sha256 {
         Ok(sha256) if sha256 == file.sha256 => Ok(true),

@@ -23,6 +23,10 @@ pub enum Error {
     /// Stored data does not match its checksum or cannot be decrypted.
     #[error("{0}")]
     Integrity(String),
+    /// Content of the repository that no trusted writer vouches for (unsigned, signed by a
+    /// key not trusted for it, or not what its signature says): nothing of it was used.
+    #[error("{0}")]
+    Untrusted(String),
     /// A local I/O failure, with what vault was doing at the time.
     #[error("{context}: {source}")]
     Io {
@@ -76,6 +80,7 @@ impl Error {
             Error::Repository(_) => code::REPOSITORY,
             Error::Key(_) => code::KEY,
             Error::Integrity(_) => code::INTEGRITY,
+            Error::Untrusted(_) => code::UNTRUSTED,
             Error::Busy(_) => code::BUSY,
             Error::Interrupted(_) => code::INTERRUPTED,
             Error::Io { .. } => code::FAILURE,
@@ -111,6 +116,7 @@ impl Error {
 /// | 7    | busy: another vault process holds the lock this command needs (a backup of the same database, a verify of the same scratch target, another daemon); retry later |
 /// | 8    | a drill restored and checked fine but missed its RTO or RPO target |
 /// | 9    | internal error: a bug in vault (a thread panicked); says nothing about the data |
+/// | 10   | untrusted: what the repository holds is not signed by a writer this host trusts for that database (`[trust] signers`), or is not what was signed; nothing of it was read into anything |
 /// | 126  | `wal-fetch` only: the WAL file could not be fetched for a reason other than its absence (PostgreSQL stops recovery on codes above 125 instead of promoting) |
 /// | 130  | interrupted (SIGINT / SIGTERM); nothing was committed |
 pub mod code {
@@ -123,6 +129,7 @@ pub mod code {
     pub const BUSY: u8 = 7;
     pub const TARGET_MISSED: u8 = 8;
     pub const INTERNAL: u8 = 9;
+    pub const UNTRUSTED: u8 = 10;
     pub const WAL_FETCH_FAILED: u8 = 126;
     pub const INTERRUPTED: u8 = 130;
 }

@@ -33,6 +33,7 @@ pub mod schedule;
 pub mod status;
 pub mod storage;
 pub mod timespec;
+pub mod trust;
 pub mod verify;
 pub mod wal;
 

@@ -19,6 +19,7 @@ use crate::catalog::{self, MANIFESTS_PREFIX};
 use crate::error::{Error, Result};
 use crate::retention::{self, BackupRef, RetentionPlan, RetentionPolicy};
 use crate::storage::{IncompleteUpload, ObjectInfo, ObjectStore};
+use crate::trust::{NotCounted, TrustList};
 use crate::wal::archive::Archive;
 use crate::wal::retention::{self as wal_retention, WalPlan};
 
@@ -56,6 +57,9 @@ pub struct PrunePlan {
     pub wal: Vec<WalPlan>,
     pub garbage_grace_seconds: i64,
     pub garbage: Vec<Garbage>,
+    /// Backups no trusted writer vouches for (`trust`): not counted by retention, so neither
+    /// kept nor deleted by rule; their data is not garbage either (a manifest owns it).
+    pub not_counted: Vec<NotCounted>,
     /// Manifests that could not be read: their backups are neither kept nor deleted by
     /// rule; their data is never treated as garbage.
     pub unreadable: Vec<String>,
@@ -99,17 +103,27 @@ pub fn backup_refs(
         .collect()
 }
 
+/// Whose backups retention counts: the trust list, and whether unsigned ones count too.
+pub struct Counting<'a> {
+    pub trust: &'a TrustList,
+    pub allow_unsigned: bool,
+}
+
 /// Reads the repository and decides; changes nothing.
 pub async fn plan(
     store: &dyn ObjectStore,
     policy: &RetentionPolicy,
     grace: Duration,
     now: DateTime<Utc>,
+    counting: Counting<'_>,
 ) -> Result<PrunePlan> {
     let listing = catalog::list_backups(store, None).await?;
     let data = store.list(DATA_PREFIX).await?;
     let verified = crate::verify::record::states_from(data.iter().map(|o| o.key.as_str()));
-    let backups = backup_refs(&listing.backups, &verified);
+    let (counted, not_counted) = counting
+        .trust
+        .partition(listing.backups, counting.allow_unsigned);
+    let backups = backup_refs(&counted, &verified);
     let retention = retention::plan(&backups, policy, now);
     let manifest_keys: Vec<String> = store
         .list(MANIFESTS_PREFIX)
@@ -187,6 +201,7 @@ pub async fn plan(
         wal,
         garbage_grace_seconds: grace.num_seconds(),
         garbage,
+        not_counted,
         unreadable,
     })
 }
@@ -616,11 +631,16 @@ mod tests {
             ids.push(manifest.id.to_string());
         }
         let now = at("2026-11-27T00:00:00Z");
+        let trust = TrustList::default();
         let plan = plan(
             &store,
             &RetentionPolicy::default(),
             Duration::hours(24),
             now,
+            Counting {
+                trust: &trust,
+                allow_unsigned: true,
+            },
         )
         .await
         .unwrap();
@@ -708,7 +728,12 @@ mod tests {
         }
         let now = at("2026-11-27T00:00:00Z");
         let policy = RetentionPolicy::default();
-        let readable = plan(&store, &policy, Duration::hours(24), now)
+        let trust = TrustList::default();
+        let counting = || Counting {
+            trust: &trust,
+            allow_unsigned: true,
+        };
+        let readable = plan(&store, &policy, Duration::hours(24), now, counting())
             .await
             .unwrap();
         assert_eq!(
@@ -721,7 +746,7 @@ mod tests {
             b"{\"format_version\": 1, \"kind\"".to_vec(),
         )
         .await;
-        let frozen = plan(&store, &policy, Duration::hours(24), now)
+        let frozen = plan(&store, &policy, Duration::hours(24), now, counting())
             .await
             .unwrap();
         assert!(frozen.wal[0].delete.is_empty(), "{:?}", frozen.wal[0]);

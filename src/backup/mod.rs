@@ -5,13 +5,16 @@
 //!    into the repository, while the same snapshot yields the dump-time facts;
 //! 3. commit the dump object only if pg_dump exited 0 and every stage finished;
 //! 4. store the facts and `pg_dumpall --globals-only`, both encrypted;
-//! 5. write the manifest, last. Until then the backup does not exist.
+//! 5. sign the statement of what was written (every object's key and file key commitment,
+//!    `trust::statement`) and write the manifest with it, last. Until then the backup does
+//!    not exist.
 //!
 //! Any failure leaves no manifest; objects already stored are deleted on a best-effort basis
 //! (whatever remains is an orphan that pruning removes).
 
 pub mod stream;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -19,6 +22,7 @@ use bytes::Bytes;
 use chrono::Utc;
 
 use crate::cancel::Cancel;
+use crate::catalog::sealed::Sealed;
 use crate::catalog::{
     self, BackupId, CompressionInfo, DumpObject, EncryptionInfo, MANIFEST_FORMAT, Manifest,
     StoredObject,
@@ -29,6 +33,7 @@ use crate::pipeline::{Compression, Digest, StreamSummary};
 use crate::postgres::{ChildProcess, ConnInfo, DumpFacts, PgTools, SnapshotSession};
 use crate::progress::Progress;
 use crate::storage::ObjectStore;
+use crate::trust::{Signature, SigningKey, Statement};
 use stream::ChildStream;
 
 /// Everything a backup needs, shared by every database it backs up.
@@ -39,6 +44,8 @@ pub struct BackupJob {
     pub recipients: Arc<Recipients>,
     pub compression: Compression,
     pub progress: Arc<dyn Progress>,
+    /// Signs the statement that makes the backup verifiable (`trust`).
+    pub signer: Arc<SigningKey>,
 }
 
 /// What pg_dump and the pipeline produced, before the small objects and the manifest.
@@ -123,10 +130,15 @@ impl BackupJob {
             let globals = self.put_encrypted(&globals_key, &globals).await?;
             let facts_json = serde_json::to_vec(&dumped.facts).expect("facts serialize");
             let facts = self.put_encrypted(&facts_key, &facts_json).await?;
+            let commitments = BTreeMap::from([
+                (dump_key.clone(), dumped.summary.file_key_commitment),
+                (facts.object.key.clone(), facts.file_key_commitment),
+                (globals.object.key.clone(), globals.file_key_commitment),
+            ]);
             for warning in &warnings {
                 progress.warn(warning);
             }
-            let manifest = Manifest {
+            let mut manifest = Manifest {
                 format_version: MANIFEST_FORMAT,
                 tool: "vault".into(),
                 tool_version: env!("CARGO_PKG_VERSION").into(),
@@ -146,10 +158,14 @@ impl BackupJob {
                     raw_sha256: dumped.summary.raw.sha256_hex(),
                     format: "custom".into(),
                 },
-                facts,
-                globals,
+                facts: facts.object,
+                globals: globals.object,
                 warnings,
+                signature: None,
+                accepted: Default::default(),
             };
+            let statement = Statement::for_dump(&manifest, &commitments)?;
+            manifest.signature = Some(Signature::sign(&statement, &self.signer)?);
             Ok(manifest)
         };
         let mut cancel = cancel;
@@ -289,7 +305,7 @@ impl BackupJob {
         }
     }
 
-    async fn put_encrypted(&self, key: &str, plain: &[u8]) -> Result<StoredObject> {
+    async fn put_encrypted(&self, key: &str, plain: &[u8]) -> Result<Sealed> {
         catalog::sealed::seal(self.store.as_ref(), key, plain, &self.recipients).await
     }
 }

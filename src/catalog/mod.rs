@@ -104,6 +104,14 @@ pub struct Manifest {
     /// Things the operator was warned about while this backup ran.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The writer's signed statement about this backup (`trust::statement`); absent in
+    /// backups written before signing existed or by a host without a signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::trust::Signature>,
+    /// What this reader accepted it for (never stored): set by `TrustList::accept`, and
+    /// every read of its objects fails until then.
+    #[serde(skip)]
+    pub accepted: crate::trust::Accepted,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -189,8 +197,19 @@ impl Manifest {
         serde_json::to_vec_pretty(self).expect("a manifest always serializes")
     }
 
+    /// Reads the manifest stored at `key`. One under `manifests/` must be where its database
+    /// and id put it: a manifest moved elsewhere is not that backup.
     pub fn from_json(bytes: &[u8], key: &str) -> Result<Manifest> {
-        read_versioned(bytes, key, "manifest", MANIFEST_FORMAT)
+        let manifest: Manifest = read_versioned(bytes, key, "manifest", MANIFEST_FORMAT)?;
+        let home = manifest_key(&manifest.database, &manifest.id);
+        if key.starts_with(MANIFESTS_PREFIX) && key != home {
+            return Err(Error::Integrity(format!(
+                "manifest `{key}` describes backup {} of database `{}`, whose manifest lives at \
+                 `{home}`: it was copied or moved there, and is not read",
+                manifest.id, manifest.database
+            )));
+        }
+        Ok(manifest)
     }
 }
 

@@ -8,35 +8,47 @@ use bytes::Bytes;
 
 use super::{Manifest, StoredObject};
 use crate::error::{Error, Result};
+use crate::keys::header::{NotVouched, Opener};
 use crate::keys::{Identities, Recipients};
 use crate::pipeline::{self, Digest};
 use crate::postgres::DumpFacts;
 use crate::storage::ObjectStore;
 
-/// Encrypts `plain` to `recipients` and stores it under `key`; returns its manifest entry.
+/// A sealed object as stored: its manifest entry, and the commitment to its file key that a
+/// signed statement binds it by.
+pub struct Sealed {
+    pub object: StoredObject,
+    pub file_key_commitment: [u8; 32],
+}
+
+/// Encrypts `plain` to `recipients` and stores it under `key`.
 pub async fn seal(
     store: &dyn ObjectStore,
     key: &str,
     plain: &[u8],
     recipients: &Recipients,
-) -> Result<StoredObject> {
-    let sealed = pipeline::encrypt_small(plain, recipients)
+) -> Result<Sealed> {
+    let (sealed, file_key_commitment) = pipeline::encrypt_small(plain, recipients)
         .map_err(|e| Error::io(format!("encrypting {key} failed"), e))?;
     let digest = Digest::of(&sealed);
     store.put(key, Bytes::from(sealed)).await?;
-    Ok(StoredObject {
-        key: key.to_string(),
-        size_bytes: digest.bytes,
-        sha256: digest.sha256_hex(),
+    Ok(Sealed {
+        object: StoredObject {
+            key: key.to_string(),
+            size_bytes: digest.bytes,
+            sha256: digest.sha256_hex(),
+        },
+        file_key_commitment,
     })
 }
 
 /// Fetches a sealed object, checks it against its manifest entry (or, during a key
-/// rotation, its `rotated` entry) and decrypts it. `what` names it in messages ("facts",
-/// "globals").
+/// rotation, its `rotated` entry) and decrypts it, with `opener` (which, for a signed
+/// backup, holds the commitment its file key must match). `what` names it in messages
+/// ("facts", "globals").
 pub async fn open(
     store: &dyn ObjectStore,
-    identities: &Identities,
+    opener: Opener<'_>,
     object: &StoredObject,
     rotated: Option<&StoredObject>,
     what: &str,
@@ -54,11 +66,32 @@ pub async fn open(
             object.sha256
         )));
     }
-    pipeline::decrypt_small(&sealed, identities).map_err(|e| {
+    pipeline::decrypt_small(&sealed, opener).map_err(|e| {
+        if e.get_ref().is_some_and(|inner| inner.is::<NotVouched>()) {
+            return Error::Untrusted(format!(
+                "the {what} object `{}` is not the one its backup's writer signed ({e}); vault \
+                 reads nothing of it: someone replaced it in the repository",
+                object.key
+            ));
+        }
         Error::Integrity(format!(
             "cannot decrypt the {what} object `{}`: {e}",
             object.key
         ))
+    })
+}
+
+/// How to open `object` of `backup`: the identities, and the commitment the backup's
+/// accepted signature names for it (an error if the backup was not judged, or names no such
+/// object).
+pub fn opener<'a>(
+    backup: &Manifest,
+    identities: &'a Identities,
+    object: &StoredObject,
+) -> Result<Opener<'a>> {
+    Ok(Opener {
+        identities,
+        commitment: backup.accepted.commitment(&object.key)?,
     })
 }
 
@@ -70,7 +103,8 @@ pub async fn read_facts(
 ) -> Result<DumpFacts> {
     check_identity(backup, identities)?;
     let rotated = backup.encryption.rotated(&backup.facts.key);
-    let facts_json = open(store, identities, &backup.facts, rotated, "facts").await?;
+    let opener = opener(backup, identities, &backup.facts)?;
+    let facts_json = open(store, opener, &backup.facts, rotated, "facts").await?;
     serde_json::from_slice(&facts_json).map_err(|e| {
         Error::Integrity(format!(
             "the facts of backup {} are not readable: {e}",
@@ -86,7 +120,8 @@ pub async fn read_globals(
     backup: &Manifest,
 ) -> Result<String> {
     let rotated = backup.encryption.rotated(&backup.globals.key);
-    let sql = open(store, identities, &backup.globals, rotated, "globals").await?;
+    let opener = opener(backup, identities, &backup.globals)?;
+    let sql = open(store, opener, &backup.globals, rotated, "globals").await?;
     Ok(String::from_utf8_lossy(&sql).into_owned())
 }
 

@@ -21,11 +21,13 @@ pub struct Args {
 }
 
 /// The job every backup of this config runs in (dumps and base backups), after checking what
-/// can be checked without touching the database: the recipients, the URL, the repository.
+/// can be checked without touching the database: the recipients, the signing key, the URL,
+/// the repository.
 pub async fn job_for(
     config: &vault::config::Config,
 ) -> anyhow::Result<(BackupJob, Arc<dyn vault::progress::Progress>)> {
     let recipients = Arc::new(Recipients::from_config(&config.encryption)?);
+    let signer = Arc::new(config.required_signing_key("backup")?);
     let source = ConnInfo::parse(&config.source.url)?;
     let store = vault::storage::open(&config.repository).await?;
     store.probe().await?;
@@ -37,6 +39,7 @@ pub async fn job_for(
         recipients,
         compression: config.compression(),
         progress: Arc::clone(&progress),
+        signer,
     };
     Ok((job, progress))
 }

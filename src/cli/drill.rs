@@ -34,6 +34,10 @@ pub struct Args {
     /// it, the default includes them when `[pitr]` is configured.
     #[arg(long, conflicts_with = "database")]
     pub pitr: bool,
+    /// Accept a backup that carries no signature at all (one written before signing was set
+    /// up). Prints a warning; a backup signed by an untrusted key is refused regardless.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
@@ -70,7 +74,13 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let mut records: Vec<(DrillRecord, String)> = Vec::new();
     let mut drilled = Vec::new();
     if !newest.is_empty() {
-        let session = session(&config, Arc::clone(&identities), Arc::clone(&store)).await?;
+        let session = session(
+            &config,
+            Arc::clone(&identities),
+            Arc::clone(&store),
+            args.allow_unsigned,
+        )
+        .await?;
         for backup in &newest {
             let started = Utc::now();
             let verified = session.verify(backup).await?;

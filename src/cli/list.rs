@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 use vault::catalog::base::{BaseManifest, list_base_backups};
 use vault::catalog::{self, Manifest};
+use vault::trust::Provenance;
 use vault::verify::record::{self, VerifyState};
 use vault::wal::chain::{self, BaseReach};
 
@@ -45,6 +46,11 @@ struct Entry<'a> {
     /// The newest `vault verify` passed (true), failed (false), or none yet (null).
     verified: Option<bool>,
     verified_at: Option<String>,
+    /// "trusted" (signed by a key this host trusts for the database), "unsigned" or
+    /// "untrusted".
+    trust: &'static str,
+    /// Who signed it (`comment (SHA256:…)`), "unsigned", or "untrusted (…: why)".
+    signer: String,
 }
 
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -52,7 +58,7 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 impl<'a> Entry<'a> {
-    fn new(m: &'a Manifest, verify: Option<&VerifyState>) -> Self {
+    fn new(m: &'a Manifest, verify: Option<&VerifyState>, provenance: &Provenance) -> Self {
         Entry {
             kind: "logical",
             id: m.id.as_str(),
@@ -68,6 +74,8 @@ impl<'a> Entry<'a> {
             recipients: &m.encryption.recipients,
             verified: verify.map(|v| v.passed),
             verified_at: verify.map(|v| rfc3339(v.at)),
+            trust: provenance.state(),
+            signer: provenance.describe(),
         }
     }
 }
@@ -102,6 +110,8 @@ struct BaseEntry<'a> {
     /// The newest `vault verify` of it passed (true), failed (false), or none yet (null).
     verified: Option<bool>,
     verified_at: Option<String>,
+    /// Base backups are not signed yet: always "unsigned".
+    trust: &'static str,
 }
 
 impl<'a> BaseEntry<'a> {
@@ -129,6 +139,7 @@ impl<'a> BaseEntry<'a> {
             reaches_wal: reach.and_then(|r| r.reaches.clone()),
             verified: verify.map(|v| v.passed),
             verified_at: verify.map(|v| rfc3339(v.at)),
+            trust: "unsigned",
         }
     }
 }
@@ -151,6 +162,7 @@ impl Listed<'_> {
 
 pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let config = super::load_config(config_path)?;
+    let trust = config.trust_list()?;
     let store = vault::storage::open(&config.repository).await?;
     let listing = catalog::list_backups(store.as_ref(), args.database.as_deref()).await?;
     let base_manifests = list_base_backups(store.as_ref(), None).await?.backups;
@@ -173,7 +185,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         .collect();
     let mut entries: Vec<Listed> = backups
         .iter()
-        .map(|m| Listed::Logical(Entry::new(m, record::state_of(&states, m))))
+        .map(|m| Listed::Logical(Entry::new(m, record::state_of(&states, m), &trust.judge(m))))
         .chain(base_listing.iter().map(|(m, reach)| {
             Listed::Base(BaseEntry::new(
                 m,
@@ -227,8 +239,8 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
 
 fn print_table(entries: &[Listed]) {
     println!(
-        "{:<23} {:<7} {:<20} {:<19} {:>10} {:>10}  {:<8}  LABEL",
-        "ID", "KIND", "DATABASE", "STARTED (UTC)", "STORED", "RAW", "VERIFIED"
+        "{:<23} {:<7} {:<20} {:<19} {:>10} {:>10}  {:<8}  {:<24}  LABEL",
+        "ID", "KIND", "DATABASE", "STARTED (UTC)", "STORED", "RAW", "VERIFIED", "SIGNED BY"
     );
     for entry in entries {
         let shown = |verified: Option<bool>| match verified {
@@ -236,8 +248,17 @@ fn print_table(entries: &[Listed]) {
             Some(false) => "FAILED",
             None => "not yet",
         };
-        let (kind, database, verified) = match entry {
-            Listed::Logical(e) => ("logical", e.database.to_string(), shown(e.verified)),
+        let (kind, database, verified, signed_by) = match entry {
+            Listed::Logical(e) => (
+                "logical",
+                e.database.to_string(),
+                shown(e.verified),
+                match e.trust {
+                    "trusted" => e.signer.chars().take(24).collect(),
+                    "unsigned" => "unsigned".to_string(),
+                    _ => "UNTRUSTED".to_string(),
+                },
+            ),
             Listed::Base(e) => (
                 "base",
                 format!("cluster {}", e.system_identifier),
@@ -246,6 +267,7 @@ fn print_table(entries: &[Listed]) {
                 } else {
                     "NO WAL"
                 },
+                e.trust.to_string(),
             ),
         };
         let (id, started_at, size, raw, label, pinned) = match entry {
@@ -267,7 +289,7 @@ fn print_table(entries: &[Listed]) {
             ),
         };
         println!(
-            "{:<23} {:<7} {:<20} {:<19} {:>10} {:>10}  {:<8}  {}{}",
+            "{:<23} {:<7} {:<20} {:<19} {:>10} {:>10}  {:<8}  {:<24}  {}{}",
             id,
             kind,
             database,
@@ -275,6 +297,7 @@ fn print_table(entries: &[Listed]) {
             indicatif::HumanBytes(size).to_string(),
             indicatif::HumanBytes(raw).to_string(),
             verified,
+            signed_by,
             label.unwrap_or(""),
             if pinned { " (pinned)" } else { "" }
         );

@@ -22,6 +22,11 @@ pub struct Args {
     /// Print the plan (and what was done) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Count backups that carry no signature at all (written before signing was set up) as
+    /// retention's own: they can then be kept and deleted by rule. Without it they are left
+    /// alone and listed.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 /// `vault prune`: the primary repository (or the one `--repository` chose), then, without
@@ -103,7 +108,12 @@ async fn prune_one(
     let policy = config.retention.policy()?;
     let grace = config.retention.garbage_grace()?;
     let store = vault::storage::open(&config.repository).await?;
-    let plan = prune::plan(store.as_ref(), &policy, grace, now).await?;
+    let trust = config.trust_list()?;
+    let counting = prune::Counting {
+        trust: &trust,
+        allow_unsigned: args.allow_unsigned,
+    };
+    let plan = prune::plan(store.as_ref(), &policy, grace, now, counting).await?;
     let outcome = if args.dry_run {
         None
     } else {
@@ -246,6 +256,12 @@ fn describe_plan(plan: &PrunePlan) -> Vec<String> {
             stall.newest_id,
             timespec::describe(Duration::seconds(stall.newest_age_seconds)),
             stall.database
+        ));
+    }
+    for skipped in &plan.not_counted {
+        lines.push(format!(
+            "warning: left alone, not counted: backup {} of `{}` is {}",
+            skipped.id, skipped.database, skipped.why
         ));
     }
     for problem in &plan.unreadable {

@@ -48,14 +48,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         vault::keys::generate_identity(&identity, chrono::Utc::now())?
     };
+    let signing = dir.join("signing.key");
+    if !signing.exists() {
+        vault::trust::SigningKey::generate("vault@quickstart").write_new(&signing)?;
+    }
     let config_text = format!(
         "# Written by `vault quickstart`; see vault.example.toml for every key.\n\
          [source]\nurl = \"{source}\"\n\n\
          [repository]\nurl = \"{}\"\n\n\
          [encryption]\nrecipients = [\"{recipient}\"]\n# Only needed to read backups; keep it off real database hosts.\n\
-         identity_file = \"{}\"\n",
+         identity_file = \"{}\"\n\n\
+         # Signs every backup this host writes; readers trust it (a config trusts its own key).\n\
+         [signing]\nkey_file = \"{}\"\n",
         dir.join("repo").display(),
-        identity.display()
+        identity.display(),
+        signing.display()
     );
     std::fs::write(&config_path, config_text)?;
     eprintln!("config: {}", config_path.display());

@@ -94,6 +94,10 @@ pub struct Args {
     /// Print the plan and the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Accept a backup that carries no signature at all (one written before signing was set
+    /// up). Prints a warning; a backup signed by an untrusted key is refused regardless.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
@@ -112,6 +116,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         )
     })?;
     let identities = Arc::new(Identities::load(&identity_file)?);
+    let trust = Arc::new(config.trust_list()?);
     let target = ConnInfo::parse(&config.source.url)?;
     let store: Arc<dyn vault::storage::ObjectStore> =
         Arc::from(vault::storage::open(&config.repository).await?);
@@ -156,6 +161,8 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
             pg_bin_dir: config.source.pg_bin_dir.clone(),
             identities,
             progress,
+            trust,
+            allow_unsigned: args.allow_unsigned,
         };
         let (backup, schemas) = job.contents(&request).await?;
         return print_contents(&backup, &schemas, args.json);
@@ -189,8 +196,8 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     };
     let lock;
     let mut dumped = None;
-    let (store, identities) = match point_in_time {
-        None => (store, identities),
+    let (store, identities, trust) = match point_in_time {
+        None => (store, identities, trust),
         Some((recovery, base)) => {
             say(format!(
                 "path:          point in time, from base backup {} and the archived WAL",
@@ -245,9 +252,13 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
             })
             .await?;
             request.selector = Selector::Latest;
-            let pair = (Arc::clone(&dump.store), Arc::clone(&dump.identities));
+            let chosen = (
+                Arc::clone(&dump.store),
+                Arc::clone(&dump.identities),
+                Arc::clone(&dump.trust),
+            );
             dumped = Some(dump);
-            pair
+            chosen
         }
     };
     let job = RestoreJob {
@@ -256,6 +267,8 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         pg_bin_dir: config.source.pg_bin_dir.clone(),
         identities,
         progress: Arc::clone(&progress),
+        trust,
+        allow_unsigned: args.allow_unsigned,
     };
     let plan = job.plan(&request, now).await?;
     if !args.json {

@@ -47,6 +47,10 @@ pub struct Args {
     /// database; an array otherwise.
     #[arg(long)]
     pub json: bool,
+    /// Accept a backup that carries no signature at all (one written before signing was set
+    /// up). Prints a warning; a backup signed by an untrusted key is refused regardless.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 /// The identity, checked before anything else: restoring needs it.
@@ -96,6 +100,7 @@ pub(super) async fn session(
     config: &Config,
     identities: Arc<Identities>,
     store: Arc<dyn ObjectStore>,
+    allow_unsigned: bool,
 ) -> anyhow::Result<Session> {
     let progress = super::progress::for_stderr();
     let job = VerifyJob {
@@ -104,6 +109,8 @@ pub(super) async fn session(
         config: config.verify.clone(),
         client_bin_dir: config.source.pg_bin_dir.clone(),
         progress: Arc::clone(&progress),
+        trust: Arc::new(config.trust_list()?),
+        allow_unsigned,
     };
     let lock = job.lock(&config.state_dir())?;
     for note in job.remove_abandoned(&lock).await {
@@ -214,7 +221,13 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     };
     let mut going = true;
     if !backups.is_empty() {
-        let session = session(&config, Arc::clone(&identities), Arc::clone(&store)).await?;
+        let session = session(
+            &config,
+            Arc::clone(&identities),
+            Arc::clone(&store),
+            args.allow_unsigned,
+        )
+        .await?;
         for backup in &backups {
             going = keep(session.verify(backup).await, backup.dump.stored.size_bytes);
             if !going {

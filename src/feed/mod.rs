@@ -27,9 +27,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::catalog::{BackupId, DumpObject, EncryptionInfo, StoredObject};
+use crate::catalog::{Manifest, StoredObject};
 use crate::error::{Error, Result};
 use crate::keys::Identities;
+use crate::keys::header::{NotVouched, Opener};
 use crate::pipeline::{self, DownloadBroke, StreamSummary, ThreadPanicked};
 use crate::progress::Progress;
 use crate::storage::ObjectStore;
@@ -56,6 +57,9 @@ pub struct Source<'a> {
     pub raw: Known<'a>,
     /// What the operator can do when it turns out damaged.
     pub if_damaged: &'static str,
+    /// The commitment to its age file key that its writer signed: the payload is not read
+    /// unless the header's file key matches it. `None`: no signature covers it.
+    pub commitment: Option<[u8; 32]>,
 }
 
 /// A size and a sha256 (hex), each if known.
@@ -66,26 +70,25 @@ pub struct Known<'a> {
 }
 
 impl<'a> Source<'a> {
-    /// A backup's dump object: its manifest gives every size and digest.
-    pub fn dump(
-        backup: &BackupId,
-        object: &'a DumpObject,
-        encryption: &'a EncryptionInfo,
-    ) -> Source<'a> {
-        Source {
-            owner: format!("backup {backup}: its dump object"),
+    /// A backup's dump object: its manifest gives every size and digest, and its accepted
+    /// signature the file key commitment (an error if the backup was never judged).
+    pub fn dump(backup: &'a Manifest) -> Result<Source<'a>> {
+        let object = &backup.dump;
+        Ok(Source {
+            owner: format!("backup {}: its dump object", backup.id),
             key: &object.stored.key,
             stored: Known {
                 bytes: Some(object.stored.size_bytes),
                 sha256: Some(&object.stored.sha256),
             },
-            rotated: encryption.rotated(&object.stored.key),
+            rotated: backup.encryption.rotated(&object.stored.key),
             raw: Known {
                 bytes: Some(object.raw_bytes),
                 sha256: Some(&object.raw_sha256),
             },
             if_damaged: "restore an older backup (`vault list`) instead",
-        }
+            commitment: backup.accepted.commitment(&object.stored.key)?,
+        })
     }
 }
 
@@ -138,8 +141,13 @@ impl Feed {
         let pump = tokio::spawn(pump);
         let identities = Arc::clone(&self.identities);
         let progress = Arc::clone(&self.progress);
+        let commitment = source.commitment;
         let stages = tokio::task::spawn_blocking(move || {
-            pipeline::decrypt_decompress(reader, TaggedSink(sink), &identities, progress.as_ref())
+            let opener = Opener {
+                identities: &identities,
+                commitment,
+            };
+            pipeline::decrypt_decompress(reader, TaggedSink(sink), opener, progress.as_ref())
         })
         .await;
         pump.abort();
@@ -194,6 +202,13 @@ impl Feed {
                 format!("writing {sink_name}"),
                 std::io::Error::new(cause.kind(), cause.to_string()),
             );
+        }
+        if inner.is_some_and(|i| i.is::<NotVouched>()) {
+            return Error::Untrusted(format!(
+                "{} `{key}` is not the object its writer signed: {e}. vault fed nothing of it \
+                 to {sink_name}; someone replaced it in the repository",
+                source.owner
+            ));
         }
         if let Some(broke) = inner.and_then(|i| i.downcast_ref::<DownloadBroke>()) {
             return Error::Repository(format!(
@@ -357,8 +372,7 @@ mod tests {
     struct Fixture {
         feed: Feed,
         plain: Vec<u8>,
-        object: DumpObject,
-        id: BackupId,
+        backup: Manifest,
     }
 
     impl Fixture {
@@ -380,7 +394,10 @@ mod tests {
             let key = "data/app/x/dump.pgdump.zst.age";
             let store = MemoryStore::default();
             store.put(key, stored.into()).await.unwrap();
-            let object = DumpObject {
+            let mut backup =
+                Manifest::from_json(include_bytes!("../../fixtures/manifests/v1.json"), "v1")
+                    .unwrap();
+            backup.dump = crate::catalog::DumpObject {
                 stored: StoredObject {
                     key: key.into(),
                     size_bytes: summary.stored.bytes,
@@ -390,6 +407,10 @@ mod tests {
                 raw_sha256: summary.raw.sha256_hex(),
                 format: "custom".into(),
             };
+            backup.accepted = crate::trust::Accepted::Signed {
+                signer: "test".into(),
+                commitments: [(key.to_string(), summary.file_key_commitment)].into(),
+            };
             Fixture {
                 feed: Feed {
                     store: Arc::new(store),
@@ -397,13 +418,12 @@ mod tests {
                     progress,
                 },
                 plain,
-                object,
-                id: BackupId::new(chrono::Utc::now()),
+                backup,
             }
         }
 
         fn source(&self) -> Source<'_> {
-            Source::dump(&self.id, &self.object, &NOT_ROTATING)
+            Source::dump(&self.backup).unwrap()
         }
 
         async fn to_sink<W: Write + Send + 'static>(&self, sink: W) -> Result<Fed<W>> {
@@ -412,12 +432,6 @@ mod tests {
                 .await
         }
     }
-
-    static NOT_ROTATING: EncryptionInfo = EncryptionInfo {
-        algorithm: String::new(),
-        recipients: Vec::new(),
-        rotation: None,
-    };
 
     /// A sink that fails every write with `kind` (or panics, as a bug on the sink thread).
     enum Refusing {
@@ -459,7 +473,7 @@ mod tests {
         file.read_to_end(&mut back).unwrap();
         assert!(back == fixture.plain);
 
-        fixture.object.raw_sha256 = "0".repeat(64);
+        fixture.backup.dump.raw_sha256 = "0".repeat(64);
         let err = fixture.to_sink(Vec::new()).await.map(drop).unwrap_err();
         assert!(matches!(err, Error::Integrity(_)), "{err}");
     }

@@ -74,7 +74,7 @@ impl Feed {
         run.target.pass_secrets(&mut command)?;
         self.progress
             .phase(&format!("restoring backup {} into `{into}`", backup.id));
-        let source = Source::dump(&backup.id, &backup.dump, &backup.encryption);
+        let source = Source::dump(backup)?;
         let clock = PhaseClock::start();
         match run.jobs {
             // With a list, pg_restore stops reading once it has what the list names; the
@@ -127,7 +127,7 @@ impl Feed {
                 .into_owned_fd()
                 .map_err(|e| Error::io("cannot write to pg_restore", e))?,
         );
-        let source = Source::dump(&backup.id, &backup.dump, &backup.encryption);
+        let source = Source::dump(backup)?;
         // A whole small dump or pg_restore stopping once it has the list: both are fine.
         let fed = self
             .to_sink(

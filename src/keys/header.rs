@@ -49,6 +49,8 @@ pub enum HeaderError {
     NoIdentity,
     #[error("its header MAC does not match: the header was altered")]
     BadMac,
+    #[error("its file key is not the one its signed statement commits to")]
+    NotVouched,
 }
 
 /// A parsed age header: its stanzas and where the payload starts.
@@ -231,9 +233,9 @@ pub fn wrap(file_key: &FileKey, recipients: &Recipients) -> Vec<u8> {
     out
 }
 
-/// An identity that knows the file key already: opening a rewritten file with it checks the
-/// new header's MAC and every payload chunk (including the final-chunk flag) through the
-/// `age` crate's own decryptor, with no secret key of a recipient.
+/// An identity that knows the file key already: opening a file with it checks the header's
+/// MAC and every payload chunk (including the final-chunk flag) through the `age` crate's own
+/// decryptor under exactly that key, with no secret key of a recipient.
 struct KnownFileKey([u8; 16]);
 
 impl age::Identity for KnownFileKey {
@@ -242,16 +244,131 @@ impl age::Identity for KnownFileKey {
     }
 }
 
-/// Decrypts the whole age stream `file` (a new header, then the payload) with `file_key`
-/// and discards the plaintext: an error if the MAC or any chunk does not authenticate.
-pub fn authenticate(file: impl Read, file_key: &FileKey) -> io::Result<u64> {
+/// The plain bytes of the age file `file` (header, then payload), decrypted under
+/// `file_key`: reading fails at the first chunk that does not authenticate under it.
+pub fn decrypt_with<R: Read>(file: R, file_key: &FileKey) -> io::Result<impl Read + use<R>> {
     let identity = KnownFileKey(*file_key.expose_secret());
     let decryptor = age::Decryptor::new_buffered(io::BufReader::new(file))
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    let mut plain = decryptor
+    decryptor
         .decrypt(std::iter::once(&identity as &dyn age::Identity))
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    io::copy(&mut plain, &mut io::sink())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Decrypts the whole age stream `file` (a new header, then the payload) with `file_key`
+/// and discards the plaintext: an error if the MAC or any chunk does not authenticate.
+pub fn authenticate(file: impl Read, file_key: &FileKey) -> io::Result<u64> {
+    io::copy(&mut decrypt_with(file, file_key)?, &mut io::sink())
+}
+
+/// What binds a signed statement to one age file: HKDF-SHA256 of its file key under a label
+/// of vault's own (age derives its header MAC key and payload key under other labels, so
+/// this reveals nothing of either). Only someone who holds the file key — its writer, or an
+/// identity that unwraps it — can compute it, and a header rewrapped by a key rotation keeps
+/// it.
+pub fn commitment(file_key: &FileKey) -> [u8; 32] {
+    age_core::primitives::hkdf(&[], COMMITMENT_LABEL, file_key.expose_secret())
+}
+
+const COMMITMENT_LABEL: &[u8] = b"vault.file-key-commitment.v1";
+
+/// A recipient that wraps nothing and remembers the commitment of the file key the encryptor
+/// chose (the `age` crate wraps the file key for every recipient when it builds the
+/// encryptor, and never shows it otherwise).
+#[derive(Default)]
+pub struct CommitmentWitness(std::sync::OnceLock<[u8; 32]>);
+
+impl CommitmentWitness {
+    /// The commitment, once an encryptor was built with this witness among its recipients.
+    pub fn commitment(&self) -> [u8; 32] {
+        *self
+            .0
+            .get()
+            .expect("the encryptor wraps its file key for every recipient when it is built")
+    }
+}
+
+impl age::Recipient for CommitmentWitness {
+    fn wrap_file_key(
+        &self,
+        file_key: &FileKey,
+    ) -> Result<(Vec<Stanza>, std::collections::HashSet<String>), age::EncryptError> {
+        let _ = self.0.set(commitment(file_key));
+        Ok((Vec::new(), std::collections::HashSet::new()))
+    }
+}
+
+/// How to open one age file: with these identities, and, when its writer signed it, only if
+/// its file key is the one committed to.
+#[derive(Clone, Copy)]
+pub struct Opener<'a> {
+    pub identities: &'a Identities,
+    pub commitment: Option<[u8; 32]>,
+}
+
+impl<'a> Opener<'a> {
+    /// Opens with `identities` and no signed commitment to match: for what something other
+    /// than a signature vouches for (a WAL file's name carries its sha256), and for tests.
+    pub fn without_signature(identities: &'a Identities) -> Opener<'a> {
+        Opener {
+            identities,
+            commitment: None,
+        }
+    }
+
+    /// The file key of the header parsed from `start`, unwrapped by an identity, proven by
+    /// the header MAC and, when a commitment is expected, matching it.
+    pub fn file_key(&self, parsed: Header, start: &[u8]) -> Result<FileKey, HeaderError> {
+        let file_key = parsed.file_key(self.identities, start)?;
+        match self.commitment {
+            Some(expected) if commitment(&file_key) != expected => Err(HeaderError::NotVouched),
+            _ => Ok(file_key),
+        }
+    }
+
+    /// Decrypts a whole in-memory age file.
+    pub fn decrypt(&self, sealed: &[u8]) -> io::Result<Vec<u8>> {
+        let header = Header::parse(sealed).map_err(HeaderError::into_io)?;
+        let file_key = self
+            .file_key(header, sealed)
+            .map_err(HeaderError::into_io)?;
+        let mut plain = Vec::new();
+        decrypt_with(sealed, &file_key)?.read_to_end(&mut plain)?;
+        Ok(plain)
+    }
+}
+
+/// Reads the start of an age stream until its header is whole (or clearly not one): the
+/// bytes read, and the header parsed from them.
+pub fn read_start(reader: &mut impl Read) -> io::Result<(Vec<u8>, Result<Header, HeaderError>)> {
+    let mut start = Vec::with_capacity(4096);
+    let parsed = loop {
+        let mut buf = [0u8; 4096];
+        let n = reader.read(&mut buf)?;
+        start.extend_from_slice(&buf[..n]);
+        match Header::parse(&start) {
+            Err(HeaderError::TooLong) if n > 0 && start.len() < MAX_HEADER_BYTES => continue,
+            other => break other,
+        }
+    };
+    Ok((start, parsed))
+}
+
+/// Marks an I/O error as "this object is not the one its writer signed": the feed turns it
+/// into `Error::Untrusted`, not damage.
+#[derive(Debug, thiserror::Error)]
+#[error("its age file key is not the one its signed statement commits to: the object was replaced")]
+pub struct NotVouched;
+
+impl HeaderError {
+    /// As an I/O error of kind `InvalidData` (the reading side's damage), except a key that
+    /// is not the signed one, marked [`NotVouched`].
+    pub fn into_io(self) -> io::Error {
+        match self {
+            HeaderError::NotVouched => io::Error::new(io::ErrorKind::InvalidData, NotVouched),
+            other => io::Error::new(io::ErrorKind::InvalidData, other),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -260,11 +377,14 @@ mod tests {
     use crate::keys::test_key;
 
     fn encrypt(plain: &[u8], recipients: &Recipients) -> Vec<u8> {
-        crate::pipeline::encrypt_small(plain, recipients).unwrap()
+        crate::pipeline::encrypt_small(plain, recipients).unwrap().0
     }
 
     fn decrypt(file: &[u8], identity: age::x25519::Identity) -> io::Result<Vec<u8>> {
-        crate::pipeline::decrypt_small(file, &Identities::from_keys(vec![identity]))
+        crate::pipeline::decrypt_small(
+            file,
+            Opener::without_signature(&Identities::from_keys(vec![identity])),
+        )
     }
 
     #[test]

@@ -2,10 +2,8 @@
 //! only for reading backups) with a permission check, and generating new identities.
 
 pub mod header;
+pub mod secret_file;
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -128,10 +126,18 @@ impl Recipients {
         hex::encode(&digest[..8])
     }
 
-    /// An encryptor to every recipient.
-    pub fn encryptor(&self) -> age::Encryptor {
-        age::Encryptor::with_recipients(self.keys.iter().map(|k| k as &dyn age::Recipient))
-            .expect("the recipient list is non-empty and holds only X25519 recipients")
+    /// An encryptor to every recipient, and the commitment to the file key it chose (what a
+    /// signed statement binds the object by: `header::commitment`).
+    pub fn encryptor(&self) -> (age::Encryptor, [u8; 32]) {
+        let witness = header::CommitmentWitness::default();
+        let encryptor = age::Encryptor::with_recipients(
+            self.keys
+                .iter()
+                .map(|k| k as &dyn age::Recipient)
+                .chain(std::iter::once(&witness as &dyn age::Recipient)),
+        )
+        .expect("the recipient list is non-empty and holds only X25519 recipients");
+        (encryptor, witness.commitment())
     }
 }
 
@@ -153,24 +159,12 @@ impl Identities {
     /// Reads an identity file written by `vault keygen` or `age-keygen`. Refuses files that
     /// group or others can read: a backup key readable by other users is a leaked key.
     pub fn load(path: &Path) -> Result<Identities> {
-        let meta = std::fs::metadata(path).map_err(|e| {
-            Error::Key(format!(
-                "cannot read identity file `{}`: {e}; set encryption.identity_file or \
-                 VAULT_IDENTITY_FILE to the file `vault keygen` wrote",
-                path.display()
-            ))
-        })?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(Error::Key(format!(
-                "identity file `{}` is accessible by group or others (mode {mode:03o}); \
-                 fix it with `chmod 600 {}`",
-                path.display(),
-                path.display()
-            )));
-        }
-        let content = std::fs::read_to_string(path)
-            .map_err(|e| Error::Key(format!("cannot read `{}`: {e}", path.display())))?;
+        let content = secret_file::read_private(
+            path,
+            "identity",
+            "set encryption.identity_file or VAULT_IDENTITY_FILE to the file `vault keygen` \
+             wrote",
+        )?;
         // The identity file format: `#` comments and one `AGE-SECRET-KEY-1...` per line.
         let keys = content
             .lines()
@@ -219,30 +213,12 @@ impl Identities {
 pub fn generate_identity(path: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<String> {
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public().to_string();
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::Key(format!(
-                    "`{}` already exists; vault keygen never overwrites a key. \
-                     Choose another --output path",
-                    path.display()
-                ))
-            } else {
-                Error::io(format!("cannot create `{}`", path.display()), e)
-            }
-        })?;
     let content = format!(
         "# created: {}\n# public key: {recipient}\n{}\n",
         now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         identity.to_string().expose_secret()
     );
-    file.write_all(content.as_bytes())
-        .and_then(|_| file.sync_all())
-        .map_err(|e| Error::io(format!("cannot write `{}`", path.display()), e))?;
+    secret_file::write_new_private(path, content.as_bytes())?;
     Ok(recipient)
 }
 
@@ -262,6 +238,7 @@ pub(crate) fn test_key() -> (age::x25519::Identity, Recipients) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn keygen_writes_a_private_file_that_loads_back() {

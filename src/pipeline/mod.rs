@@ -32,7 +32,8 @@ pub use fetch::{ChunkReader, DownloadBroke, download_channel};
 pub use hash::{Digest, HashingReader, HashingWriter};
 pub use offload::ThreadPanicked;
 
-use crate::keys::{Identities, Recipients};
+use crate::keys::Recipients;
+use crate::keys::header::{self, HeaderError, Opener};
 use crate::progress::Progress;
 
 /// What the stages measured about one streamed object.
@@ -42,6 +43,9 @@ pub struct StreamSummary {
     pub raw: Digest,
     /// The bytes handed to the store (compressed and encrypted).
     pub stored: Digest,
+    /// The commitment to the object's age file key (`keys::header::commitment`), which a
+    /// signed statement binds the object by.
+    pub file_key_commitment: [u8; 32],
 }
 
 /// Compression settings for [`compress_encrypt`].
@@ -69,7 +73,8 @@ pub fn compress_encrypt<R: Read, W: Write>(
     progress: &dyn Progress,
 ) -> std::io::Result<(W, StreamSummary)> {
     let stored = HashingWriter::new(sink);
-    let encrypted = recipients.encryptor().wrap_output(stored)?;
+    let (encryptor, file_key_commitment) = recipients.encryptor();
+    let encrypted = encryptor.wrap_output(stored)?;
     let mut compressor = zstd::stream::write::Encoder::new(encrypted, compression.level)?;
     compressor.include_checksum(true)?;
     if compression.threads > 1 {
@@ -99,6 +104,7 @@ pub fn compress_encrypt<R: Read, W: Write>(
         StreamSummary {
             raw: raw_digest,
             stored: stored_digest,
+            file_key_commitment,
         },
     ))
 }
@@ -111,15 +117,20 @@ pub fn compress_encrypt<R: Read, W: Write>(
 pub fn decrypt_decompress<R: Read, W: Write + Send + 'static>(
     source: R,
     sink: W,
-    identities: &Identities,
+    opener: Opener<'_>,
     progress: &dyn Progress,
 ) -> std::io::Result<(W, StreamSummary)> {
     let mut stored = HashingReader::new(source);
+    // The file key first, from the header alone: when the object is signed, nothing of its
+    // payload is decrypted before the key is proven to be the one its writer signed.
+    let (start, parsed) = header::read_start(&mut stored).map_err(damaged)?;
+    let file_key = parsed
+        .and_then(|h| opener.file_key(h, &start))
+        .map_err(HeaderError::into_io)?;
+    let file_key_commitment = header::commitment(&file_key);
     let (sink, raw_digest) = {
-        let decryptor = age::Decryptor::new(&mut stored).map_err(|e| damaged(age_error(e)))?;
-        let plain = decryptor
-            .decrypt(identities.as_dyn())
-            .map_err(|e| damaged(age_error(e)))?;
+        let plain = header::decrypt_with(std::io::Cursor::new(start).chain(&mut stored), &file_key)
+            .map_err(damaged)?;
         let mut decoder = zstd::stream::read::Decoder::new(plain)?;
         let mut raw = offload::OffloadedHashingWriter::new(sink)?;
         copy_counted(&mut decoder, &mut raw, progress, damaged)?;
@@ -138,6 +149,7 @@ pub fn decrypt_decompress<R: Read, W: Write + Send + 'static>(
         StreamSummary {
             raw: raw_digest,
             stored: stored_digest,
+            file_key_commitment,
         },
     ))
 }
@@ -161,15 +173,9 @@ impl<A: Write, B: Write> Write for Tee<A, B> {
     }
 }
 
-/// Decrypts a small in-memory object (facts, globals).
-pub fn decrypt_small(sealed: &[u8], identities: &Identities) -> std::io::Result<Vec<u8>> {
-    let decryptor = age::Decryptor::new(sealed).map_err(age_error)?;
-    let mut plain = Vec::new();
-    decryptor
-        .decrypt(identities.as_dyn())
-        .map_err(age_error)?
-        .read_to_end(&mut plain)?;
-    Ok(plain)
+/// Decrypts a small in-memory object (facts, globals, a WAL file read whole).
+pub fn decrypt_small(sealed: &[u8], opener: Opener<'_>) -> std::io::Result<Vec<u8>> {
+    opener.decrypt(sealed)
 }
 
 /// Copies `source` into `sink` in `READ_BUFFER` blocks, reporting the bytes as progress.
@@ -205,26 +211,24 @@ fn damaged(e: std::io::Error) -> std::io::Error {
     }
 }
 
-/// age's header errors as I/O errors of kind `InvalidData` (its chunk errors already are).
-fn age_error(e: age::DecryptError) -> std::io::Error {
-    match e {
-        age::DecryptError::Io(e) => e,
-        other => std::io::Error::new(std::io::ErrorKind::InvalidData, other),
-    }
-}
-
-/// Encrypts a small in-memory object (facts, globals) to every recipient.
-pub fn encrypt_small(plain: &[u8], recipients: &Recipients) -> std::io::Result<Vec<u8>> {
+/// Encrypts a small in-memory object (facts, globals) to every recipient; returns it and the
+/// commitment to its file key.
+pub fn encrypt_small(
+    plain: &[u8],
+    recipients: &Recipients,
+) -> std::io::Result<(Vec<u8>, [u8; 32])> {
     let mut out = Vec::with_capacity(plain.len() + 512);
-    let mut writer = recipients.encryptor().wrap_output(&mut out)?;
+    let (encryptor, commitment) = recipients.encryptor();
+    let mut writer = encryptor.wrap_output(&mut out)?;
     writer.write_all(plain)?;
     writer.finish()?;
-    Ok(out)
+    Ok((out, commitment))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::Identities;
     use crate::progress::Silent;
 
     use crate::keys::test_key as new_key;
@@ -289,8 +293,13 @@ mod tests {
     #[test]
     fn decrypt_decompress_restores_every_byte_and_the_backup_digests() {
         let (_, identities, plain, stored) = sealed_sample();
-        let (out, summary) =
-            decrypt_decompress(&stored[..], Vec::new(), &identities, &Silent).unwrap();
+        let (out, summary) = decrypt_decompress(
+            &stored[..],
+            Vec::new(),
+            Opener::without_signature(&identities),
+            &Silent,
+        )
+        .unwrap();
         assert_eq!(out, plain);
         assert_eq!(summary.raw, Digest::of(&plain));
         assert_eq!(summary.stored, Digest::of(&stored));
@@ -325,9 +334,14 @@ mod tests {
             ("cut at a chunk", at_boundary),
             ("extended", &extended[..]),
         ] {
-            let err = decrypt_decompress(bytes, Vec::new(), &identities, &Silent)
-                .map(|_| ())
-                .unwrap_err();
+            let err = decrypt_decompress(
+                bytes,
+                Vec::new(),
+                Opener::without_signature(&identities),
+                &Silent,
+            )
+            .map(|_| ())
+            .unwrap_err();
             assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{what}: {err}");
         }
     }
@@ -336,9 +350,71 @@ mod tests {
     fn another_identity_cannot_decrypt() {
         let (_, _, _, stored) = sealed_sample();
         let other = Identities::from_keys(vec![age::x25519::Identity::generate()]);
-        let err = decrypt_decompress(&stored[..], Vec::new(), &other, &Silent)
+        let err = decrypt_decompress(
+            &stored[..],
+            Vec::new(),
+            Opener::without_signature(&other),
+            &Silent,
+        )
+        .map(|_| ())
+        .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+    }
+
+    /// A signed object opens only with the file key its statement commits to, and nothing
+    /// of its payload reaches the sink otherwise.
+    #[test]
+    fn a_file_key_other_than_the_committed_one_is_refused_before_the_payload() {
+        let (identity, recipients) = new_key();
+        let identities = Identities::from_keys(vec![identity]);
+        let compression = Compression {
+            level: 1,
+            threads: 1,
+        };
+        let (stored, summary) = compress_encrypt(
+            &[7u8; 100_000][..],
+            Vec::new(),
+            &recipients,
+            compression,
+            &Silent,
+        )
+        .unwrap();
+        let committed = Opener {
+            identities: &identities,
+            commitment: Some(summary.file_key_commitment),
+        };
+        let (out, read) = decrypt_decompress(&stored[..], Vec::new(), committed, &Silent).unwrap();
+        assert_eq!(out.len(), 100_000);
+        assert_eq!(read.file_key_commitment, summary.file_key_commitment);
+
+        // A forger's file: same recipients, its own file key.
+        let (forged, _) = compress_encrypt(
+            &[7u8; 100_000][..],
+            Vec::new(),
+            &recipients,
+            compression,
+            &Silent,
+        )
+        .unwrap();
+        let sink = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let err = decrypt_decompress(&forged[..], Shared(sink.clone()), committed, &Silent)
             .map(|_| ())
             .unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        assert!(
+            err.get_ref()
+                .is_some_and(|e| e.is::<crate::keys::header::NotVouched>()),
+            "{err}"
+        );
+        assert!(sink.lock().unwrap().is_empty(), "no byte reached the sink");
     }
 }

@@ -23,7 +23,7 @@ use crate::backup::BackupJob;
 use crate::cancel::Cancel;
 use crate::catalog::base::BaseManifest;
 use crate::catalog::{self, Manifest};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::feed::Feed;
 use crate::keys::{Identities, Recipients};
 use crate::lock::Lock;
@@ -31,6 +31,7 @@ use crate::pipeline::Compression;
 use crate::postgres::ConnInfo;
 use crate::storage::ObjectStore;
 use crate::storage::local::LocalStore;
+use crate::trust::{Scope, Signature, SigningKey, Statement, TrustList};
 
 /// A database dumped from a cluster recovered to a point in time, ready for `RestoreJob`:
 /// a store holding that one backup and the only key that opens it. Dropping it stops the
@@ -38,6 +39,8 @@ use crate::storage::local::LocalStore;
 pub struct PointInTimeDump {
     pub store: Arc<dyn ObjectStore>,
     pub identities: Arc<Identities>,
+    /// Trusts only the one-time key this process signed the dump with.
+    pub trust: Arc<TrustList>,
     pub manifest: Manifest,
     /// Seconds of commits before the target the archive lacks (0 inside the window).
     pub data_loss_seconds: i64,
@@ -91,6 +94,9 @@ pub async fn dump_at(request: DumpAt<'_>) -> Result<PointInTimeDump> {
         "the point-in-time restore's own key",
     )?;
     let identities = Arc::new(Identities::from_keys(vec![identity]));
+    let signer = Arc::new(SigningKey::generate("vault restore --at"));
+    let mut trust = TrustList::default();
+    trust.trust(signer.public(), Scope::Everything);
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(copy.directory().join("store")));
     let user = request.source.user().unwrap_or_else(|| "postgres".into());
     let job = BackupJob {
@@ -100,6 +106,7 @@ pub async fn dump_at(request: DumpAt<'_>) -> Result<PointInTimeDump> {
         recipients: Arc::new(recipients),
         compression: request.compression,
         progress: Arc::clone(&request.feed.progress),
+        signer: Arc::clone(&signer),
     };
     request.feed.progress.phase(&format!(
         "dumping `{}` as it was at {}",
@@ -114,10 +121,11 @@ pub async fn dump_at(request: DumpAt<'_>) -> Result<PointInTimeDump> {
             request.cancel,
         )
         .await?;
-    date_manifest(store.as_ref(), &mut manifest, at).await?;
+    date_manifest(store.as_ref(), &mut manifest, at, &signer).await?;
     Ok(PointInTimeDump {
         store,
         identities,
+        trust: Arc::new(trust),
         manifest,
         data_loss_seconds: request.plan.data_loss_seconds(request.asked),
         copy,
@@ -125,13 +133,23 @@ pub async fn dump_at(request: DumpAt<'_>) -> Result<PointInTimeDump> {
 }
 
 /// The dump holds the database as it was at `at`: its manifest says so (the restore's
-/// default name and data-loss gap come from it).
+/// default name and data-loss gap come from it), signed again by the one-time key.
 async fn date_manifest(
     store: &dyn ObjectStore,
     manifest: &mut Manifest,
     at: DateTime<Utc>,
+    signer: &SigningKey,
 ) -> Result<()> {
+    let signed = manifest
+        .signature
+        .as_ref()
+        .map(|s| s.verify())
+        .transpose()
+        .map_err(Error::Internal)?
+        .ok_or_else(|| Error::Internal("the point-in-time dump was not signed".into()))?;
     manifest.started_at = at;
+    let statement = Statement::for_dump(manifest, &signed.statement.commitments())?;
+    manifest.signature = Some(Signature::sign(&statement, signer)?);
     store
         .put(
             &catalog::manifest_key(&manifest.database, &manifest.id),

@@ -42,6 +42,7 @@ use crate::postgres::comparison::{FactsComparison, TableCount};
 use crate::postgres::{ConnInfo, DumpFacts};
 use crate::progress::Progress;
 use crate::storage::ObjectStore;
+use crate::trust::{Accepted, TrustList};
 use partial::{PartialRequest, SchemaMove};
 use toc::{Choice, Toc};
 
@@ -349,6 +350,10 @@ pub struct RestoreJob {
     pub pg_bin_dir: Option<PathBuf>,
     pub identities: Arc<Identities>,
     pub progress: Arc<dyn Progress>,
+    /// Whose backups this restore reads (`trust`): nothing else is read.
+    pub trust: Arc<TrustList>,
+    /// `--allow-unsigned`: the operator accepts backups without any signature.
+    pub allow_unsigned: bool,
 }
 
 impl RestoreJob {
@@ -456,9 +461,19 @@ impl RestoreJob {
             self.progress
                 .warn(&format!("not considered for the restore: {problem}"));
         }
-        let backup = catalog::select(&listing.backups, &request.selector, &request.database)?;
-        let facts = sealed::read_facts(self.store.as_ref(), &self.identities, backup).await?;
-        Ok((backup.clone(), facts))
+        let chosen = catalog::select(&listing.backups, &request.selector, &request.database)?;
+        let backup = self
+            .trust
+            .accept_chosen(&listing.backups, chosen, self.allow_unsigned)?;
+        if backup.accepted == Accepted::Unsigned {
+            self.progress.warn(&format!(
+                "backup {} is unsigned and read only because of --allow-unsigned: nothing \
+                 proves who wrote it",
+                backup.id
+            ));
+        }
+        let facts = sealed::read_facts(self.store.as_ref(), &self.identities, &backup).await?;
+        Ok((backup, facts))
     }
 
     /// A partial restore's entries, from the dump's table of contents (the names resolved
@@ -915,6 +930,7 @@ fn with_suffix(e: Error, suffix: &str) -> Error {
         Error::Source(m) => Error::Source(m + suffix),
         Error::Repository(m) => Error::Repository(m + suffix),
         Error::Integrity(m) => Error::Integrity(m + suffix),
+        Error::Untrusted(m) => Error::Untrusted(m + suffix),
         Error::Interrupted(m) => Error::Interrupted(m + suffix),
         Error::Internal(m) => Error::Internal(m + suffix),
         Error::Busy(m) => Error::Busy(m + suffix),

@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use crate::catalog::{PendingRotation, StoredBackup, StoredObject};
 use crate::error::{Error, Result};
-use crate::keys::header::{self, Header, HeaderError, MAX_HEADER_BYTES};
+use crate::keys::header::{self, Header};
 use crate::keys::{Identities, Recipients};
 use crate::pipeline::{self, Digest, HashingReader};
 use crate::progress::Progress;
@@ -407,11 +407,21 @@ impl RotationJob {
         })
     }
 
+    /// A small sealed object wrapped to `to`: the same file key (so a signature's commitment
+    /// to it still holds) and payload behind a new header, authenticated whole first.
     fn seal_again(&self, key: &str, stored: &[u8], to: &Recipients) -> Result<Vec<u8>> {
-        let plain = pipeline::decrypt_small(stored, &self.identities)
-            .map_err(|e| Error::Integrity(format!("cannot decrypt `{key}` to rotate it: {e}")))?;
-        pipeline::encrypt_small(&plain, to)
-            .map_err(|e| Error::io(format!("encrypting `{key}` again failed"), e))
+        let refused = |e: &dyn std::fmt::Display| {
+            Error::Integrity(format!("cannot decrypt `{key}` to rotate it: {e}"))
+        };
+        let parsed = Header::parse(stored).map_err(|e| refused(&e))?;
+        let old_len = parsed.len;
+        let file_key = parsed
+            .file_key(&self.identities, stored)
+            .map_err(|e| refused(&e))?;
+        header::authenticate(stored, &file_key).map_err(|e| refused(&e))?;
+        let mut sealed = header::wrap(&file_key, to);
+        sealed.extend_from_slice(&stored[old_len..]);
+        Ok(sealed)
     }
 
     /// The encrypted full verify reports beside the backup, sealed again. While a rotation
@@ -462,16 +472,7 @@ fn rewrap_stream(
     progress: &dyn Progress,
 ) -> io::Result<StreamRead> {
     let mut old = HashingReader::new(reader);
-    let mut start = Vec::with_capacity(4096);
-    let parsed = loop {
-        let mut buf = [0u8; 4096];
-        let n = old.read(&mut buf)?;
-        start.extend_from_slice(&buf[..n]);
-        match Header::parse(&start) {
-            Err(HeaderError::TooLong) if n > 0 && start.len() < MAX_HEADER_BYTES => continue,
-            other => break other,
-        }
-    };
+    let (mut start, parsed) = header::read_start(&mut old)?;
     let opened = parsed.and_then(|h| Ok((h.file_key(identities, &start)?, h.len)));
     let (file_key, old_header_len) = match opened {
         Ok(opened) => opened,
@@ -554,6 +555,7 @@ fn damaged(object: &StoredObject, why: &str) -> Error {
 mod tests {
     use super::*;
     use crate::catalog::{Manifest, data_prefix, manifest_key};
+    use crate::keys::header::Opener;
     use crate::keys::test_key;
     use crate::progress::Silent;
     use crate::storage::memory::MemoryStore;
@@ -563,7 +565,7 @@ mod tests {
         let (a, only_a) = test_key();
         let (b, only_b) = test_key();
         let plain: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
-        let old = pipeline::encrypt_small(&plain, &only_a).unwrap();
+        let (old, _) = pipeline::encrypt_small(&plain, &only_a).unwrap();
         let ids = Identities::from_keys(vec![a.clone()]);
         let read = rewrap_stream(&old[..], &ids, &only_b, &Silent).unwrap();
         assert_eq!(read.old, Digest::of(&old));
@@ -572,8 +574,11 @@ mod tests {
         new.extend_from_slice(&old[rewrapped.old_header_len as usize..]);
         assert_eq!(rewrapped.new, Digest::of(&new));
         let b_ids = Identities::from_keys(vec![b]);
-        assert_eq!(pipeline::decrypt_small(&new, &b_ids).unwrap(), plain);
-        assert!(pipeline::decrypt_small(&new, &ids).is_err());
+        assert_eq!(
+            pipeline::decrypt_small(&new, Opener::without_signature(&b_ids)).unwrap(),
+            plain
+        );
+        assert!(pipeline::decrypt_small(&new, Opener::without_signature(&ids)).is_err());
 
         let mut flipped = old.clone();
         flipped[old.len() / 2] ^= 1;
@@ -594,6 +599,15 @@ mod tests {
 
     /// A sealed object and its manifest entry in a memory store.
     async fn stored(store: &MemoryStore, key: &str, plain: &[u8], to: &Recipients) -> StoredObject {
+        sealed(store, key, plain, to).await.object
+    }
+
+    async fn sealed(
+        store: &MemoryStore,
+        key: &str,
+        plain: &[u8],
+        to: &Recipients,
+    ) -> crate::catalog::sealed::Sealed {
         crate::catalog::sealed::seal(store, key, plain, to)
             .await
             .unwrap()
@@ -614,10 +628,21 @@ mod tests {
             &only_a,
         )
         .await;
-        manifest.facts = stored(&store, &format!("{prefix}facts.json.age"), b"{}", &only_a).await;
-        manifest.globals =
-            stored(&store, &format!("{prefix}globals.sql.age"), b"--", &only_a).await;
+        let facts = sealed(&store, &format!("{prefix}facts.json.age"), b"{}", &only_a).await;
+        let globals = sealed(&store, &format!("{prefix}globals.sql.age"), b"--", &only_a).await;
+        // As a signed statement names them: the rotation must keep every file key.
+        let signed = crate::trust::Accepted::Signed {
+            signer: "db1".into(),
+            commitments: [
+                (facts.object.key.clone(), facts.file_key_commitment),
+                (globals.object.key.clone(), globals.file_key_commitment),
+            ]
+            .into(),
+        };
+        manifest.facts = facts.object;
+        manifest.globals = globals.object;
         manifest.encryption.recipients = only_a.public_keys();
+        manifest.accepted = signed.clone();
         let job = RotationJob {
             store: store.clone(),
             identities: Arc::new(Identities::from_keys(vec![a.clone()])),
@@ -667,7 +692,7 @@ mod tests {
         let dump = store.get(&new.key).await.unwrap();
         assert!(new.matches(None, dump.len() as u64, &Digest::of(&dump).sha256_hex()));
         assert_eq!(
-            pipeline::decrypt_small(&dump, &ids_b).unwrap(),
+            pipeline::decrypt_small(&dump, Opener::without_signature(&ids_b)).unwrap(),
             vec![1; 200_000]
         );
         // Readers accept the half-rotated backup: facts at the old digest still open.
@@ -692,6 +717,8 @@ mod tests {
         assert_eq!(done.encryption.recipients, only_b.public_keys());
         assert!(done.encryption.rotation.is_none());
         assert_eq!(done.dump.stored, new);
+        let mut done = done;
+        done.accepted = signed;
         let globals = crate::catalog::sealed::read_globals(store.as_ref(), &ids_b, &done)
             .await
             .unwrap();

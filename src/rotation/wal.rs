@@ -175,7 +175,7 @@ mod tests {
             ),
         ];
         for (n, key) in keys.iter().enumerate() {
-            let sealed = pipeline::encrypt_small(&vec![n as u8; 100_000], &only_a).unwrap();
+            let (sealed, _) = pipeline::encrypt_small(&vec![n as u8; 100_000], &only_a).unwrap();
             store.put(key, sealed.into()).await.unwrap();
         }
         let mut damaged = store.get(&keys[1]).await.unwrap().to_vec();
@@ -199,7 +199,10 @@ mod tests {
             "left as it was"
         );
         let ids_b = Identities::from_keys(vec![b]);
-        let opened = pipeline::decrypt_small(&store.get(&keys[0]).await.unwrap(), &ids_b);
+        let opened = pipeline::decrypt_small(
+            &store.get(&keys[0]).await.unwrap(),
+            crate::keys::header::Opener::without_signature(&ids_b),
+        );
         assert_eq!(opened.unwrap(), vec![0u8; 100_000]);
 
         // Again: the rotated file is recognised by its marker, without a key that opens it.

@@ -1,6 +1,7 @@
 //! `vault verify`: prove a backup restores and equals what was dumped.
 //!
-//! 1. check the identity opens the backup and read its dump-time facts (cheap, first);
+//! 1. check the backup is signed by a writer this host trusts for its database (`trust`),
+//!    the identity opens it, and read its dump-time facts (cheap, first);
 //! 2. start the scratch PostgreSQL (`scratch.rs`): a throwaway cluster of the backup's major
 //!    version, or a new database on the configured scratch server;
 //! 3. apply the saved roles, then stream the dump store → sha256 → age → zstd → pg_restore
@@ -41,6 +42,7 @@ use crate::postgres::tools::parse_version;
 use crate::postgres::{DumpFacts, facts};
 use crate::progress::Progress;
 use crate::storage::ObjectStore;
+use crate::trust::{Accepted, TrustList};
 use checks::{CheckOutcome, CheckStatus};
 use record::{Phases, ScratchInfo, VerifyReport};
 use scratch::Scratch;
@@ -52,6 +54,11 @@ pub struct VerifyJob {
     /// `source.pg_bin_dir`: pg_restore for a scratch server when `verify.pg_bin_dir` is unset.
     pub client_bin_dir: Option<PathBuf>,
     pub progress: Arc<dyn Progress>,
+    /// Whose backups this verify reads (`trust`): anything else is refused before the
+    /// scratch server starts, and no record is stored for it.
+    pub trust: Arc<TrustList>,
+    /// `--allow-unsigned`: the operator accepts backups without any signature.
+    pub allow_unsigned: bool,
 }
 
 /// What a verify found, and where its record is stored.
@@ -109,6 +116,14 @@ impl VerifyJob {
             "verifying backup {} of `{}`",
             backup.id, backup.database
         ));
+        let backup = &self.trust.accept(backup.clone(), self.allow_unsigned)?;
+        if backup.accepted == Accepted::Unsigned {
+            self.progress.warn(&format!(
+                "backup {} is unsigned and verified only because of --allow-unsigned: nothing \
+                 proves who wrote it",
+                backup.id
+            ));
+        }
         let facts = sealed::read_facts(self.store.as_ref(), &self.identities, backup).await?;
         let major = parse_version(&backup.server_version).map_or(0, |(_, m)| m);
         let limit = self.config.timeout()?;

@@ -405,6 +405,8 @@ pub async fn fetch(feed: &Feed, system_id: u64, file_name: &str, dest: &Path) ->
         },
         if_damaged: "recovery cannot replay past it; recover to a time before this file was \
                      written, or from another copy of the archive",
+        // Not signed yet: WAL and base backups are vouched for in a later step of signing.
+        commitment: None,
     };
     let written = match feed
         .to_sink(source, sink, "the restored WAL file", &PhaseClock::start())

@@ -1,16 +1,19 @@
-//! A test's workspace: a directory with an age identity and the config files written for
-//! it ([`ConfigBuilder`]: one way to write every test's `vault.toml`).
+//! A test's workspace: a directory with an age identity, a signing key and the config files
+//! written for it ([`ConfigBuilder`]: one way to write every test's `vault.toml`).
 
 use std::path::{Path, PathBuf};
 
 use super::{S3Env, run_ok, run_tool, vault_cmd};
 use vault::postgres::cluster::ScratchCluster;
 
-/// A directory with an identity and a config file.
+/// A directory with an identity, a signing key and a config file.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
     pub identity: PathBuf,
     pub recipient: String,
+    /// `vault keygen --signing`'s key file, and the public key line it printed.
+    pub signing_key: PathBuf,
+    pub signer: String,
 }
 
 impl Workspace {
@@ -20,11 +23,22 @@ impl Workspace {
         let recipient = run_ok(vault_cmd(None).args(["keygen", "--output"]).arg(&identity))
             .trim()
             .to_string();
+        let signing_key = dir.path().join("signing.key");
+        let signer = signing_keygen(&signing_key);
         Workspace {
             dir,
             identity,
             recipient,
+            signing_key,
+            signer,
         }
+    }
+
+    /// Another signing key in the workspace: (its file, its public key line).
+    pub fn signing_keygen(&self, name: &str) -> (PathBuf, String) {
+        let path = self.path(name);
+        let line = signing_keygen(&path);
+        (path, line)
     }
 
     /// Another identity in the workspace: (its file, its recipient).
@@ -86,9 +100,21 @@ impl Workspace {
             repository: String::new(),
             recipients: vec![self.recipient.clone()],
             identity: Some(self.identity.clone()),
+            signing_key: Some(self.signing_key.clone()),
+            signers: Vec::new(),
             sections: Vec::new(),
         }
     }
+}
+
+/// `vault keygen --signing --output path`; returns the public key line (stdout's last).
+fn signing_keygen(path: &Path) -> String {
+    let out = run_ok(
+        vault_cmd(None)
+            .args(["keygen", "--signing", "--output"])
+            .arg(path),
+    );
+    out.lines().last().unwrap().trim().to_string()
 }
 
 /// `text` as a TOML basic string (JSON's escapes are TOML's).
@@ -106,6 +132,10 @@ pub struct ConfigBuilder<'a> {
     repository: String,
     recipients: Vec<String>,
     identity: Option<PathBuf>,
+    /// `[signing] key_file`.
+    signing_key: Option<PathBuf>,
+    /// `[trust] signers`, each as written in TOML (a quoted line or an inline table).
+    signers: Vec<String>,
     /// Whole sections after `[encryption]`, as written.
     sections: Vec<String>,
 }
@@ -169,6 +199,35 @@ impl ConfigBuilder<'_> {
         self
     }
 
+    /// `[signing] key_file` at `path` instead of the workspace's key.
+    pub fn signing_key(mut self, path: &Path) -> Self {
+        self.signing_key = Some(path.to_path_buf());
+        self
+    }
+
+    /// No `[signing]` (a host that only reads, or a config from before signing).
+    pub fn without_signing(mut self) -> Self {
+        self.signing_key = None;
+        self
+    }
+
+    /// Trusts `line` (a public key line) for everything.
+    pub fn trust(mut self, line: &str) -> Self {
+        self.signers.push(toml_str(line));
+        self
+    }
+
+    /// Trusts `line` only for `databases`.
+    pub fn trust_for_databases(mut self, line: &str, databases: &[&str]) -> Self {
+        let quoted: Vec<String> = databases.iter().map(|d| toml_str(d)).collect();
+        self.signers.push(format!(
+            "{{ key = {}, databases = [{}] }}",
+            toml_str(line),
+            quoted.join(", ")
+        ));
+        self
+    }
+
     /// Sections after `[encryption]`, as written (`[retention]\nkeep_within = "1s"`).
     pub fn section(mut self, text: &str) -> Self {
         if !text.is_empty() {
@@ -198,6 +257,18 @@ impl ConfigBuilder<'_> {
             out.push_str(&format!(
                 "identity_file = {}\n",
                 toml_str(&identity.display().to_string())
+            ));
+        }
+        if let Some(key) = &self.signing_key {
+            out.push_str(&format!(
+                "\n[signing]\nkey_file = {}\n",
+                toml_str(&key.display().to_string())
+            ));
+        }
+        if !self.signers.is_empty() {
+            out.push_str(&format!(
+                "\n[trust]\nsigners = [\n  {},\n]\n",
+                self.signers.join(",\n  ")
             ));
         }
         for section in &self.sections {
