@@ -73,6 +73,7 @@ fn prune_deletes_exactly_the_planned_backups_and_their_objects() {
         "app",
         &fresh,
         &ages.map(|(days, pinned)| (now - Duration::days(days), pinned)),
+        &ws.signing_key,
     );
     let before = s3.keys(&format!("{prefix}/"));
     assert_eq!(before.len(), 6 * 4);
@@ -156,6 +157,7 @@ fn a_killed_backup_leaves_garbage_that_prune_removes_after_the_grace_period() {
         "app",
         &kept,
         &[(Utc::now() - Duration::days(3), false)],
+        &ws.signing_key,
     );
     s3.delete_object(&format!("{prefix}/manifests/app/{}.json", orphan[0]));
 
@@ -209,7 +211,7 @@ fn pruning_more_than_a_thousand_backups_stays_exact() {
     let clones: Vec<_> = (2..=1102)
         .map(|h| (now - Duration::hours(h) - Duration::minutes(30), false))
         .collect();
-    s3.clone_backup(&prefix, "app", &fresh, &clones);
+    s3.clone_backup(&prefix, "app", &fresh, &clones, &ws.signing_key);
     assert_eq!(list_json(&config).len(), 1102);
 
     let done = prune_json(&config, &[]);

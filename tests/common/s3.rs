@@ -126,14 +126,17 @@ impl S3Env {
 
     /// Copies backup `id` of `database` under `prefix` (manifest and data objects) to new
     /// ids that started at the given times, pinned or not: how tests get backups of many
-    /// ages without waiting for them. Returns the new ids, in the order given.
+    /// ages without waiting for them. Each clone is signed anew with `signing_key` (the
+    /// writer's), as a backup of that id would be. Returns the new ids, in the order given.
     pub fn clone_backup(
         &self,
         prefix: &str,
         database: &str,
         id: &str,
         clones: &[(chrono::DateTime<chrono::Utc>, bool)],
+        signing_key: &std::path::Path,
     ) -> Vec<String> {
+        let signer = vault::trust::SigningKey::load(signing_key).unwrap();
         let manifest: serde_json::Value = serde_json::from_slice(
             &self.get_object(&format!("{prefix}/manifests/{database}/{id}.json")),
         )
@@ -156,6 +159,7 @@ impl S3Env {
                     copy[object]["key"] = to.clone().into();
                     copies.push((format!("{prefix}/{from}"), format!("{prefix}/{to}")));
                 }
+                let copy = resign(copy, id, &clone_id, &signer);
                 let manifest_key = format!("{prefix}/manifests/{database}/{clone_id}.json");
                 let (client, bucket) = (client.clone(), self.bucket.clone());
                 tasks.spawn(async move {
@@ -288,4 +292,27 @@ fn rand_u32() -> u32 {
         .unwrap()
         .subsec_nanos();
     nanos ^ std::process::id().rotate_left(16)
+}
+
+/// `manifest` (a clone of backup `id` as `clone_id`) with a statement signed by `signer`
+/// for its new id, start and keys, committing to the same file keys as the original.
+fn resign(
+    manifest: serde_json::Value,
+    id: &str,
+    clone_id: &str,
+    signer: &vault::trust::SigningKey,
+) -> serde_json::Value {
+    let mut m: vault::catalog::Manifest = serde_json::from_value(manifest).unwrap();
+    let original = m.signature.as_ref().expect("the original is signed");
+    let commitments = original
+        .verify()
+        .unwrap()
+        .statement
+        .commitments()
+        .into_iter()
+        .map(|(key, c)| (key.replace(id, clone_id), c))
+        .collect();
+    let statement = vault::trust::Statement::for_dump(&m, &commitments).unwrap();
+    m.signature = Some(vault::trust::Signature::sign(&statement, signer).unwrap());
+    serde_json::from_slice(&m.to_json()).unwrap()
 }

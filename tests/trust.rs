@@ -1,0 +1,322 @@
+//! Trusting what comes back, tried as an attacker would with the stock vault binary, against
+//! a real PostgreSQL and the suite's S3 server: a stranger who can write to the bucket and
+//! knows the recipient (it is in every manifest) backs up a database of their own named like
+//! ours, whose expression index runs a shell command (`COPY … TO PROGRAM`) when restored.
+//! The verify host's `verify --latest` and `restore --latest` refuse it by name (exit 10)
+//! before anything runs, retention does not count it, and the genuine backups still restore.
+//! Then the subtler forgeries: a genuine signed backup replayed under a newer id and under
+//! another database, its signature stripped, and its dump object swapped for the stranger's
+//! (refused at the age header, before pg_restore reads a byte).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use vault::postgres::cluster::ScratchCluster;
+
+/// A database whose restore runs a shell command: an expression index calls a function
+/// that runs `touch <marker>` through `COPY … TO PROGRAM` (as restoring it as a superuser
+/// would, during CREATE INDEX).
+fn hostile_sql(marker: &Path) -> String {
+    format!(
+        "CREATE TABLE t (x int);
+         INSERT INTO t VALUES (1), (2);
+         CREATE FUNCTION public.pwn() RETURNS int LANGUAGE plpgsql VOLATILE AS $f$
+         BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch {marker}'''; RETURN 0; END $f$;
+         CREATE FUNCTION public.idx(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$
+         BEGIN RETURN $1 + public.pwn(); END $f$;",
+        marker = marker.display()
+    )
+}
+
+/// The index that runs the command, created once the marker is proven to work.
+const HOSTILE_INDEX: &str = "CREATE INDEX t_idx ON t (public.idx(x))";
+
+/// A directory the `postgres` OS user can write its marker into.
+fn marker_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("vault-trust-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+/// The world of these tests: the operator's workspace (identity, the verify host's signing
+/// key), the DB host's signing key, the genuine cluster with `app`, and a repository prefix.
+struct World {
+    s3: S3Env,
+    prefix: String,
+    pg: ScratchCluster,
+    ws: Workspace,
+    /// The DB host's config: signs with its own key.
+    db_host: PathBuf,
+    /// The operator's (verify host's) config: trusts the DB host's key for `app` only.
+    operator: PathBuf,
+}
+
+fn world(test: &str) -> World {
+    let s3 = S3Env::from_env();
+    let prefix = unique_prefix(test);
+    let pg = cluster_with("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2), (3);");
+    let ws = Workspace::new();
+    let (db_key, db_line) = ws.signing_keygen("db-host.key");
+    let db_host = ws
+        .configure(&pg.url("app"))
+        .s3(&s3, &prefix)
+        .without_identity()
+        .signing_key(&db_key)
+        .write();
+    let db_host = rename(&db_host, "db-host.toml");
+    let operator = ws
+        .configure(&pg.url("app"))
+        .state_dir(&ws.path("state"))
+        .s3(&s3, &prefix)
+        .trust_for_databases(&db_line, &["app"])
+        .section(
+            "[retention]\nkeep_within = \"1s\"\nkeep_last = 1\nkeep_daily = 0\n\
+             keep_weekly = 0\nkeep_monthly = 0\nkeep_verified = 0\nstale_after = \"30d\"",
+        )
+        .write();
+    World {
+        s3,
+        prefix,
+        pg,
+        ws,
+        db_host,
+        operator,
+    }
+}
+
+/// Moves the workspace's `vault.toml` to `name` (each config writes that one file).
+fn rename(path: &Path, name: &str) -> PathBuf {
+    let to = path.with_file_name(name);
+    std::fs::rename(path, &to).unwrap();
+    to
+}
+
+/// `vault <args>` with `config`, which must exit with `code`; returns stderr.
+fn refused(config: &Path, args: &[&str], code: i32) -> String {
+    expect_exit(vault_cmd(Some(config)).args(args), code)
+}
+
+fn manifest_key(w: &World, database: &str, id: &str) -> String {
+    format!("{}/manifests/{database}/{id}.json", w.prefix)
+}
+
+#[test]
+fn a_strangers_backup_is_never_restored_verified_or_counted() {
+    let w = world("trust-stranger");
+    let genuine = backup(&w.db_host);
+
+    // The stranger: their own cluster and database `app`, our bucket and recipient, no
+    // identity. Without a signing key vault will not write at all; with one of their own
+    // (the stock `vault keygen --signing`) it writes a backup nobody trusts.
+    let marker_home = marker_dir();
+    let marker = marker_home.path().join("pwned");
+    let evil = cluster_with("app", &hostile_sql(&marker));
+    evil.psql("app", "SELECT public.pwn()").unwrap();
+    assert!(marker.exists(), "the payload runs a command when called");
+    std::fs::remove_file(&marker).unwrap();
+    evil.psql("app", HOSTILE_INDEX).unwrap();
+    std::fs::remove_file(&marker).ok();
+    let stranger = Workspace::new();
+    let unsigned_config = stranger
+        .configure(&evil.url("app"))
+        .s3(&w.s3, &w.prefix)
+        .recipients(&[&w.ws.recipient])
+        .without_identity()
+        .without_signing()
+        .write();
+    let no_key = refused(&unsigned_config, &["backup"], 5);
+    assert!(no_key.contains("vault keygen --signing"), "{no_key}");
+    let stranger_config = stranger
+        .configure(&evil.url("app"))
+        .s3(&w.s3, &w.prefix)
+        .recipients(&[&w.ws.recipient])
+        .without_identity()
+        .write();
+    let forged = backup(&stranger_config);
+    assert!(forged > genuine, "the forged backup is the newest");
+
+    // The weekly verify and an operator's restore of the newest: refused by name.
+    let verify = refused(&w.operator, &["verify", "--latest"], 10);
+    assert!(verify.contains(&forged), "{verify}");
+    assert!(verify.contains("not in [trust] signers"), "{verify}");
+    let restore = refused(
+        &w.operator,
+        &["restore", "--latest", "--target-db", "from_latest"],
+        10,
+    );
+    assert!(restore.contains(&forged), "{restore}");
+    assert!(restore.contains(&format!("--id {genuine}")), "{restore}");
+    assert!(!marker.exists(), "the stranger's code never ran");
+    assert!(!databases(&w.pg).contains(&"from_latest".to_string()));
+
+    // The genuine backup restores and verifies as ever.
+    restore_ok(&w.operator, &["--id", &genuine, "--target-db", "genuine_copy"]);
+    assert_eq!(w.pg.psql("genuine_copy", "SELECT count(*) FROM t").unwrap().trim(), "3");
+    let verified = run_ok(
+        vault_cmd(Some(&w.operator))
+            .env("TMPDIR", private_tmp().path())
+            .args(["verify", "--id", &genuine]),
+    );
+    assert!(verified.contains("VERIFIED"), "{verified}");
+    assert!(!marker.exists());
+
+    // Listings say who signed what.
+    let listed = list_json(&w.operator);
+    let trust_of = |id: &str| {
+        let entry = listed.iter().find(|e| e["id"] == id).unwrap();
+        (entry["trust"].as_str().unwrap().to_string(), entry["signer"].to_string())
+    };
+    assert_eq!(trust_of(&genuine).0, "trusted");
+    assert!(trust_of(&genuine).1.contains("SHA256:"));
+    assert_eq!(trust_of(&forged).0, "untrusted");
+
+    // Retention: keep_last 1 a day later. Counted, the forged backup would be the one kept
+    // and the genuine one deleted; it is not counted, so the genuine one stays.
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let plan: serde_json::Value = serde_json::from_str(&run_ok(
+        vault_cmd(Some(&w.operator)).args(["prune", "--json", "--now", &tomorrow]),
+    ))
+    .unwrap();
+    let decisions = plan["plan"]["retention"]["decisions"].as_array().unwrap();
+    let decided: Vec<(&str, bool)> = decisions
+        .iter()
+        .map(|d| (d["id"].as_str().unwrap(), d["keep"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(decided, vec![(genuine.as_str(), true)], "{plan:#}");
+    let skipped = &plan["plan"]["not_counted"][0];
+    assert_eq!(skipped["id"], forged.as_str());
+    assert_eq!(skipped["state"], "untrusted");
+    assert!(
+        w.s3.keys(&format!("{}/manifests/app/", w.prefix))
+            .iter()
+            .any(|k| k.contains(&genuine)),
+        "the genuine backup is still there"
+    );
+}
+
+fn restore_ok(config: &Path, args: &[&str]) {
+    let mut all = vec!["restore"];
+    all.extend_from_slice(args);
+    run_ok(vault_cmd(Some(config)).args(&all));
+}
+
+#[test]
+fn replayed_stripped_and_swapped_backups_are_refused() {
+    let w = world("trust-replay");
+    let genuine = backup(&w.db_host);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&w.s3.get_object(&manifest_key(&w, "app", &genuine))).unwrap();
+
+    // Replayed under a newer id: its objects copied to the new id's keys, its signature kept.
+    let newer = format!("{}-ffffff", &genuine[..16].replace("2026", "2027"));
+    let mut replay = manifest.clone();
+    replay["id"] = newer.clone().into();
+    for object in ["dump", "facts", "globals"] {
+        let from = replay[object]["key"].as_str().unwrap().to_string();
+        let to = from.replace(&genuine, &newer);
+        let body = w.s3.get_object(&format!("{}/{from}", w.prefix));
+        w.s3.put_object(&format!("{}/{to}", w.prefix), body);
+        replay[object]["key"] = to.into();
+    }
+    w.s3.put_object(
+        &manifest_key(&w, "app", &newer),
+        serde_json::to_vec(&replay).unwrap(),
+    );
+    let why = refused(&w.operator, &["restore", "--latest", "--target-db", "r1"], 10);
+    assert!(why.contains(&newer) && why.contains("replayed"), "{why}");
+
+    // Replayed as a backup of another database.
+    let mut elsewhere = manifest.clone();
+    elsewhere["database"] = "other".into();
+    w.s3.put_object(
+        &manifest_key(&w, "other", &genuine),
+        serde_json::to_vec(&elsewhere).unwrap(),
+    );
+    let why = refused(
+        &w.operator,
+        &["restore", "--database", "other", "--id", &genuine, "--target-db", "r2"],
+        10,
+    );
+    assert!(why.contains("database"), "{why}");
+
+    // Its signature stripped: unsigned, refused unless the operator says otherwise.
+    let stripped_id = backup(&w.db_host);
+    let key = manifest_key(&w, "app", &stripped_id);
+    let mut stripped: serde_json::Value = serde_json::from_slice(&w.s3.get_object(&key)).unwrap();
+    stripped.as_object_mut().unwrap().remove("signature");
+    w.s3.put_object(&key, serde_json::to_vec(&stripped).unwrap());
+    let why = refused(
+        &w.operator,
+        &["restore", "--id", &stripped_id, "--target-db", "r3"],
+        10,
+    );
+    assert!(why.contains("not signed") && why.contains("--allow-unsigned"), "{why}");
+    let accepted = expect_exit(
+        vault_cmd(Some(&w.operator)).args([
+            "restore",
+            "--id",
+            &stripped_id,
+            "--target-db",
+            "r3",
+            "--allow-unsigned",
+        ]),
+        0,
+    );
+    assert!(accepted.contains("unsigned"), "{accepted}");
+    assert_eq!(w.pg.psql("r3", "SELECT count(*) FROM t").unwrap().trim(), "3");
+
+    // The dump object swapped for a stranger's (same recipient, their own file key), the
+    // manifest's stored size and digest edited to match: the signed statement still
+    // names the genuine file key, so the header is refused before pg_restore reads a byte.
+    let marker_home = marker_dir();
+    let marker = marker_home.path().join("pwned");
+    let evil = cluster_with("app", &hostile_sql(&marker));
+    evil.psql("app", HOSTILE_INDEX).unwrap();
+    std::fs::remove_file(&marker).ok();
+    let stranger = Workspace::new();
+    let evil_prefix = format!("{}-evil", w.prefix);
+    let evil_config = stranger
+        .configure(&evil.url("app"))
+        .s3(&w.s3, &evil_prefix)
+        .recipients(&[&w.ws.recipient])
+        .without_identity()
+        .write();
+    let evil_id = backup(&evil_config);
+    let evil_manifest: serde_json::Value = serde_json::from_slice(
+        &w.s3
+            .get_object(&format!("{evil_prefix}/manifests/app/{evil_id}.json")),
+    )
+    .unwrap();
+    let evil_dump = w.s3.get_object(&format!(
+        "{evil_prefix}/{}",
+        evil_manifest["dump"]["key"].as_str().unwrap()
+    ));
+    let target = backup(&w.db_host);
+    let key = manifest_key(&w, "app", &target);
+    let mut swapped: serde_json::Value = serde_json::from_slice(&w.s3.get_object(&key)).unwrap();
+    let dump_key = swapped["dump"]["key"].as_str().unwrap().to_string();
+    w.s3.put_object(&format!("{}/{dump_key}", w.prefix), evil_dump);
+    swapped["dump"]["size_bytes"] = evil_manifest["dump"]["size_bytes"].clone();
+    swapped["dump"]["sha256"] = evil_manifest["dump"]["sha256"].clone();
+    w.s3.put_object(&key, serde_json::to_vec(&swapped).unwrap());
+    let why = refused(
+        &w.operator,
+        &["restore", "--id", &target, "--target-db", "r4"],
+        10,
+    );
+    assert!(why.contains("not the object its writer signed"), "{why}");
+    assert!(!databases(&w.pg).contains(&"r4".to_string()), "nothing left");
+    let why = refused(
+        &w.operator,
+        &["restore", "--id", &target, "--target-db", "r5", "--jobs", "2"],
+        10,
+    );
+    assert!(why.contains("not the object its writer signed"), "{why}");
+    assert!(!marker.exists(), "the stranger's code never ran");
+}
