@@ -85,8 +85,8 @@ pub struct Locked {
     pub until: DateTime<Utc>,
 }
 
-/// What retention needs of each dump: `verified` when its newest verification passed
-/// (`states`: [`crate::verify::record::states_from`]).
+/// What retention needs of each dump: `verified` when its newest trusted verification
+/// passed (`states`: [`crate::verify::record::trusted_states_from`]).
 pub fn backup_refs(
     backups: &[crate::catalog::Manifest],
     states: &std::collections::HashMap<String, crate::verify::record::VerifyState>,
@@ -119,7 +119,8 @@ pub async fn plan(
 ) -> Result<PrunePlan> {
     let listing = catalog::list_backups(store, None).await?;
     let data = store.list(DATA_PREFIX).await?;
-    let verified = crate::verify::record::states_from(data.iter().map(|o| o.key.as_str()));
+    let keys = data.iter().map(|o| o.key.as_str());
+    let verified = crate::verify::record::trusted_states_from(store, keys, counting.trust).await?;
     let (counted, not_counted) = counting
         .trust
         .partition(listing.backups, counting.allow_unsigned);

@@ -1,7 +1,8 @@
 //! What the repository says about each database now — newest backup, last verification,
 //! pinned backups, bytes stored — and whether the newest backup is within the recovery
 //! point objective. Shared by `vault status`, the daemon's `/metrics` and `/healthz`, and
-//! its RPO alerts. Reads only public objects: no identity needed.
+//! its RPO alerts. Reads only public objects: no identity needed. Counts only backups a
+//! trusted signer vouches for (`trust`).
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -9,6 +10,7 @@ use serde::Serialize;
 use crate::catalog::{self, Manifest};
 use crate::error::Result;
 use crate::storage::ObjectStore;
+use crate::trust::TrustList;
 use crate::verify::record;
 
 #[derive(Debug, Clone, Serialize)]
@@ -21,6 +23,9 @@ pub struct Overview {
     pub backups: usize,
     /// Manifests that could not be read (each is named by `vault list`).
     pub unreadable_manifests: usize,
+    /// Backups no trusted signer vouches for (unsigned or untrusted): not counted anywhere
+    /// below, so a planted "newest" backup never makes a missed RPO look met.
+    pub not_counted: Vec<crate::trust::NotCounted>,
     pub databases: Vec<DatabaseStatus>,
 }
 
@@ -74,17 +79,15 @@ pub async fn overview(
     store: &dyn ObjectStore,
     databases: &[String],
     now: DateTime<Utc>,
+    trust: &TrustList,
 ) -> Result<Overview> {
     let listing = catalog::list_backups(store, None).await?;
-    let states = record::states(store, None).await?;
+    let states = record::states(store, None, trust).await?;
+    let (counted, not_counted) = trust.partition(listing.backups, false);
     let statuses = databases
         .iter()
         .map(|database| {
-            let own: Vec<&Manifest> = listing
-                .backups
-                .iter()
-                .filter(|m| &m.database == database)
-                .collect();
+            let own: Vec<&Manifest> = counted.iter().filter(|m| &m.database == database).collect();
             let verifies = own.iter().filter_map(|m| {
                 record::state_of(&states, m).map(|state| VerifyBrief {
                     backup: m.id.as_str().to_string(),
@@ -113,9 +116,10 @@ pub async fn overview(
     Ok(Overview {
         location: store.location(),
         gathered_at: now,
-        repository_bytes: listing.backups.iter().map(stored_bytes).sum(),
-        backups: listing.backups.len(),
+        repository_bytes: counted.iter().map(stored_bytes).sum(),
+        backups: counted.len(),
         unreadable_manifests: listing.unreadable.len(),
+        not_counted,
         databases: statuses,
     })
 }

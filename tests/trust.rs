@@ -16,14 +16,14 @@ use common::*;
 use vault::postgres::cluster::ScratchCluster;
 
 /// A database whose restore runs a shell command: an expression index calls a function
-/// that runs `touch <marker>` through `COPY … TO PROGRAM` (as restoring it as a superuser
+/// that writes `<marker>` through `COPY … TO PROGRAM` (as restoring it as a superuser
 /// would, during CREATE INDEX).
 fn hostile_sql(marker: &Path) -> String {
     format!(
         "CREATE TABLE t (x int);
          INSERT INTO t VALUES (1), (2);
          CREATE FUNCTION public.pwn() RETURNS int LANGUAGE plpgsql VOLATILE AS $f$
-         BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch {marker}'''; RETURN 0; END $f$;
+         BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''cat > {marker}'''; RETURN 0; END $f$;
          CREATE FUNCTION public.idx(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$
          BEGIN RETURN $1 + public.pwn(); END $f$;",
         marker = marker.display()
@@ -60,7 +60,10 @@ struct World {
 fn world(test: &str) -> World {
     let s3 = S3Env::from_env();
     let prefix = unique_prefix(test);
-    let pg = cluster_with("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2), (3);");
+    let pg = cluster_with(
+        "app",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2), (3);",
+    );
     let ws = Workspace::new();
     let (db_key, db_line) = ws.signing_keygen("db-host.key");
     let db_host = ws
@@ -156,8 +159,16 @@ fn a_strangers_backup_is_never_restored_verified_or_counted() {
     assert!(!databases(&w.pg).contains(&"from_latest".to_string()));
 
     // The genuine backup restores and verifies as ever.
-    restore_ok(&w.operator, &["--id", &genuine, "--target-db", "genuine_copy"]);
-    assert_eq!(w.pg.psql("genuine_copy", "SELECT count(*) FROM t").unwrap().trim(), "3");
+    restore_ok(
+        &w.operator,
+        &["--id", &genuine, "--target-db", "genuine_copy"],
+    );
+    assert_eq!(
+        w.pg.psql("genuine_copy", "SELECT count(*) FROM t")
+            .unwrap()
+            .trim(),
+        "3"
+    );
     let verified = run_ok(
         vault_cmd(Some(&w.operator))
             .env("TMPDIR", private_tmp().path())
@@ -170,7 +181,10 @@ fn a_strangers_backup_is_never_restored_verified_or_counted() {
     let listed = list_json(&w.operator);
     let trust_of = |id: &str| {
         let entry = listed.iter().find(|e| e["id"] == id).unwrap();
-        (entry["trust"].as_str().unwrap().to_string(), entry["signer"].to_string())
+        (
+            entry["trust"].as_str().unwrap().to_string(),
+            entry["signer"].to_string(),
+        )
     };
     assert_eq!(trust_of(&genuine).0, "trusted");
     assert!(trust_of(&genuine).1.contains("SHA256:"));
@@ -228,7 +242,11 @@ fn replayed_stripped_and_swapped_backups_are_refused() {
         &manifest_key(&w, "app", &newer),
         serde_json::to_vec(&replay).unwrap(),
     );
-    let why = refused(&w.operator, &["restore", "--latest", "--target-db", "r1"], 10);
+    let why = refused(
+        &w.operator,
+        &["restore", "--latest", "--target-db", "r1"],
+        10,
+    );
     assert!(why.contains(&newer) && why.contains("replayed"), "{why}");
 
     // Replayed as a backup of another database.
@@ -240,10 +258,49 @@ fn replayed_stripped_and_swapped_backups_are_refused() {
     );
     let why = refused(
         &w.operator,
-        &["restore", "--database", "other", "--id", &genuine, "--target-db", "r2"],
+        &[
+            "restore",
+            "--database",
+            "other",
+            "--id",
+            &genuine,
+            "--target-db",
+            "r2",
+        ],
         10,
     );
     assert!(why.contains("database"), "{why}");
+
+    // Verify records: a planted "pass" beside a backup never verified, and a planted newer
+    // "fail" beside a verified one, are passed over (list and retention read the same).
+    run_ok(
+        vault_cmd(Some(&w.operator))
+            .env("TMPDIR", private_tmp().path())
+            .args(["verify", "--id", &genuine]),
+    );
+    let records =
+        w.s3.keys(&format!("{}/data/app/{genuine}/verify/", w.prefix));
+    let pass = records.iter().find(|k| k.ends_with("-pass.json")).unwrap();
+    let pass_body = w.s3.get_object(pass);
+    let never_verified = backup(&w.db_host);
+    w.s3.put_object(
+        &format!(
+            "{}/data/app/{never_verified}/verify/20991231T000000Z-pass.json",
+            w.prefix
+        ),
+        pass_body.clone(),
+    );
+    w.s3.put_object(
+        &format!(
+            "{}/data/app/{genuine}/verify/20991231T000000Z-fail.json",
+            w.prefix
+        ),
+        pass_body,
+    );
+    let listed = list_json(&w.operator);
+    let verified = |id: &str| listed.iter().find(|e| e["id"] == id).unwrap()["verified"].clone();
+    assert_eq!(verified(&genuine), serde_json::json!(true), "{listed:#?}");
+    assert_eq!(verified(&never_verified), serde_json::Value::Null);
 
     // Its signature stripped: unsigned, refused unless the operator says otherwise.
     let stripped_id = backup(&w.db_host);
@@ -256,7 +313,10 @@ fn replayed_stripped_and_swapped_backups_are_refused() {
         &["restore", "--id", &stripped_id, "--target-db", "r3"],
         10,
     );
-    assert!(why.contains("not signed") && why.contains("--allow-unsigned"), "{why}");
+    assert!(
+        why.contains("not signed") && why.contains("--allow-unsigned"),
+        "{why}"
+    );
     let accepted = expect_exit(
         vault_cmd(Some(&w.operator)).args([
             "restore",
@@ -269,7 +329,10 @@ fn replayed_stripped_and_swapped_backups_are_refused() {
         0,
     );
     assert!(accepted.contains("unsigned"), "{accepted}");
-    assert_eq!(w.pg.psql("r3", "SELECT count(*) FROM t").unwrap().trim(), "3");
+    assert_eq!(
+        w.pg.psql("r3", "SELECT count(*) FROM t").unwrap().trim(),
+        "3"
+    );
 
     // The dump object swapped for a stranger's (same recipient, their own file key), the
     // manifest's stored size and digest edited to match: the signed statement still
@@ -311,10 +374,21 @@ fn replayed_stripped_and_swapped_backups_are_refused() {
         10,
     );
     assert!(why.contains("not the object its writer signed"), "{why}");
-    assert!(!databases(&w.pg).contains(&"r4".to_string()), "nothing left");
+    assert!(
+        !databases(&w.pg).contains(&"r4".to_string()),
+        "nothing left"
+    );
     let why = refused(
         &w.operator,
-        &["restore", "--id", &target, "--target-db", "r5", "--jobs", "2"],
+        &[
+            "restore",
+            "--id",
+            &target,
+            "--target-db",
+            "r5",
+            "--jobs",
+            "2",
+        ],
         10,
     );
     assert!(why.contains("not the object its writer signed"), "{why}");

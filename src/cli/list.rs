@@ -167,8 +167,8 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let listing = catalog::list_backups(store.as_ref(), args.database.as_deref()).await?;
     let base_manifests = list_base_backups(store.as_ref(), None).await?.backups;
     let backups = &listing.backups;
-    let states = record::states(store.as_ref(), args.database.as_deref()).await?;
-    let base_states = record::base_states(store.as_ref()).await?;
+    let states = record::states(store.as_ref(), args.database.as_deref(), &trust).await?;
+    let base_states = record::base_states(store.as_ref(), &trust).await?;
     let (chains, unreadable_bases) = chain::survey(store.as_ref()).await?;
     let base_listing: Vec<(&BaseManifest, Option<&BaseReach>)> = chains
         .iter()

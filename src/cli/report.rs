@@ -36,6 +36,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let keys = vault::keys::configured(&config.encryption)?;
     let databases = config.databases()?;
     let store = vault::storage::open(&config.repository).await?;
+    let trust = config.trust_list()?;
     let request = ReportRequest {
         since,
         now,
@@ -45,6 +46,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         retention: &policy,
         keys: &keys,
         repository: store.location(),
+        trust: &trust,
     };
     let evidence = report::gather(store.as_ref(), &request).await?;
     let text = if args.json {

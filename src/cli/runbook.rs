@@ -31,7 +31,8 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     // written (saying so) when it cannot be read — that may be why someone needs it.
     let store = vault::storage::open(&config.repository).await?;
     let (newest, repository_error) =
-        match vault::status::overview(store.as_ref(), &databases, now).await {
+        match vault::status::overview(store.as_ref(), &databases, now, &config.trust_list()?).await
+        {
             Ok(overview) => (
                 overview
                     .databases

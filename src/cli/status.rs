@@ -88,7 +88,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let databases = config.databases()?;
     let store = vault::storage::open(&config.repository).await?;
     let now = Utc::now();
-    let overview = status::overview(store.as_ref(), &databases, now).await?;
+    let overview = status::overview(store.as_ref(), &databases, now, &config.trust_list()?).await?;
     let rpo = Rpo {
         target: settings.rpo_target,
         grace: settings.rpo_grace,

@@ -111,6 +111,7 @@ pub(super) async fn session(
         progress: Arc::clone(&progress),
         trust: Arc::new(config.trust_list()?),
         allow_unsigned,
+        signer: Arc::new(config.required_signing_key("verify")?),
     };
     let lock = job.lock(&config.state_dir())?;
     for note in job.remove_abandoned(&lock).await {
@@ -159,7 +160,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         // Base backups: asked for, or part of the default when point-in-time recovery is
         // configured (the daemon's weekly verify then covers the newest one).
         if args.base || (config.pitr.is_some() && args.database.is_none()) {
-            bases = chosen_bases(store.as_ref(), args.unverified).await?;
+            bases = chosen_bases(store.as_ref(), args.unverified, &config.trust_list()?).await?;
         }
         let mut chosen = Vec::new();
         for database in databases.iter().filter(|_| !args.base) {
@@ -168,7 +169,8 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
                 eprintln!("warning: not considered: {problem}");
             }
             if args.unverified {
-                let states = record::states(store.as_ref(), Some(database)).await?;
+                let states =
+                    record::states(store.as_ref(), Some(database), &config.trust_list()?).await?;
                 chosen.extend(
                     listing
                         .backups
@@ -312,13 +314,14 @@ async fn base_backup(store: &dyn ObjectStore, id: &str) -> anyhow::Result<Option
 async fn chosen_bases(
     store: &dyn ObjectStore,
     unverified: bool,
+    trust: &vault::trust::TrustList,
 ) -> anyhow::Result<Vec<BaseManifest>> {
     let listing = list_base_backups(store, None).await?;
     for problem in &listing.unreadable {
         eprintln!("warning: not considered: {problem}");
     }
     if unverified {
-        let states = record::base_states(store).await?;
+        let states = record::base_states(store, trust).await?;
         return Ok(listing
             .backups
             .into_iter()
@@ -389,6 +392,7 @@ pub(super) async fn base_session(
         user,
         server: recovery_server(config, config_path, prepared.bin_dir, "verify")?,
         progress,
+        signer: Arc::new(config.required_signing_key("verify")?),
     };
     Ok(BaseSession {
         job,

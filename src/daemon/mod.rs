@@ -148,7 +148,10 @@ impl Daemon {
         }
         let refresher = tokio::spawn(refresh_loop(
             store,
-            source,
+            Watched {
+                source,
+                trust: config.trust_list()?,
+            },
             Arc::clone(&monitor),
             notifier.clone(),
             settings.refresh_every,
@@ -607,11 +610,18 @@ impl CopyWatch {
     }
 }
 
+/// What the refresher reads besides the repository: the server whose archiving it watches,
+/// and whose backups count (the trust list: a planted backup never makes the RPO look met).
+struct Watched {
+    source: crate::postgres::ConnInfo,
+    trust: crate::trust::TrustList,
+}
+
 /// Re-reads the repository after every job and every `every`; alerts once per RPO breach
 /// and once per copy that falls behind.
 async fn refresh_loop(
     store: Arc<dyn ObjectStore>,
-    source: crate::postgres::ConnInfo,
+    watched: Watched,
     monitor: Arc<Monitor>,
     notifier: Notifier,
     every: Duration,
@@ -626,7 +636,13 @@ async fn refresh_loop(
         copies
             .refresh(store.as_ref(), &monitor, &notifier, &mut behind)
             .await;
-        match crate::status::overview(store.as_ref(), monitor.databases(), Utc::now()).await {
+        let overview = crate::status::overview(
+            store.as_ref(),
+            monitor.databases(),
+            Utc::now(),
+            &watched.trust,
+        );
+        match overview.await {
             Ok(overview) => monitor.observe(overview),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the repository for metrics");
@@ -638,7 +654,7 @@ async fn refresh_loop(
             Err(e) => tracing::warn!(error = %e, "cannot read the drill records for metrics"),
         }
         if monitor.watches_archiving() {
-            watch_archiving(store.as_ref(), &source, &monitor).await;
+            watch_archiving(store.as_ref(), &watched.source, &monitor).await;
             match monitor.archive_stall() {
                 Some(problem) if !stalled => {
                     stalled = true;

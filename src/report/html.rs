@@ -94,7 +94,8 @@ fn section(page: &mut String, evidence: &Evidence, db: &DatabaseEvidence) {
 
     page.push_str(
         "<h3>Backups</h3>\n<table><tr><th>backup</th><th>started</th><th>took</th>\
-         <th>stored bytes</th><th>verified</th><th>retention</th><th>readable by</th></tr>\n",
+         <th>stored bytes</th><th>verified</th><th>retention</th><th>readable by</th>\
+         <th>signed by</th></tr>\n",
     );
     for b in &db.backups {
         let verified = match b.verified {
@@ -102,7 +103,13 @@ fn section(page: &mut String, evidence: &Evidence, db: &DatabaseEvidence) {
             Some(false) => "<td class=\"bad\">FAILED</td>",
             None => "<td>not yet</td>",
         };
-        let retention = if b.kept {
+        let signed = match b.trust {
+            "trusted" => format!("<td>{}</td>", escape(&b.signer)),
+            _ => format!("<td class=\"bad\">{}</td>", escape(&b.signer)),
+        };
+        let retention = if b.trust != "trusted" {
+            "not counted: no trusted signer vouches for it".to_string()
+        } else if b.kept {
             format!("kept: {}", escape(&b.keep_reasons.join("; ")))
         } else {
             "deleted by the next prune".to_string()
@@ -110,7 +117,7 @@ fn section(page: &mut String, evidence: &Evidence, db: &DatabaseEvidence) {
         let _ = writeln!(
             page,
             "<tr><td><code>{}</code>{}{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
-             {verified}<td>{retention}</td><td>{}</td></tr>",
+             {verified}<td>{retention}</td><td>{}</td>{signed}</tr>",
             escape(&b.id),
             b.label
                 .as_deref()
@@ -300,6 +307,8 @@ mod tests {
                     kept: true,
                     keep_reasons: vec!["newest backup of its database".into()],
                     readable_by: vec!["ops-laptop".into()],
+                    trust: "untrusted",
+                    signer: "untrusted (SHA256:x: its key is not in [trust] signers)".into(),
                 }],
                 verifies: vec![VerifyEvent {
                     backup_id: "20261201T010000Z-abcdef".into(),
@@ -322,6 +331,10 @@ mod tests {
         assert!(page.contains("<td class=\"bad\">FAILED</td>"));
         assert!(page.contains("<title>RPO missed 2026-12-01T08:05:00Z"));
         assert!(page.contains("ops-laptop"));
+        assert!(
+            page.contains("not counted: no trusted signer vouches for it"),
+            "{page}"
+        );
         assert!(page.contains("<li>manifest `manifests/app/x.json` is not JSON</li>"));
         assert!(!page.contains("<script"));
     }

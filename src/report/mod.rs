@@ -36,6 +36,8 @@ pub struct ReportRequest<'a> {
     pub keys: &'a [Labelled],
     /// Where the repository is, for the page's heading.
     pub repository: String,
+    /// Whose backups and records count (the rest are listed as such, never counted).
+    pub trust: &'a crate::trust::TrustList,
 }
 
 /// The whole report.
@@ -79,6 +81,11 @@ pub struct BackupEvidence {
     pub keep_reasons: Vec<String>,
     /// The recipients that open it: a configured label where there is one, else the key.
     pub readable_by: Vec<String>,
+    /// "trusted", "unsigned" or "untrusted"; only trusted backups count for retention and
+    /// the RPO.
+    pub trust: &'static str,
+    /// Who signed it, or why it is not trusted.
+    pub signer: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -167,8 +174,9 @@ pub async fn gather(store: &dyn ObjectStore, request: &ReportRequest<'_>) -> Res
     let listing = catalog::list_backups(store, None).await?;
     let data = store.list("data/").await?;
     let keys: Vec<&str> = data.iter().map(|o| o.key.as_str()).collect();
-    let states = record::states_from(keys.iter().copied());
-    let refs = crate::prune::backup_refs(&listing.backups, &states);
+    let states = record::trusted_states_from(store, keys.iter().copied(), request.trust).await?;
+    let (counted, _) = request.trust.partition(listing.backups.clone(), false);
+    let refs = crate::prune::backup_refs(&counted, &states);
     let plan = crate::retention::plan(&refs, request.retention, request.now);
     let decisions: BTreeMap<&str, &crate::retention::Decision> =
         plan.decisions.iter().map(|d| (d.id.as_str(), d)).collect();
@@ -201,12 +209,17 @@ pub async fn gather(store: &dyn ObjectStore, request: &ReportRequest<'_>) -> Res
                 .filter(|m| m.database == database)
                 .collect();
             own.sort_by_key(|m| m.started_at);
-            let finished: Vec<DateTime<Utc>> = own.iter().map(|m| m.finished_at).collect();
+            let finished: Vec<DateTime<Utc>> = own
+                .iter()
+                .filter(|m| counted.iter().any(|c| c.id == m.id))
+                .map(|m| m.finished_at)
+                .collect();
             let backups = own
                 .iter()
                 .filter(|m| m.started_at >= request.since)
                 .map(|m| {
                     let decision = decisions.get(m.id.as_str());
+                    let provenance = request.trust.judge(m);
                     BackupEvidence {
                         id: m.id.to_string(),
                         started_at: m.started_at,
@@ -220,6 +233,8 @@ pub async fn gather(store: &dyn ObjectStore, request: &ReportRequest<'_>) -> Res
                             .map(|d| d.reasons.iter().map(ToString::to_string).collect())
                             .unwrap_or_default(),
                         readable_by: m.encryption.readers().iter().map(|k| label_of(k)).collect(),
+                        trust: provenance.state(),
+                        signer: provenance.describe(),
                     }
                 })
                 .collect();

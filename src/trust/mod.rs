@@ -89,6 +89,17 @@ impl Scope {
         }
     }
 
+    /// Whether it covers `subject`: a database name, or `cluster <system identifier>`.
+    fn covers(&self, subject: &str) -> bool {
+        match (self, subject.strip_prefix("cluster ")) {
+            (Scope::Everything, _) => true,
+            (Scope::Limited { clusters, .. }, Some(cluster)) => {
+                clusters.iter().any(|c| c == "*" || c == cluster)
+            }
+            (Scope::Limited { .. }, None) => self.covers_database(subject),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Scope::Everything => "everything".into(),
@@ -251,6 +262,28 @@ impl TrustList {
 }
 
 impl TrustList {
+    /// Whether `signature` is a trusted signer's statement about a verify record stored at
+    /// `key` of a backup of `subject` (a database, or `cluster <id>`).
+    pub fn vouches_for_record(
+        &self,
+        signature: Option<&Signature>,
+        key: &str,
+        subject: &str,
+    ) -> bool {
+        let Some(signed) = signature.and_then(|s| s.verify().ok()) else {
+            return false;
+        };
+        let statement = &signed.statement;
+        statement.kind == "verify"
+            && statement.database == subject
+            && statement.objects.first().is_some_and(|o| o.key == key)
+            && key.contains(&format!("/{}/verify/", statement.backup_id))
+            && self
+                .find(&signed.signer)
+                .iter()
+                .any(|t| t.scope.covers(subject))
+    }
+
     /// [`accept`](Self::accept) for the backup an operator's selector chose among `all` (one
     /// database's): a refusal also names the newest older backup this host would accept, so
     /// the operator can take that one instead (`--id`).

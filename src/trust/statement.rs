@@ -122,6 +122,33 @@ impl Statement {
         })
     }
 
+    /// The statement of a verify record: `subject` is the database (or `cluster <id>`) of
+    /// the backup `backup_id`, and `objects` the record's keys (the public summary, whose key
+    /// carries the outcome) with the file key commitment of each encrypted one.
+    pub fn for_record(
+        subject: &str,
+        backup_id: &str,
+        started_at: DateTime<Utc>,
+        objects: &[(&str, Option<[u8; 32]>)],
+    ) -> Statement {
+        Statement {
+            format_version: STATEMENT_FORMAT,
+            kind: "verify".into(),
+            database: subject.to_string(),
+            backup_id: backup_id.to_string(),
+            started_at,
+            objects: objects
+                .iter()
+                .map(|(key, commitment)| VouchedObject {
+                    key: key.to_string(),
+                    file_key_commitment: commitment.map(hex::encode).unwrap_or_default(),
+                    raw_bytes: None,
+                    raw_sha256: None,
+                })
+                .collect(),
+        }
+    }
+
     /// Whether `manifest` says what this statement vouches for: the same kind, database,
     /// id, start, object keys and plain dump. The error is a clause naming the difference.
     pub fn binds_dump(&self, manifest: &Manifest) -> std::result::Result<(), String> {

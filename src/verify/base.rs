@@ -35,6 +35,7 @@ use crate::pitr::scratch::{Server, ThrowawayCluster};
 use crate::postgres::client::connect;
 use crate::progress::Progress;
 use crate::storage::ObjectStore;
+use crate::trust::SigningKey;
 use crate::wal::chain;
 
 /// Names of the checks only a base backup's verify runs.
@@ -54,6 +55,8 @@ pub struct BaseVerifyJob {
     pub user: String,
     pub server: Server,
     pub progress: Arc<dyn Progress>,
+    /// Signs the verification record (retention counts only trusted records).
+    pub signer: Arc<SigningKey>,
 }
 
 /// How far to replay.
@@ -173,9 +176,11 @@ impl BaseVerifyJob {
             system_identifier: Some(base.system_identifier.to_string()),
             replayed_to: collected.replayed_to,
             last_transaction_at: collected.last_transaction_at,
+            signature: None,
         };
         self.progress.phase("storing the verification record");
-        let record_key = record::store_base(self.store.as_ref(), base, &report).await?;
+        let record_key =
+            record::store_base(self.store.as_ref(), base, &report, &self.signer).await?;
         Ok(Verified { report, record_key })
     }
 

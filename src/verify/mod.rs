@@ -42,7 +42,7 @@ use crate::postgres::tools::parse_version;
 use crate::postgres::{DumpFacts, facts};
 use crate::progress::Progress;
 use crate::storage::ObjectStore;
-use crate::trust::{Accepted, TrustList};
+use crate::trust::{Accepted, SigningKey, TrustList};
 use checks::{CheckOutcome, CheckStatus};
 use record::{Phases, ScratchInfo, VerifyReport};
 use scratch::Scratch;
@@ -59,6 +59,8 @@ pub struct VerifyJob {
     pub trust: Arc<TrustList>,
     /// `--allow-unsigned`: the operator accepts backups without any signature.
     pub allow_unsigned: bool,
+    /// Signs the verification record (retention counts only trusted records).
+    pub signer: Arc<SigningKey>,
 }
 
 /// What a verify found, and where its record is stored.
@@ -230,9 +232,10 @@ impl VerifyJob {
             system_identifier: None,
             replayed_to: None,
             last_transaction_at: None,
+            signature: None,
         };
         self.progress.phase("storing the verification record");
-        let record_key = record::store(self.store.as_ref(), backup, &report).await?;
+        let record_key = record::store(self.store.as_ref(), backup, &report, &self.signer).await?;
         Ok(Verified { report, record_key })
     }
 

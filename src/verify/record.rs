@@ -23,6 +23,7 @@ use crate::error::Result;
 use crate::keys::Recipients;
 use crate::postgres::comparison::TableCount;
 use crate::storage::ObjectStore;
+use crate::trust::{Signature, SigningKey, Statement, TrustList};
 
 /// The record format this version writes.
 pub const VERIFY_FORMAT: u32 = 1;
@@ -61,6 +62,10 @@ pub struct VerifyReport {
     pub replayed_to: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transaction_at: Option<DateTime<Utc>>,
+    /// The verify host's signed statement: this record's key (which carries the outcome),
+    /// the backup and the full report's file key (public summary only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -132,17 +137,19 @@ fn key_under(prefix: &str, at: DateTime<Utc>, passed: bool) -> String {
 }
 
 /// Stores the report beside `backup`: the encrypted full report first, then the public
-/// summary, whose key carries the outcome. Returns the summary's key.
+/// summary, whose key carries the outcome, signed by `signer`. Returns the summary's key.
 pub async fn store(
     store: &dyn ObjectStore,
     backup: &Manifest,
     report: &VerifyReport,
+    signer: &SigningKey,
 ) -> Result<String> {
     store_under(
         store,
         &data_prefix(&backup.database, &backup.id),
         &backup.encryption.recipients,
         report,
+        signer,
     )
     .await
 }
@@ -152,12 +159,14 @@ pub async fn store_base(
     store: &dyn ObjectStore,
     base: &BaseManifest,
     report: &VerifyReport,
+    signer: &SigningKey,
 ) -> Result<String> {
     store_under(
         store,
         &base_data_prefix(base.system_identifier, &base.id),
         &base.encryption.recipients,
         report,
+        signer,
     )
     .await
 }
@@ -167,13 +176,22 @@ async fn store_under(
     prefix: &str,
     recipients: &[String],
     report: &VerifyReport,
+    signer: &SigningKey,
 ) -> Result<String> {
     let key = key_under(prefix, report.started_at, report.passed);
     let recipients = Recipients::parse(recipients, "the backup's manifest")?;
     let full = serde_json::to_vec_pretty(report).expect("a report always serializes");
     let full_key = format!("{}.full.json.age", key.trim_end_matches(".json"));
-    crate::catalog::sealed::seal(store, &full_key, &full, &recipients).await?;
-    let summary = serde_json::to_vec_pretty(&report.summary()).expect("serializes");
+    let sealed = crate::catalog::sealed::seal(store, &full_key, &full, &recipients).await?;
+    let mut summary = report.summary();
+    let statement = Statement::for_record(
+        &report.database,
+        &report.backup_id,
+        report.started_at,
+        &[(&key, None), (&full_key, Some(sealed.file_key_commitment))],
+    );
+    summary.signature = Some(Signature::sign(&statement, signer)?);
+    let summary = serde_json::to_vec_pretty(&summary).expect("serializes");
     store.put(&key, bytes::Bytes::from(summary)).await?;
     Ok(key)
 }
@@ -225,23 +243,72 @@ pub fn states_from<'a>(keys: impl IntoIterator<Item = &'a str>) -> HashMap<Strin
     states
 }
 
-/// Reads the verification states of every backup (of one database, or all).
+/// The newest verification of every backup that a signer `trust` trusts vouches for, from
+/// the keys of a listing of `data/` (or `base/`). A record's outcome is in its key, but a key
+/// anyone can write: each backup's records are read newest first until one's signature is
+/// trusted for that database (or cluster) and names that very key; unsigned and forged ones
+/// are passed over, so a planted "pass" never counts and a planted "fail" never hides a
+/// genuine pass.
+pub async fn trusted_states_from<'a>(
+    store: &dyn ObjectStore,
+    keys: impl IntoIterator<Item = &'a str>,
+    trust: &TrustList,
+) -> Result<HashMap<String, VerifyState>> {
+    let mut by_backup: HashMap<String, Vec<VerifyState>> = HashMap::new();
+    for (prefix, state) in records_from(keys) {
+        by_backup.entry(prefix).or_default().push(state);
+    }
+    let mut states = HashMap::new();
+    for (prefix, mut records) in by_backup {
+        // Newest first; in the same second a failure before a pass.
+        records.sort_by(|a, b| (b.at, !b.passed).cmp(&(a.at, !a.passed)));
+        for record in records {
+            if record_is_trusted(store, &record.key, trust).await? {
+                states.insert(prefix, record);
+                break;
+            }
+        }
+    }
+    Ok(states)
+}
+
+/// Whether the record at `key` is signed by a writer `trust` trusts for its backup's
+/// database (or cluster), for that key. A record that cannot be read is not trusted; the
+/// repository failing is an error.
+async fn record_is_trusted(store: &dyn ObjectStore, key: &str, trust: &TrustList) -> Result<bool> {
+    let bytes = match store.get(key).await {
+        Ok(bytes) => bytes,
+        Err(e) if matches!(e.class(), crate::Error::Repository(_)) => return Err(e),
+        Err(_) => return Ok(false),
+    };
+    let Ok(report) = VerifyReport::from_json(&bytes, key) else {
+        return Ok(false);
+    };
+    Ok(trust.vouches_for_record(report.signature.as_ref(), key, &report.database))
+}
+
+/// Reads the trusted verification states of every backup (of one database, or all).
 pub async fn states(
     store: &dyn ObjectStore,
     database: Option<&str>,
+    trust: &TrustList,
 ) -> Result<HashMap<String, VerifyState>> {
     let prefix = match database {
         Some(db) => database_data_prefix(db),
         None => "data/".to_string(),
     };
     let objects = store.list(&prefix).await?;
-    Ok(states_from(objects.iter().map(|o| o.key.as_str())))
+    trusted_states_from(store, objects.iter().map(|o| o.key.as_str()), trust).await
 }
 
-/// The newest verification of every base backup, keyed by its prefix (`base/<id>/<id>/`).
-pub async fn base_states(store: &dyn ObjectStore) -> Result<HashMap<String, VerifyState>> {
+/// The newest trusted verification of every base backup, keyed by its prefix
+/// (`base/<id>/<id>/`).
+pub async fn base_states(
+    store: &dyn ObjectStore,
+    trust: &TrustList,
+) -> Result<HashMap<String, VerifyState>> {
     let objects = store.list(BASE_PREFIX).await?;
-    Ok(states_from(objects.iter().map(|o| o.key.as_str())))
+    trusted_states_from(store, objects.iter().map(|o| o.key.as_str()), trust).await
 }
 
 /// The state of base backup `base` in [`base_states`].
