@@ -19,7 +19,8 @@ use crate::catalog::{self, MANIFESTS_PREFIX};
 use crate::error::{Error, Result};
 use crate::retention::{self, BackupRef, RetentionPlan, RetentionPolicy};
 use crate::storage::{IncompleteUpload, ObjectInfo, ObjectStore};
-use crate::trust::{NotCounted, TrustList};
+pub use crate::trust::Counting;
+use crate::trust::NotCounted;
 use crate::wal::archive::Archive;
 use crate::wal::retention::{self as wal_retention, WalPlan};
 
@@ -103,12 +104,6 @@ pub fn backup_refs(
         .collect()
 }
 
-/// Whose backups retention counts: the trust list, and whether unsigned ones count too.
-pub struct Counting<'a> {
-    pub trust: &'a TrustList,
-    pub allow_unsigned: bool,
-}
-
 /// Reads the repository and decides; changes nothing.
 pub async fn plan(
     store: &dyn ObjectStore,
@@ -138,8 +133,10 @@ pub async fn plan(
     let bases = list_base_backups(store, None).await?;
     let base_objects = store.list(BASE_PREFIX).await?;
     garbage.extend(plan_base_garbage(&base_objects, grace, now));
-    let base_refs: Vec<BackupRef> = bases
-        .backups
+    let (counted_bases, bases_not_counted) = counting
+        .trust
+        .partition(bases.backups.clone(), counting.allow_unsigned);
+    let base_refs: Vec<BackupRef> = counted_bases
         .iter()
         .map(|m| BackupRef {
             id: m.id.to_string(),
@@ -166,11 +163,13 @@ pub async fn plan(
             .backups
             .iter()
             .filter(|b| b.system_identifier == system_id)
+            // A base backup retention does not count is not deleted either: its WAL stays.
             .filter(|b| {
                 base_retention
                     .decisions
                     .iter()
                     .any(|d| d.keep && d.database == group && d.id == b.id.as_str())
+                    || bases_not_counted.iter().any(|n| n.id == b.id.as_str())
             })
             .collect();
         let stalled = base_retention
@@ -202,7 +201,7 @@ pub async fn plan(
         wal,
         garbage_grace_seconds: grace.num_seconds(),
         garbage,
-        not_counted,
+        not_counted: not_counted.into_iter().chain(bases_not_counted).collect(),
         unreadable,
     })
 }
@@ -518,6 +517,7 @@ async fn delete_all(store: &dyn ObjectStore, keys: Vec<String>) -> Vec<Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trust::TrustList;
 
     fn at(text: &str) -> DateTime<Utc> {
         text.parse().unwrap()

@@ -98,10 +98,10 @@ fn stored_manifest(s3: &S3Env, prefix: &str, db: &str, id: &str) -> (String, ser
 }
 
 /// Replaces a stored object of a backup and updates its manifest entry to match, as a
-/// backup that was written this way would have: checksums agree, the content is what the
-/// test says.
+/// backup that was written this way would have: checksums agree, the writer signed it, the
+/// content is what the test says.
 fn replace_object(
-    s3: &S3Env,
+    (s3, ws): (&S3Env, &Workspace),
     prefix: &str,
     manifest_key: &str,
     manifest: &mut serde_json::Value,
@@ -112,6 +112,7 @@ fn replace_object(
     manifest[field]["size_bytes"] = sealed.len().into();
     manifest[field]["sha256"] = sha256_hex(&sealed).into();
     s3.put_object(&format!("{prefix}/{key}"), sealed);
+    ws.sign_as_writer(manifest, &|key| s3.get_object(&format!("{prefix}/{key}")));
     s3.put_object(manifest_key, serde_json::to_vec_pretty(manifest).unwrap());
 }
 
@@ -336,7 +337,14 @@ fn verify_fails_naming_the_check_a_failing_query_a_corrupted_dump_and_altered_fa
         .unwrap();
     sequence.last_value = Some(sequence.last_value.unwrap() + 7);
     let sealed = encrypt_to(&ws, &serde_json::to_vec(&facts).unwrap(), "facts.json");
-    replace_object(&s3, &prefix, &manifest_key, &mut manifest, "facts", sealed);
+    replace_object(
+        (&s3, &ws),
+        &prefix,
+        &manifest_key,
+        &mut manifest,
+        "facts",
+        sealed,
+    );
     let report = verify_json(&config, tmp.path(), &["--latest"], 6);
     assert_eq!(report["passed"], false);
     let rows = check_named(&report, "row_counts");
@@ -486,7 +494,14 @@ fn nothing_is_left_after_a_failing_pg_restore_the_time_limit_ctrl_c_or_sigkill()
     let sealed = encrypt_to(&ws, &compressed, "raw.zst");
     manifest["dump"]["raw_bytes"] = raw.len().into();
     manifest["dump"]["raw_sha256"] = sha256_hex(&raw).into();
-    replace_object(&s3, &prefix, &manifest_key, &mut manifest, "dump", sealed);
+    replace_object(
+        (&s3, &ws),
+        &prefix,
+        &manifest_key,
+        &mut manifest,
+        "dump",
+        sealed,
+    );
     let report = verify_json(&config, tmp.path(), &["--latest"], 6);
     assert_eq!(
         check_named(&report, "pg_restore")["status"],

@@ -31,6 +31,7 @@ use crate::catalog::{BackupId, DumpObject};
 use crate::error::{Error, Result};
 use crate::postgres::client::{ServerInfo, describe_pg_error};
 use crate::postgres::{ChildProcess, PgTools};
+use crate::trust::{Signature, Statement};
 use crate::wal::archive::Archive;
 use crate::wal::position::{Lsn, Segment, SegmentSize};
 use crate::wal::probe::ArchiveSettings;
@@ -459,7 +460,7 @@ impl BackupJob {
         for warning in &warnings {
             self.progress.warn(warning);
         }
-        Ok(BaseManifest {
+        let mut manifest = BaseManifest {
             format_version: BASE_MANIFEST_FORMAT,
             kind: "base".into(),
             tool: "vault".into(),
@@ -496,7 +497,12 @@ impl BackupJob {
             compression: self.compression_info(),
             encryption: self.encryption_info(),
             warnings,
-        })
+            signature: None,
+            accepted: Default::default(),
+        };
+        let statement = Statement::for_base(&manifest, summary.file_key_commitment);
+        manifest.signature = Some(Signature::sign(&statement, &self.signer)?);
+        Ok(manifest)
     }
 
     /// The segments from `first` to `last` (one timeline) the repository does not hold.

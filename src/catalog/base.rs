@@ -68,6 +68,13 @@ pub struct BaseManifest {
     pub encryption: EncryptionInfo,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The writer's signed statement (`trust::statement`); absent in base backups written
+    /// before signing existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::trust::Signature>,
+    /// What this reader accepted it for (never stored; see `Manifest::accepted`).
+    #[serde(skip)]
+    pub accepted: crate::trust::Accepted,
 }
 
 mod as_text {

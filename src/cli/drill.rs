@@ -55,7 +55,12 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     };
     let pitr = args.pitr || (config.pitr.is_some() && args.database.is_none());
     let plans = if pitr {
-        pitr_plans(store.as_ref(), args.pitr).await?
+        let trust = config.trust_list()?;
+        let counting = vault::trust::Counting {
+            trust: &trust,
+            allow_unsigned: args.allow_unsigned,
+        };
+        pitr_plans(store.as_ref(), args.pitr, counting).await?
     } else {
         Vec::new()
     };
@@ -91,8 +96,15 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         }
     }
     if let Some((_, first)) = plans.first() {
-        let mut session =
-            base_session(&config, config_path, identities, Arc::clone(&store), first).await?;
+        let mut session = base_session(
+            &config,
+            config_path,
+            identities,
+            Arc::clone(&store),
+            args.allow_unsigned,
+            first,
+        )
+        .await?;
         for (plan, base) in &plans {
             let started = Utc::now();
             let verified = session.verify(base, Replay::ThroughArchive).await?;
@@ -175,6 +187,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
 async fn pitr_plans(
     store: &dyn ObjectStore,
     asked: bool,
+    counting: vault::trust::Counting<'_>,
 ) -> anyhow::Result<Vec<(RecoveryPlan, BaseManifest)>> {
     let bases = list_base_backups(store, None).await?.backups;
     let mut clusters: Vec<u64> = bases.iter().map(|b| b.system_identifier).collect();
@@ -197,7 +210,7 @@ async fn pitr_plans(
     }
     let mut plans = Vec::new();
     for cluster in clusters {
-        plans.push(vault::pitr::plan_for(store, Some(cluster), Target::Latest).await?);
+        plans.push(vault::pitr::plan_for(store, Some(cluster), Target::Latest, counting).await?);
     }
     Ok(plans)
 }

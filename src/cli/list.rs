@@ -110,12 +110,18 @@ struct BaseEntry<'a> {
     /// The newest `vault verify` of it passed (true), failed (false), or none yet (null).
     verified: Option<bool>,
     verified_at: Option<String>,
-    /// Base backups are not signed yet: always "unsigned".
+    /// "trusted", "unsigned" or "untrusted", as for a dump (for its cluster).
     trust: &'static str,
+    signer: String,
 }
 
 impl<'a> BaseEntry<'a> {
-    fn new(m: &'a BaseManifest, reach: Option<&BaseReach>, verify: Option<&VerifyState>) -> Self {
+    fn new(
+        m: &'a BaseManifest,
+        reach: Option<&BaseReach>,
+        verify: Option<&VerifyState>,
+        provenance: &Provenance,
+    ) -> Self {
         BaseEntry {
             kind: "base",
             id: m.id.as_str(),
@@ -139,7 +145,8 @@ impl<'a> BaseEntry<'a> {
             reaches_wal: reach.and_then(|r| r.reaches.clone()),
             verified: verify.map(|v| v.passed),
             verified_at: verify.map(|v| rfc3339(v.at)),
-            trust: "unsigned",
+            trust: provenance.state(),
+            signer: provenance.describe(),
         }
     }
 }
@@ -191,6 +198,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
                 m,
                 *reach,
                 record::state_of_base(&base_states, m),
+                &trust.judge(*m),
             ))
         }))
         .collect();
@@ -253,11 +261,7 @@ fn print_table(entries: &[Listed]) {
                 "logical",
                 e.database.to_string(),
                 shown(e.verified),
-                match e.trust {
-                    "trusted" => e.signer.chars().take(24).collect(),
-                    "unsigned" => "unsigned".to_string(),
-                    _ => "UNTRUSTED".to_string(),
-                },
+                short_signer(e.trust, &e.signer),
             ),
             Listed::Base(e) => (
                 "base",
@@ -267,7 +271,7 @@ fn print_table(entries: &[Listed]) {
                 } else {
                     "NO WAL"
                 },
-                e.trust.to_string(),
+                short_signer(e.trust, &e.signer),
             ),
         };
         let (id, started_at, size, raw, label, pinned) = match entry {
@@ -301,5 +305,14 @@ fn print_table(entries: &[Listed]) {
             label.unwrap_or(""),
             if pinned { " (pinned)" } else { "" }
         );
+    }
+}
+
+/// The table's SIGNED BY: the signer (cut to the column), `unsigned` or `UNTRUSTED`.
+fn short_signer(trust: &str, signer: &str) -> String {
+    match trust {
+        "trusted" => signer.chars().take(24).collect(),
+        "unsigned" => "unsigned".to_string(),
+        _ => "UNTRUSTED".to_string(),
     }
 }

@@ -178,7 +178,13 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     };
     let point_in_time = match (&request.selector, args.logical) {
         (Selector::At(at), false) => {
-            match choose_point_in_time(store.as_ref(), &target, &request.database, *at).await {
+            let counting = vault::trust::Counting {
+                trust: &trust,
+                allow_unsigned: args.allow_unsigned,
+            };
+            match choose_point_in_time(store.as_ref(), &target, &request.database, *at, counting)
+                .await
+            {
                 Ok(chosen) => Some(chosen),
                 Err(Some(why)) => {
                     say(format!("path:          logical: {why}"));
@@ -327,6 +333,7 @@ async fn choose_point_in_time(
     source: &ConnInfo,
     database: &str,
     at: chrono::DateTime<Utc>,
+    counting: vault::trust::Counting<'_>,
 ) -> Result<(RecoveryPlan, BaseManifest), Option<String>> {
     let bases = vault::catalog::base::list_base_backups(store, None)
         .await
@@ -335,7 +342,7 @@ async fn choose_point_in_time(
         return Err(None);
     }
     let system_id = live_system_identifier(source, database).await;
-    match vault::pitr::plan_for(store, system_id, PitrTarget::At(at)).await {
+    match vault::pitr::plan_for(store, system_id, PitrTarget::At(at), counting).await {
         Ok((plan, base)) if base.databases.iter().any(|d| d == database) => Ok((plan, base)),
         Ok((_, base)) => Err(Some(format!(
             "base backup {} holds no database `{database}`",

@@ -40,6 +40,10 @@ pub struct Args {
     /// Print the plan and the outcome as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Accept a base backup that carries no signature at all (one written before signing
+    /// was set up). A base backup signed by an untrusted key is refused regardless.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
@@ -55,8 +59,13 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
     let identities = Arc::new(vault::keys::Identities::load(&identity_file)?);
     let store: Arc<dyn vault::storage::ObjectStore> =
         Arc::from(vault::storage::open(&config.repository).await?);
+    let trust = config.trust_list()?;
+    let counting = vault::trust::Counting {
+        trust: &trust,
+        allow_unsigned: args.allow_unsigned,
+    };
     let (plan, base) =
-        vault::pitr::plan_for(store.as_ref(), args.system_identifier, target).await?;
+        vault::pitr::plan_for(store.as_ref(), args.system_identifier, target, counting).await?;
     let progress = super::progress::for_stderr();
     for note in &plan.notes {
         progress.phase(note);

@@ -243,7 +243,15 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         } else {
             Replay::OwnWal
         };
-        let mut session = base_session(&config, config_path, identities, store, &bases[0]).await?;
+        let mut session = base_session(
+            &config,
+            config_path,
+            identities,
+            store,
+            args.allow_unsigned,
+            &bases[0],
+        )
+        .await?;
         for base in &bases {
             let verified = session.verify(base, replay).await;
             if !keep(verified, base.data.stored.size_bytes) {
@@ -373,6 +381,7 @@ pub(super) async fn base_session(
     config_path: &Path,
     identities: Arc<Identities>,
     store: Arc<dyn ObjectStore>,
+    allow_unsigned: bool,
     sample: &BaseManifest,
 ) -> anyhow::Result<BaseSession> {
     let progress = super::progress::for_stderr();
@@ -393,6 +402,8 @@ pub(super) async fn base_session(
         server: recovery_server(config, config_path, prepared.bin_dir, "verify")?,
         progress,
         signer: Arc::new(config.required_signing_key("verify")?),
+        trust: Arc::new(config.trust_list()?),
+        allow_unsigned,
     };
     Ok(BaseSession {
         job,

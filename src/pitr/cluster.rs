@@ -321,8 +321,7 @@ async fn extract(feed: &Feed, base: &BaseManifest, pgdata: &Path, owner: Owner) 
         },
         if_damaged: "recover from an older base backup (`vault list`), or restore a logical \
                      backup",
-        // Not signed yet: WAL and base backups are vouched for in a later step of signing.
-        commitment: None,
+        commitment: base.accepted.commitment(&base.data.stored.key)?,
     };
     let fed = feed
         .to_sink(source, stdin, "tar's input", &PhaseClock::start())

@@ -16,18 +16,36 @@ use crate::keys::Identities;
 use crate::lock::Lock;
 use crate::progress::Progress;
 use crate::storage::ObjectStore;
+use crate::trust::Counting;
 use crate::wal::chain;
 use plan::{RecoveryPlan, Target};
 
 /// Plans recovery of one cluster of the repository to `target`: the one named, else the
-/// only one there is. Reads only public objects; changes nothing.
+/// only one there is, from the base backups `counting` counts (a trusted writer's; unsigned
+/// ones too when allowed); the chosen one comes back accepted (`trust`). Reads only public
+/// objects; changes nothing.
 pub async fn plan_for(
     store: &dyn ObjectStore,
     system_id: Option<u64>,
     target: Target,
+    counting: Counting<'_>,
 ) -> Result<(RecoveryPlan, BaseManifest)> {
     let (reports, _) = chain::survey(store).await?;
-    let bases = list_base_backups(store, None).await?.backups;
+    let listed = list_base_backups(store, None).await?.backups;
+    let (bases, not_counted) = counting.trust.partition(listed, counting.allow_unsigned);
+    if bases.is_empty()
+        && let Some(first) = not_counted.first()
+    {
+        return Err(Error::Untrusted(format!(
+            "no base backup of {} in {} is vouched for by a signer this host trusts: {} \
+             (and {} more); recovery reads nothing of them. Add the writer's key to [trust] \
+             signers, or --allow-unsigned for base backups written before signing",
+            first.database,
+            store.location(),
+            format_args!("{} is {}", first.id, first.why),
+            not_counted.len() - 1
+        )));
+    }
     let mut clusters: Vec<u64> = bases.iter().map(|b| b.system_identifier).collect();
     clusters.sort_unstable();
     clusters.dedup();
@@ -69,6 +87,7 @@ pub async fn plan_for(
         .into_iter()
         .find(|b| b.id.as_str() == plan.base)
         .expect("the plan's base backup is one of them");
+    let base = counting.trust.accept(base, counting.allow_unsigned)?;
     Ok((plan, base))
 }
 

@@ -219,7 +219,7 @@ pub async fn gather(store: &dyn ObjectStore, request: &ReportRequest<'_>) -> Res
                 .filter(|m| m.started_at >= request.since)
                 .map(|m| {
                     let decision = decisions.get(m.id.as_str());
-                    let provenance = request.trust.judge(m);
+                    let provenance = request.trust.judge(*m);
                     BackupEvidence {
                         id: m.id.to_string(),
                         started_at: m.started_at,

@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::catalog::Manifest;
+use crate::catalog::base::BaseManifest;
 use crate::error::{Error, Result};
 pub use signing::{PublicSigner, SigningKey};
 pub use statement::{Signature, Statement};
@@ -177,9 +178,9 @@ impl TrustList {
             .collect()
     }
 
-    /// Who vouches for the dump backup `manifest`, and whether this host believes it.
-    pub fn judge(&self, manifest: &Manifest) -> Provenance {
-        let Some(signature) = &manifest.signature else {
+    /// Who vouches for `backup`, and whether this host believes it.
+    pub fn judge<B: Vouched>(&self, backup: &B) -> Provenance {
+        let Some(signature) = backup.signature() else {
             return Provenance::Unsigned;
         };
         let signed = match signature.verify() {
@@ -194,36 +195,43 @@ impl TrustList {
             };
         };
         let signer = first.key.describe();
-        if let Err(why) = signed.statement.binds_dump(manifest) {
+        let commitments = signed.statement.commitments();
+        let bound = backup
+            .statement(&commitments)
+            .map_err(|_| {
+                "its signed statement names other objects than the manifest: the manifest was \
+                 altered, or a signed backup was replayed under another name"
+                    .to_string()
+            })
+            .and_then(|expected| signed.statement.binds(&expected));
+        if let Err(why) = bound {
             return Provenance::Untrusted {
                 signer: Some(signer),
                 why,
             };
         }
-        if !known
-            .iter()
-            .any(|t| t.scope.covers_database(&manifest.database))
-        {
+        let subject = backup.subject();
+        if !known.iter().any(|t| t.scope.covers(&subject)) {
             return Provenance::Untrusted {
                 signer: Some(signer),
                 why: format!(
-                    "that key is trusted only for {}, not for database `{}`",
+                    "that key is trusted only for {}, not for {}",
                     first.scope.describe(),
-                    manifest.database
+                    subject_phrase(&subject)
                 ),
             };
         }
         Provenance::Trusted {
             signer,
-            commitments: signed.statement.commitments(),
+            commitments,
         }
     }
 
-    /// `manifest` judged, ready to be read from: trusted (with the file key commitments every
+    /// `backup` judged, ready to be read from: trusted (with the file key commitments every
     /// object of it must match), or unsigned and `allow_unsigned`. Anything else is refused
     /// with a sentence naming the backup, who signed it and what to do.
-    pub fn accept(&self, mut manifest: Manifest, allow_unsigned: bool) -> Result<Manifest> {
-        manifest.accepted = match self.judge(&manifest) {
+    pub fn accept<B: Vouched>(&self, mut backup: B, allow_unsigned: bool) -> Result<B> {
+        let accepted = match self.judge(&backup) {
             Provenance::Trusted {
                 signer,
                 commitments,
@@ -234,30 +242,108 @@ impl TrustList {
             Provenance::Unsigned if allow_unsigned => Accepted::Unsigned,
             Provenance::Unsigned => {
                 return Err(Error::Untrusted(format!(
-                    "backup {} of database `{}` is not signed: vault cannot tell it from one \
-                     planted by anyone who can write to the repository, so it reads nothing \
-                     of it. If it was written before signing was set up (or by a host without \
-                     [signing] key_file) and you know it is yours, accept it for this command \
-                     with --allow-unsigned; `vault keys audit` lists every unsigned backup",
-                    manifest.id, manifest.database
+                    "{} is not signed: vault cannot tell it from one planted by anyone who can \
+                     write to the repository, so it reads nothing of it. If it was written \
+                     before signing was set up (or by a host without [signing] key_file) and \
+                     you know it is yours, accept it for this command with --allow-unsigned; \
+                     `vault keys audit` lists every unsigned backup",
+                    backup.name()
                 )));
             }
             Provenance::Untrusted { signer, why } => {
                 return Err(Error::Untrusted(format!(
-                    "backup {} of database `{}` is signed by {}, and this host does not trust \
-                     it for that database: {why}. vault reads nothing of it. If that key is \
-                     one of your hosts', add it to [trust] signers (limited to its databases); \
-                     otherwise someone wrote to the repository who should not have: delete \
-                     the backup and rotate the repository's write credentials",
-                    manifest.id,
-                    manifest.database,
+                    "{} is signed by {}, and this host does not trust it for that: {why}. vault \
+                     reads nothing of it. If that key is one of your hosts', add it to [trust] \
+                     signers (limited to its databases and clusters); otherwise someone wrote to \
+                     the repository who should not have: delete the backup and rotate the \
+                     repository's write credentials",
+                    backup.name(),
                     signer
                         .as_deref()
                         .unwrap_or("nobody (its signature is not valid)"),
                 )));
             }
         };
-        Ok(manifest)
+        backup.set_accepted(accepted);
+        Ok(backup)
+    }
+}
+
+/// "database `app`" or "cluster 7301…".
+fn subject_phrase(subject: &str) -> String {
+    if subject.starts_with("cluster ") {
+        subject.to_string()
+    } else {
+        format!("database `{subject}`")
+    }
+}
+
+/// A backup whose writer signs it: a dump's [`Manifest`] or a [`BaseManifest`].
+pub trait Vouched: Clone {
+    fn signature(&self) -> Option<&Signature>;
+    /// What a signer must be trusted for: the database, or `cluster <system identifier>`.
+    fn subject(&self) -> String;
+    /// The statement the manifest as read would have, with `commitments` (an error when it
+    /// names objects the commitments do not).
+    fn statement(&self, commitments: &BTreeMap<String, [u8; 32]>) -> Result<Statement>;
+    fn set_accepted(&mut self, accepted: Accepted);
+    /// "backup X of database `app`", for messages.
+    fn name(&self) -> String;
+    fn id(&self) -> &crate::catalog::BackupId;
+    fn started_at(&self) -> chrono::DateTime<chrono::Utc>;
+}
+
+impl Vouched for Manifest {
+    fn signature(&self) -> Option<&Signature> {
+        self.signature.as_ref()
+    }
+    fn subject(&self) -> String {
+        self.database.clone()
+    }
+    fn statement(&self, commitments: &BTreeMap<String, [u8; 32]>) -> Result<Statement> {
+        Statement::for_dump(self, commitments)
+    }
+    fn set_accepted(&mut self, accepted: Accepted) {
+        self.accepted = accepted;
+    }
+    fn name(&self) -> String {
+        format!("backup {} of database `{}`", self.id, self.database)
+    }
+    fn id(&self) -> &crate::catalog::BackupId {
+        &self.id
+    }
+    fn started_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.started_at
+    }
+}
+
+impl Vouched for BaseManifest {
+    fn signature(&self) -> Option<&Signature> {
+        self.signature.as_ref()
+    }
+    fn subject(&self) -> String {
+        crate::catalog::base::cluster_group(self.system_identifier)
+    }
+    fn statement(&self, commitments: &BTreeMap<String, [u8; 32]>) -> Result<Statement> {
+        let commitment = commitments.get(&self.data.stored.key).ok_or_else(|| {
+            Error::Untrusted(format!("no commitment for `{}`", self.data.stored.key))
+        })?;
+        Ok(Statement::for_base(self, *commitment))
+    }
+    fn set_accepted(&mut self, accepted: Accepted) {
+        self.accepted = accepted;
+    }
+    fn name(&self) -> String {
+        format!(
+            "base backup {} of cluster {}",
+            self.id, self.system_identifier
+        )
+    }
+    fn id(&self) -> &crate::catalog::BackupId {
+        &self.id
+    }
+    fn started_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.started_at
     }
 }
 
@@ -287,37 +373,45 @@ impl TrustList {
     /// [`accept`](Self::accept) for the backup an operator's selector chose among `all` (one
     /// database's): a refusal also names the newest older backup this host would accept, so
     /// the operator can take that one instead (`--id`).
-    pub fn accept_chosen(
+    pub fn accept_chosen<B: Vouched>(
         &self,
-        all: &[Manifest],
-        chosen: &Manifest,
+        all: &[B],
+        chosen: &B,
         allow_unsigned: bool,
-    ) -> Result<Manifest> {
+    ) -> Result<B> {
         self.accept(chosen.clone(), allow_unsigned).map_err(|e| {
             let Error::Untrusted(message) = e else {
                 return e;
             };
             let fallback = all
                 .iter()
-                .filter(|m| m.id != chosen.id && m.started_at <= chosen.started_at)
-                .filter(|m| match self.judge(m) {
+                .filter(|m| m.id() != chosen.id() && m.started_at() <= chosen.started_at())
+                .filter(|m| match self.judge(*m) {
                     Provenance::Trusted { .. } => true,
                     Provenance::Unsigned => allow_unsigned,
                     Provenance::Untrusted { .. } => false,
                 })
-                .max_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+                .max_by(|a, b| a.started_at().cmp(&b.started_at()).then(a.id().cmp(b.id())));
             Error::Untrusted(match fallback {
                 Some(older) => format!(
                     "{message}. The newest older backup this host trusts is {} (started {}): \
                      `--id {}`",
-                    older.id,
-                    crate::timespec::rfc3339(older.started_at),
-                    older.id
+                    older.id(),
+                    crate::timespec::rfc3339(older.started_at()),
+                    older.id()
                 ),
                 None => format!("{message}. No older backup of it is trusted either"),
             })
         })
     }
+}
+
+/// Whose backups a reader counts (retention, recovery's choice of a base backup): the
+/// trust list, and whether unsigned ones count too (`--allow-unsigned`).
+#[derive(Clone, Copy)]
+pub struct Counting<'a> {
+    pub trust: &'a TrustList,
+    pub allow_unsigned: bool,
 }
 
 /// A backup a reader leaves out of what it counts (retention, the report), and why.
@@ -336,11 +430,11 @@ impl TrustList {
     /// `allow_unsigned`) and the rest, each with why it is not counted. Retention plans with
     /// the first only: what no trusted host vouches for is neither kept nor deleted by rule,
     /// so a forged "newer" or "verified" backup can never push a genuine one out.
-    pub fn partition(
+    pub fn partition<B: Vouched>(
         &self,
-        backups: Vec<Manifest>,
+        backups: Vec<B>,
         allow_unsigned: bool,
-    ) -> (Vec<Manifest>, Vec<NotCounted>) {
+    ) -> (Vec<B>, Vec<NotCounted>) {
         let mut counted = Vec::new();
         let mut not_counted = Vec::new();
         for backup in backups {
@@ -349,8 +443,8 @@ impl TrustList {
                 Provenance::Trusted { .. } => counted.push(backup),
                 Provenance::Unsigned if allow_unsigned => counted.push(backup),
                 other => not_counted.push(NotCounted {
-                    database: backup.database.clone(),
-                    id: backup.id.to_string(),
+                    database: backup.subject(),
+                    id: backup.id().to_string(),
                     state: other.state(),
                     why: other.describe(),
                 }),

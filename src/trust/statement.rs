@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::signing::{self, PublicSigner, SigningKey};
 use crate::catalog::Manifest;
+use crate::catalog::base::{BaseManifest, cluster_group};
 use crate::error::{Error, Result};
 
 /// The statement format this vault writes; it reads this one.
@@ -31,6 +32,10 @@ pub struct Statement {
     pub backup_id: String,
     pub started_at: DateTime<Utc>,
     pub objects: Vec<VouchedObject>,
+    /// What else a reader acts on and must not be altered (a base backup's WAL range and
+    /// timeline: recovery replays what they say), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bound: BTreeMap<String, String>,
 }
 
 /// One object of a backup as its writer made it.
@@ -119,7 +124,48 @@ impl Statement {
                 entry(&manifest.facts.key, None)?,
                 entry(&manifest.globals.key, None)?,
             ],
+            bound: BTreeMap::new(),
         })
+    }
+
+    /// The statement of a finished base backup: `commitment` is its tar's. Binds the WAL
+    /// range and timelines recovery replays, and the `backup_manifest` digest.
+    pub fn for_base(base: &BaseManifest, commitment: [u8; 32]) -> Statement {
+        let data = &base.data;
+        let bound = [
+            ("system_identifier", base.system_identifier.to_string()),
+            ("server_version_num", base.server_version_num.to_string()),
+            ("wal_segment_size", base.wal_segment_size.to_string()),
+            ("timeline", base.timeline.to_string()),
+            ("stop_timeline", base.stop_timeline.to_string()),
+            ("start_lsn", base.start_lsn.to_string()),
+            ("checkpoint_lsn", base.checkpoint_lsn.to_string()),
+            ("stop_lsn", base.stop_lsn.to_string()),
+            ("start_wal_file", base.start_wal_file.clone()),
+            ("stop_wal_file", base.stop_wal_file.clone()),
+            ("stopped_at", base.stopped_at.to_rfc3339()),
+            (
+                "backup_manifest_sha256",
+                base.backup_manifest_sha256.clone(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Statement {
+            format_version: STATEMENT_FORMAT,
+            kind: "base".into(),
+            database: cluster_group(base.system_identifier),
+            backup_id: base.id.to_string(),
+            started_at: base.started_at,
+            objects: vec![VouchedObject {
+                key: data.stored.key.clone(),
+                file_key_commitment: hex::encode(commitment),
+                raw_bytes: Some(data.raw_bytes),
+                raw_sha256: Some(data.raw_sha256.clone()),
+            }],
+            bound,
+        }
     }
 
     /// The statement of a verify record: `subject` is the database (or `cluster <id>`) of
@@ -146,29 +192,19 @@ impl Statement {
                     raw_sha256: None,
                 })
                 .collect(),
+            bound: BTreeMap::new(),
         }
     }
 
-    /// Whether `manifest` says what this statement vouches for: the same kind, database,
-    /// id, start, object keys and plain dump. The error is a clause naming the difference.
-    pub fn binds_dump(&self, manifest: &Manifest) -> std::result::Result<(), String> {
-        let expected = Statement::for_dump(
-            manifest,
-            &self
-                .objects
-                .iter()
-                .map(|o| (o.key.clone(), [0u8; 32]))
-                .collect(),
-        )
-        .map_err(|_| {
-            "its signed statement names other objects than the manifest: the manifest was \
-             altered, or a signed backup was replayed under another name"
-                .to_string()
-        })?;
-        let differs = |what: &str, signed: &str, manifest: &str| {
+    /// Whether this statement vouches for what `expected` (the statement a manifest read
+    /// now would have, with any commitments) says: everything but the commitments equal. The
+    /// error is a clause naming the first difference.
+    pub fn binds(&self, expected: &Statement) -> std::result::Result<(), String> {
+        let differs = |what: &str, signed: &dyn std::fmt::Debug, manifest: &dyn std::fmt::Debug| {
             format!(
-                "the manifest says {what} {manifest} but its signature vouches for {signed}: \
-                 the manifest was altered, or a signed backup was replayed under another name"
+                "the manifest says {what} {manifest:?} but its signature vouches for \
+                 {signed:?}: the manifest was altered, or a signed backup was replayed under \
+                 another name"
             )
         };
         if self.kind != expected.kind {
@@ -181,28 +217,35 @@ impl Statement {
             return Err(differs("backup id", &self.backup_id, &expected.backup_id));
         }
         if self.started_at != expected.started_at {
-            return Err(differs(
-                "start",
-                &self.started_at.to_rfc3339(),
-                &expected.started_at.to_rfc3339(),
-            ));
+            return Err(differs("start", &self.started_at, &expected.started_at));
         }
-        let names = |objects: &[VouchedObject]| -> Vec<String> {
-            objects
-                .iter()
-                .map(|o| {
-                    format!(
-                        "{} ({} bytes, sha256 {})",
-                        o.key,
-                        o.raw_bytes.map_or("?".into(), |b| b.to_string()),
-                        o.raw_sha256.as_deref().unwrap_or("?")
-                    )
-                })
-                .collect()
-        };
-        let (signed, listed) = (names(&self.objects), names(&expected.objects));
+        let without_commitments =
+            |objects: &[VouchedObject]| -> Vec<(String, Option<u64>, Option<String>)> {
+                objects
+                    .iter()
+                    .map(|o| (o.key.clone(), o.raw_bytes, o.raw_sha256.clone()))
+                    .collect()
+            };
+        let (signed, listed) = (
+            without_commitments(&self.objects),
+            without_commitments(&expected.objects),
+        );
         if signed != listed {
-            return Err(differs("objects", &signed.join(", "), &listed.join(", ")));
+            return Err(differs("objects", &signed, &listed));
+        }
+        if self.bound != expected.bound {
+            let name = self
+                .bound
+                .keys()
+                .chain(expected.bound.keys())
+                .find(|k| self.bound.get(*k) != expected.bound.get(*k))
+                .cloned()
+                .unwrap_or_default();
+            return Err(differs(
+                &name,
+                &self.bound.get(&name),
+                &expected.bound.get(&name),
+            ));
         }
         Ok(())
     }

@@ -35,7 +35,7 @@ use crate::pitr::scratch::{Server, ThrowawayCluster};
 use crate::postgres::client::connect;
 use crate::progress::Progress;
 use crate::storage::ObjectStore;
-use crate::trust::SigningKey;
+use crate::trust::{SigningKey, TrustList};
 use crate::wal::chain;
 
 /// Names of the checks only a base backup's verify runs.
@@ -57,6 +57,11 @@ pub struct BaseVerifyJob {
     pub progress: Arc<dyn Progress>,
     /// Signs the verification record (retention counts only trusted records).
     pub signer: Arc<SigningKey>,
+    /// Whose base backups this verify reads: anything else is refused before anything is
+    /// created, and no record is stored for it.
+    pub trust: Arc<TrustList>,
+    /// `--allow-unsigned`: the operator accepts base backups without any signature.
+    pub allow_unsigned: bool,
 }
 
 /// How far to replay.
@@ -99,6 +104,7 @@ impl BaseVerifyJob {
             "verifying base backup {} of cluster {}",
             base.id, base.system_identifier
         ));
+        let base = &self.trust.accept(base.clone(), self.allow_unsigned)?;
         crate::catalog::sealed::check_recipients(
             &format!("base backup {}", base.id),
             &base.encryption.readers(),

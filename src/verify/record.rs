@@ -261,7 +261,7 @@ pub async fn trusted_states_from<'a>(
     let mut states = HashMap::new();
     for (prefix, mut records) in by_backup {
         // Newest first; in the same second a failure before a pass.
-        records.sort_by(|a, b| (b.at, !b.passed).cmp(&(a.at, !a.passed)));
+        records.sort_by_key(|r| std::cmp::Reverse((r.at, !r.passed)));
         for record in records {
             if record_is_trusted(store, &record.key, trust).await? {
                 states.insert(prefix, record);

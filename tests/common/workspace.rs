@@ -50,6 +50,32 @@ impl Workspace {
         (path, recipient)
     }
 
+    /// Signs `manifest` (a dump's, as JSON) anew with the workspace's signing key, as the
+    /// writer of its objects as they are now (`stored` fetches one by key) would have: each
+    /// object's file key commitment read from its header with the workspace's identity.
+    pub fn sign_as_writer(
+        &self,
+        manifest: &mut serde_json::Value,
+        stored: &dyn Fn(&str) -> Vec<u8>,
+    ) {
+        use vault::keys::header::{self, Header};
+        let mut m: vault::catalog::Manifest = serde_json::from_value(manifest.clone()).unwrap();
+        let identities = vault::keys::Identities::load(&self.identity).unwrap();
+        let mut commitments = std::collections::BTreeMap::new();
+        for key in [&m.dump.stored.key, &m.facts.key, &m.globals.key] {
+            let bytes = stored(key);
+            let file_key = Header::parse(&bytes)
+                .unwrap()
+                .file_key(&identities, &bytes)
+                .unwrap();
+            commitments.insert(key.clone(), header::commitment(&file_key));
+        }
+        let statement = vault::trust::Statement::for_dump(&m, &commitments).unwrap();
+        let signer = vault::trust::SigningKey::load(&self.signing_key).unwrap();
+        m.signature = Some(vault::trust::Signature::sign(&statement, &signer).unwrap());
+        *manifest = serde_json::from_slice(&m.to_json()).unwrap();
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
