@@ -394,3 +394,56 @@ fn replayed_stripped_and_swapped_backups_are_refused() {
     assert!(why.contains("not the object its writer signed"), "{why}");
     assert!(!marker.exists(), "the stranger's code never ran");
 }
+
+/// Case 2: a stranger's cluster archives into our repository through the stock `vault
+/// wal-push` and takes `vault base-backup` with a `recovery_end_command` that would run on
+/// whoever recovers it. `verify --base` and `restore-cluster` of that cluster refuse it by
+/// name (exit 10) and create nothing; the command never runs.
+#[test]
+fn a_strangers_base_backup_is_never_recovered_or_verified() {
+    let w = world("trust-base");
+    let marker_home = marker_dir();
+    let marker = marker_home.path().join("recovered");
+    let evil = cluster();
+    let archive = archive_config(&w.ws, &evil, &w.s3, &w.prefix);
+    archive_with_vault(&evil, &archive.path);
+    evil.psql(
+        "postgres",
+        &format!(
+            "ALTER SYSTEM SET recovery_end_command = 'touch {}'",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    evil.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    let stranger = Workspace::new();
+    let stranger_config = stranger
+        .configure(&evil.url("postgres"))
+        .s3(&w.s3, &w.prefix)
+        .recipients(&[&w.ws.recipient])
+        .without_identity()
+        .write();
+    run_ok(vault_cmd(Some(&stranger_config)).arg("base-backup"));
+    let sysid = system_identifier(&evil);
+
+    let verify = expect_exit(
+        vault_cmd(Some(&w.operator))
+            .env("TMPDIR", private_tmp().path())
+            .args(["verify", "--base"]),
+        10,
+    );
+    assert!(verify.contains(&format!("cluster {sysid}")), "{verify}");
+    let restored = w.ws.path("restored");
+    let refused = expect_exit(
+        vault_cmd(Some(&w.operator))
+            .args(["restore-cluster", "--latest", "--system-identifier", &sysid, "--pgdata"])
+            .arg(&restored),
+        10,
+    );
+    assert!(refused.contains(&sysid), "{refused}");
+    assert!(!restored.exists(), "nothing created");
+    assert!(!marker.exists(), "the stranger's command never ran");
+    let listed = list_json(&w.operator);
+    let base = listed.iter().find(|e| e["kind"] == "base").unwrap();
+    assert_eq!(base["trust"], "untrusted", "{base:#}");
+}
