@@ -447,3 +447,40 @@ fn a_strangers_base_backup_is_never_recovered_or_verified() {
     let base = listed.iter().find(|e| e["kind"] == "base").unwrap();
     assert_eq!(base["trust"], "untrusted", "{base:#}");
 }
+
+/// Case 3: a genuine, signed backup of a database whose own superuser is hostile (restoring a
+/// dump runs its code). While `vault verify` restores it, the function writes out the
+/// scratch server's environment: it finds none of the verify host's secrets (the S3
+/// credentials, `VAULT_*`).
+#[test]
+fn a_hostile_superusers_backup_finds_no_secret_in_the_verify_scratch() {
+    let w = world("trust-hostile");
+    let marker_home = marker_dir();
+    let marker = marker_home.path().join("environment");
+    w.pg.psql(
+        "app",
+        &format!(
+            "CREATE FUNCTION public.leak() RETURNS int LANGUAGE plpgsql VOLATILE AS $f$
+             BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''cat >/dev/null; env > {m}'''; \
+             RETURN 0; END $f$;
+             CREATE FUNCTION public.leaky(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$
+             BEGIN RETURN $1 + public.leak(); END $f$;
+             CREATE INDEX t_leak ON t (public.leaky(x));",
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::remove_file(&marker).unwrap();
+    let id = backup(&w.db_host);
+    assert!(std::env::var("AWS_SECRET_ACCESS_KEY").is_ok(), "the suite's S3 secret is set");
+    run_ok(
+        vault_cmd(Some(&w.operator))
+            .env("TMPDIR", private_tmp().path())
+            .env("VAULT_IDENTITY_FILE", &w.ws.identity)
+            .args(["verify", "--id", &id]),
+    );
+    let seen = std::fs::read_to_string(&marker).expect("the function ran in the scratch");
+    for secret in ["AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "VAULT_", "PGPASSWORD"] {
+        assert!(!seen.contains(secret), "{secret} leaked: {seen}");
+    }
+}

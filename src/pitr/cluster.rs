@@ -549,7 +549,17 @@ fn write_recovery_settings(
         ("log_timezone", "UTC".to_string()),
         // Timestamps on every line: the phases of the recovery are read from them.
         ("log_line_prefix", "%m [%p] ".to_string()),
+        // The production's commands never run on the restore host: a copy that ends
+        // recovery is not the production's standby, and whoever wrote the backup chose them.
+        ("recovery_end_command", String::new()),
+        ("archive_cleanup_command", String::new()),
     ];
+    if to.trust_loopback {
+        // A copy vault reads for its own checks runs no program and loads no code the backup
+        // names: libraries only from the host's own installation, none preloaded, no SSL
+        // (whose passphrase command and key files the backup would choose), no JIT provider.
+        settings.extend(NEUTRALISED.iter().map(|(k, v)| (*k, v.to_string())));
+    }
     match &to.archive_command {
         // A restored copy must never archive into production's repository.
         None => settings.push(("archive_mode", "off".to_string())),
@@ -606,6 +616,19 @@ fn write_recovery_settings(
     }
     append(&pgdata.join("recovery.signal"), "", owner)
 }
+
+/// The settings a throwaway copy (`verify --base`, `restore --at`, the PITR drill) runs
+/// with whatever the backup's configuration says: each would run a program or load code.
+pub const NEUTRALISED: &[(&str, &str)] = &[
+    ("shared_preload_libraries", ""),
+    ("session_preload_libraries", ""),
+    ("local_preload_libraries", ""),
+    ("dynamic_library_path", "$libdir"),
+    ("ssl", "off"),
+    ("ssl_passphrase_command", ""),
+    ("jit", "off"),
+    ("archive_library", ""),
+];
 
 /// A word the shell (which runs restore_command) takes as is.
 fn shell_word(word: &str) -> String {

@@ -128,12 +128,14 @@ impl ScratchCluster {
         self.dir().join("data")
     }
 
+    /// `name` of the cluster's binaries, as its OS user, with the server's environment:
+    /// nothing of vault's own (see [`server_environment`]).
     fn program(&self, name: &str) -> Command {
         let mut command = Command::new(self.tools.program(name));
         if let Some((uid, gid)) = self.run_as {
             command.uid(uid).gid(gid);
         }
-        command.env("LC_ALL", "C.UTF-8").env_remove("PGDATA");
+        server_environment(&mut command);
         command
     }
 
@@ -391,4 +393,15 @@ mod tests {
         // Already gone: nothing to do.
         ScratchCluster::remove_abandoned(&dir).unwrap();
     }
+}
+
+/// A server vault starts for its own use runs what it restores, and a restored dump runs its
+/// source superuser's code (`COPY … TO PROGRAM` sees the server's environment). So it gets
+/// no variable of vault's: no S3 credentials, no `VAULT_*`, no `PG*` password; only a search
+/// path for the shell and a locale.
+pub fn server_environment(command: &mut Command) {
+    command
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("LC_ALL", "C.UTF-8");
 }
