@@ -317,6 +317,15 @@ fn replayed_stripped_and_swapped_backups_are_refused() {
         why.contains("not signed") && why.contains("--allow-unsigned"),
         "{why}"
     );
+    let audit: serde_json::Value = serde_json::from_str(&run_ok(
+        vault_cmd(Some(&w.operator)).args(["keys", "audit", "--json"]),
+    ))
+    .unwrap();
+    assert_eq!(
+        audit["unsigned"],
+        serde_json::json!([format!("logical app {stripped_id}")]),
+        "{audit:#}"
+    );
     let accepted = expect_exit(
         vault_cmd(Some(&w.operator)).args([
             "restore",
@@ -436,7 +445,13 @@ fn a_strangers_base_backup_is_never_recovered_or_verified() {
     let restored = w.ws.path("restored");
     let refused = expect_exit(
         vault_cmd(Some(&w.operator))
-            .args(["restore-cluster", "--latest", "--system-identifier", &sysid, "--pgdata"])
+            .args([
+                "restore-cluster",
+                "--latest",
+                "--system-identifier",
+                &sysid,
+                "--pgdata",
+            ])
             .arg(&restored),
         10,
     );
@@ -472,7 +487,10 @@ fn a_hostile_superusers_backup_finds_no_secret_in_the_verify_scratch() {
     .unwrap();
     std::fs::remove_file(&marker).unwrap();
     let id = backup(&w.db_host);
-    assert!(std::env::var("AWS_SECRET_ACCESS_KEY").is_ok(), "the suite's S3 secret is set");
+    assert!(
+        std::env::var("AWS_SECRET_ACCESS_KEY").is_ok(),
+        "the suite's S3 secret is set"
+    );
     run_ok(
         vault_cmd(Some(&w.operator))
             .env("TMPDIR", private_tmp().path())
@@ -480,7 +498,12 @@ fn a_hostile_superusers_backup_finds_no_secret_in_the_verify_scratch() {
             .args(["verify", "--id", &id]),
     );
     let seen = std::fs::read_to_string(&marker).expect("the function ran in the scratch");
-    for secret in ["AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "VAULT_", "PGPASSWORD"] {
+    for secret in [
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "VAULT_",
+        "PGPASSWORD",
+    ] {
         assert!(!seen.contains(secret), "{secret} leaked: {seen}");
     }
 }

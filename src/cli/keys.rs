@@ -259,7 +259,12 @@ async fn audit(config_path: &Path, args: AuditArgs) -> anyhow::Result<()> {
     let configured = keys::configured(&config.encryption)?;
     let store = vault::storage::open(&config.repository).await?;
     let (logical, base) = catalog::list_both_kinds(store.as_ref(), None).await?;
-    let audit = audit::audit(&configured, &logical.backups, &base.backups);
+    let audit = audit::audit(
+        &configured,
+        &logical.backups,
+        &base.backups,
+        &config.trust_list()?,
+    );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&audit)?);
     } else {
@@ -319,6 +324,22 @@ fn print_audit(audit: &Audit) {
         if b.rotation_pending {
             println!("  a rotation is pending: `vault keys rotate` finishes it");
         }
+        println!("  signed by:   {}", b.signer);
+    }
+    if !audit.unsigned.is_empty() {
+        println!(
+            "{} backup(s) carry no signature (written before signing, or stripped): readers \
+             refuse them unless --allow-unsigned: {}",
+            audit.unsigned.len(),
+            audit.unsigned.join(", ")
+        );
+    }
+    if !audit.untrusted.is_empty() {
+        println!(
+            "{} backup(s) are signed by a key this host does not trust for them: {}",
+            audit.untrusted.len(),
+            audit.untrusted.join(", ")
+        );
     }
     for (key, count) in &audit.missing {
         println!("{} cannot open {count} backup(s)", named(key));

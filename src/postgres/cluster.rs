@@ -25,6 +25,10 @@ pub struct ScratchCluster {
     /// Extra `-c name=value` server options.
     settings: String,
     stopped: bool,
+    /// Runs what it restores for vault's own checks: its programs get no variable of
+    /// vault's ([`server_environment`]). Otherwise (a source cluster of the tests, the
+    /// quick start's demo) they inherit vault's environment, as an archive_command needs.
+    contained: bool,
 }
 
 /// The superuser every scratch cluster is created with.
@@ -87,7 +91,15 @@ impl ScratchCluster {
                 .map(|(k, v)| format!(" -c {k}={v}"))
                 .collect(),
             stopped: true,
+            contained: false,
         })
+    }
+
+    /// Marks a prepared cluster as one that restores what vault checks: its initdb and
+    /// server run with [`server_environment`].
+    pub fn contained(mut self) -> ScratchCluster {
+        self.contained = true;
+        self
     }
 
     /// initdb, then pg_ctl start on a free loopback port (blocking).
@@ -128,14 +140,18 @@ impl ScratchCluster {
         self.dir().join("data")
     }
 
-    /// `name` of the cluster's binaries, as its OS user, with the server's environment:
-    /// nothing of vault's own (see [`server_environment`]).
+    /// `name` of the cluster's binaries, as its OS user; contained, with nothing of vault's
+    /// environment (see [`server_environment`]).
     fn program(&self, name: &str) -> Command {
         let mut command = Command::new(self.tools.program(name));
         if let Some((uid, gid)) = self.run_as {
             command.uid(uid).gid(gid);
         }
-        server_environment(&mut command);
+        if self.contained {
+            server_environment(&mut command);
+        } else {
+            command.env("LC_ALL", "C.UTF-8").env_remove("PGDATA");
+        }
         command
     }
 
@@ -369,6 +385,17 @@ pub(crate) fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
         .map_err(|e| Error::io(format!("cannot chown `{}`", path.display()), e))
 }
 
+/// A server vault starts for its own use runs what it restores, and a restored dump runs its
+/// source superuser's code (`COPY … TO PROGRAM` sees the server's environment). So it gets
+/// no variable of vault's: no S3 credentials, no `VAULT_*`, no `PG*` password; only a search
+/// path for the shell and a locale.
+pub fn server_environment(command: &mut Command) {
+    command
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("LC_ALL", "C.UTF-8");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,15 +420,4 @@ mod tests {
         // Already gone: nothing to do.
         ScratchCluster::remove_abandoned(&dir).unwrap();
     }
-}
-
-/// A server vault starts for its own use runs what it restores, and a restored dump runs its
-/// source superuser's code (`COPY … TO PROGRAM` sees the server's environment). So it gets
-/// no variable of vault's: no S3 credentials, no `VAULT_*`, no `PG*` password; only a search
-/// path for the shell and a locale.
-pub fn server_environment(command: &mut Command) {
-    command
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("LC_ALL", "C.UTF-8");
 }

@@ -1,7 +1,8 @@
 //! `vault keys audit`: which recipients can open each backup, from the manifests alone (no
 //! identity needed): the backups no configured recipient opens (a lost key away from being
 //! unrestorable), and the configured recipients each backup is missing (`vault keys rotate`
-//! adds them).
+//! adds them); and who signed each (`trust`): the unsigned ones (written before signing,
+//! readable only with `--allow-unsigned`) and the untrusted ones.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -9,6 +10,7 @@ use serde::Serialize;
 use crate::catalog::base::BaseManifest;
 use crate::catalog::{Manifest, StoredBackup};
 use crate::keys::Labelled;
+use crate::trust::{TrustList, Vouched};
 
 /// A recipient as the audit names it: its key, and its label where the config gives one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,6 +35,10 @@ pub struct AuditedBackup {
     pub missing: Vec<AuditKey>,
     /// Whether any configured recipient opens it.
     pub opened_by_configured: bool,
+    /// "trusted", "unsigned" or "untrusted" (`trust::Provenance`).
+    pub trust: &'static str,
+    /// Who signed it, or why it is not trusted.
+    pub signer: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -43,6 +49,10 @@ pub struct Audit {
     pub unopenable: Vec<String>,
     /// Configured recipients missing from some backup, with how many backups.
     pub missing: Vec<(AuditKey, usize)>,
+    /// Backups without any signature: `logical app 2026…`.
+    pub unsigned: Vec<String>,
+    /// Backups signed by a key this host does not trust for them.
+    pub untrusted: Vec<String>,
 }
 
 impl Audit {
@@ -53,7 +63,12 @@ impl Audit {
 }
 
 /// The audit of `logical` and `base` backups against the configured recipients.
-pub fn audit(configured: &[Labelled], logical: &[Manifest], base: &[BaseManifest]) -> Audit {
+pub fn audit(
+    configured: &[Labelled],
+    logical: &[Manifest],
+    base: &[BaseManifest],
+    trust: &TrustList,
+) -> Audit {
     let name = |key: &str| AuditKey {
         key: key.to_string(),
         label: configured
@@ -64,12 +79,20 @@ pub fn audit(configured: &[Labelled], logical: &[Manifest], base: &[BaseManifest
     };
     let backups: Vec<AuditedBackup> = logical
         .iter()
-        .map(|m| audited(m, m.started_at, &name, configured))
+        .map(|m| audited(m, m.started_at, &name, configured, trust))
         .chain(
             base.iter()
-                .map(|b| audited(b, b.started_at, &name, configured)),
+                .map(|b| audited(b, b.started_at, &name, configured, trust)),
         )
         .collect();
+    let named_with = |state: &str| -> Vec<String> {
+        backups
+            .iter()
+            .filter(|b| b.trust == state)
+            .map(|b| format!("{} {} {}", b.kind, b.owner, b.id))
+            .collect()
+    };
+    let (unsigned, untrusted) = (named_with("unsigned"), named_with("untrusted"));
     let unopenable = backups
         .iter()
         .filter(|b| !b.opened_by_configured)
@@ -91,15 +114,19 @@ pub fn audit(configured: &[Labelled], logical: &[Manifest], base: &[BaseManifest
         backups,
         unopenable,
         missing,
+        unsigned,
+        untrusted,
     }
 }
 
-fn audited<M: StoredBackup>(
+fn audited<M: StoredBackup + Vouched>(
     manifest: &M,
     started_at: DateTime<Utc>,
     name: &impl Fn(&str) -> AuditKey,
     configured: &[Labelled],
+    trust: &TrustList,
 ) -> AuditedBackup {
+    let provenance = trust.judge(manifest);
     let encryption = manifest.encryption();
     let readable_by: Vec<AuditKey> = encryption.readers().iter().map(|k| name(k)).collect();
     // During a pending rotation an object may be at either set: only keys of both open all.
@@ -113,7 +140,7 @@ fn audited<M: StoredBackup>(
     AuditedBackup {
         kind: manifest.kind(),
         owner: manifest.owner(),
-        id: manifest.id(),
+        id: StoredBackup::id(manifest),
         started_at,
         rotation_pending: encryption.rotation.is_some(),
         missing: configured
@@ -123,6 +150,8 @@ fn audited<M: StoredBackup>(
             .collect(),
         opened_by_configured: configured.iter().any(|c| opens_all(&c.key)),
         readable_by,
+        trust: provenance.state(),
+        signer: provenance.describe(),
     }
 }
 
@@ -154,7 +183,7 @@ mod tests {
             backup("mid", &["A", "B"]),
             backup("new", &["B", "C"]),
         ];
-        let audit = audit(&configured, &logical, &[]);
+        let audit = audit(&configured, &logical, &[], &TrustList::default());
         assert!(!audit.ok());
         assert_eq!(audit.unopenable, vec!["logical demo old".to_string()]);
         let mid = &audit.backups[1];
@@ -191,7 +220,7 @@ mod tests {
             objects: Vec::new(),
         });
         let configured = [labelled("C", None)];
-        let audit = audit(&configured, &[pending], &[]);
+        let audit = audit(&configured, &[pending], &[], &TrustList::default());
         assert!(audit.backups[0].rotation_pending);
         assert_eq!(audit.backups[0].readable_by.len(), 3);
         assert!(!audit.ok(), "C cannot open the objects not yet rotated");

@@ -50,7 +50,9 @@ impl Scratch {
             }
             ScratchConfig::Ephemeral => {
                 let bin_dir = server_bin_dir(config.pg_bin_dir.as_deref(), major, progress).await?;
-                let pending = ScratchCluster::prepare(Some(&bin_dir), &config.run_as, &[])?;
+                // It runs the restored dump's code: nothing of vault's environment.
+                let pending =
+                    ScratchCluster::prepare(Some(&bin_dir), &config.run_as, &[])?.contained();
                 // Noted before anything runs, so a verify killed even during initdb leaves
                 // nothing the next one cannot find.
                 on_directory(pending.directory())?;
