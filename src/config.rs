@@ -830,10 +830,24 @@ impl Config {
         })
     }
 
-    /// Whose signatures this host accepts: `[trust] signers` and its own signing key.
+    /// Whose signatures this host accepts: `[trust] signers` and its own signing key's
+    /// public key — from `VAULT_SIGNING_PUBLIC_KEY` when set (vault sets it for the
+    /// `restore_command` of a copy it recovers, whose OS user cannot read the private key),
+    /// else from the key file.
     pub fn trust_list(&self) -> Result<crate::trust::TrustList> {
-        let own = self.signing_key()?;
-        crate::trust::TrustList::from_config(&self.trust, own.as_ref())
+        let own = match std::env::var("VAULT_SIGNING_PUBLIC_KEY") {
+            Ok(line) => Some(
+                crate::trust::PublicSigner::parse(&line)
+                    .map_err(|e| Error::Config(format!("VAULT_SIGNING_PUBLIC_KEY: {e}")))?,
+            ),
+            Err(_) => self.signing_key()?.map(|key| key.public()),
+        };
+        crate::trust::TrustList::from_config(&self.trust, own)
+    }
+
+    /// This host's signing key's public line, if it has one.
+    pub fn own_signer(&self) -> Result<Option<String>> {
+        Ok(self.signing_key()?.map(|key| key.public().to_line()))
     }
 
     /// The databases this configuration backs up, in order: `source.databases`, else the

@@ -507,3 +507,84 @@ fn a_hostile_superusers_backup_finds_no_secret_in_the_verify_scratch() {
         assert!(!seen.contains(secret), "{secret} leaked: {seen}");
     }
 }
+
+/// A forged WAL file in the middle of the chain, with a name and sha256 that match its
+/// contents (someone with bucket access replaced the genuine object): `wal-fetch` refuses it
+/// (it carries no trusted signature), recovery stops there, and the copy never promotes.
+#[test]
+fn a_forged_wal_file_stops_recovery_before_it_promotes() {
+    let (s3, prefix, ws, pg, archive) = archiving_set_up("trust-wal");
+    archive_with_vault(&pg, &archive.path);
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t (n int); INSERT INTO t VALUES (1)",
+    )
+    .unwrap();
+    run_ok(vault_cmd(Some(&archive.path)).arg("base-backup"));
+    pg.psql("postgres", "INSERT INTO t VALUES (2)").unwrap();
+    let middle = switch_and_archive(&pg);
+    pg.psql("postgres", "INSERT INTO t VALUES (3)").unwrap();
+    switch_and_archive(&pg);
+
+    // The forger's file: the segment with one byte changed, named by its own sha256,
+    // encrypted to our recipient with the stock age (which is all a bucket writer has).
+    let genuine_key = key_of(&s3, &prefix, &middle);
+    let genuine = s3.get_object(&genuine_key);
+    std::fs::write(ws.path("genuine.age"), &genuine).unwrap();
+    let identity = ws.identity.to_str().unwrap().to_string();
+    let compressed = run_tool(
+        "age",
+        &[
+            "-d",
+            "-i",
+            &identity,
+            ws.path("genuine.age").to_str().unwrap(),
+        ],
+    );
+    std::fs::write(ws.path("genuine.zst"), &compressed).unwrap();
+    let mut raw = run_tool(
+        "zstd",
+        &["-q", "-d", "-c", ws.path("genuine.zst").to_str().unwrap()],
+    );
+    let at = raw.len() / 2;
+    raw[at] ^= 0x01;
+    std::fs::write(ws.path("forged"), &raw).unwrap();
+    let compressed = run_tool("zstd", &["-q", "-c", ws.path("forged").to_str().unwrap()]);
+    std::fs::write(ws.path("forged.zst"), &compressed).unwrap();
+    let forged = run_tool(
+        "age",
+        &["-r", &ws.recipient, ws.path("forged.zst").to_str().unwrap()],
+    );
+    let genuine_sha = genuine_key
+        .rsplit('-')
+        .next()
+        .unwrap()
+        .trim_end_matches(".zst.age");
+    let forged_key = genuine_key.replace(genuine_sha, &sha256_hex(&raw));
+    s3.delete_object(&genuine_key);
+    s3.put_object(&forged_key, forged);
+
+    let operator = ws
+        .configure(&pg.url("postgres"))
+        .state_dir(&ws.path("state"))
+        .s3(&s3, &prefix)
+        .write();
+    let restored = Recovered::new();
+    let out = vault_cmd(Some(&operator))
+        .args(["restore-cluster", "--latest", "--pgdata"])
+        .arg(&restored.pgdata)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("cannot fetch {middle}")) && said.contains("it is not signed"),
+        "{said}"
+    );
+    let log =
+        std::fs::read_to_string(restored.pgdata.join("vault-recovery.log")).unwrap_or_default();
+    assert!(
+        !log.contains("database system is ready to accept connections"),
+        "the copy promoted past a forged file: {log}"
+    );
+}

@@ -72,6 +72,8 @@ psql -X -q -d "$url" -c "VACUUM ANALYZE events"
 
 identity="$work/identity.txt"
 recipient=$("$vault" keygen --output "$identity" 2>/dev/null)
+signing_key="$work/signing.key"
+"$vault" keygen --signing --output "$signing_key" >/dev/null 2>&1
 write_config() { # $1 = file, $2 = prefix, $3 = level, $4 = threads, $5 = endpoint, $6 = bucket
   cat > "$1" <<TOML
 [source]
@@ -83,6 +85,8 @@ region = "us-east-1"
 [encryption]
 recipients = ["$recipient"]
 identity_file = "$identity"
+[signing]
+key_file = "$signing_key"
 [compression]
 level = $3
 threads = ${4:-0}

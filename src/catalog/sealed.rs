@@ -69,8 +69,7 @@ pub async fn open(
     pipeline::decrypt_small(&sealed, opener).map_err(|e| {
         if e.get_ref().is_some_and(|inner| inner.is::<NotVouched>()) {
             return Error::Untrusted(format!(
-                "the {what} object `{}` is not the one its backup's writer signed ({e}); vault \
-                 reads nothing of it: someone replaced it in the repository",
+                "the {what} object `{}` is refused: {e}; vault reads nothing of it",
                 object.key
             ));
         }
@@ -92,6 +91,7 @@ pub fn opener<'a>(
     Ok(Opener {
         identities,
         commitment: backup.accepted.commitment(&object.key)?,
+        check: None,
     })
 }
 

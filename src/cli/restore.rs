@@ -247,7 +247,12 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
                 plan: &recovery,
                 database: &request.database,
                 source: &target,
-                server: super::verify::recovery_server(&config, config_path, bin_dir, "restore")?,
+                server: super::verify::recovery_server(
+                    &config,
+                    config_path,
+                    bin_dir,
+                    ("restore", args.allow_unsigned),
+                )?,
                 compression: config.compression(),
                 lock: &lock,
                 cancel: super::cancel_on_signal(),

@@ -101,6 +101,11 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         trust_loopback: false,
         check_files: false,
         archive_command: args.archive_command.clone(),
+        wal_trust: vault::wal::WalTrust {
+            list: Arc::new(trust),
+            allow_unsigned: args.allow_unsigned,
+            own: config.own_signer()?,
+        },
     };
     lock.note(&[cluster::pgdata_note(&destination.pgdata)])?;
     let feed = Feed {

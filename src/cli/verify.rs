@@ -76,7 +76,7 @@ pub(super) fn recovery_server(
     config: &Config,
     config_path: &Path,
     bin_dir: std::path::PathBuf,
-    command: &str,
+    (command, allow_unsigned): (&str, bool),
 ) -> anyhow::Result<vault::pitr::scratch::Server> {
     Ok(vault::pitr::scratch::Server {
         bin_dir,
@@ -84,6 +84,11 @@ pub(super) fn recovery_server(
         config_path: std::path::absolute(config_path)?,
         identity_file: identity_file(config, command)?,
         repository: super::chosen_repository().map(str::to_string),
+        wal_trust: vault::wal::WalTrust {
+            list: Arc::new(config.trust_list()?),
+            allow_unsigned,
+            own: config.own_signer()?,
+        },
     })
 }
 
@@ -399,7 +404,12 @@ pub(super) async fn base_session(
         config: config.verify.clone(),
         databases: config.databases()?,
         user,
-        server: recovery_server(config, config_path, prepared.bin_dir, "verify")?,
+        server: recovery_server(
+            config,
+            config_path,
+            prepared.bin_dir,
+            ("verify", allow_unsigned),
+        )?,
         progress,
         signer: Arc::new(config.required_signing_key("verify")?),
         trust: Arc::new(config.trust_list()?),

@@ -35,6 +35,10 @@ pub struct FetchArgs {
     /// restore_command).
     #[arg(long)]
     pub pgdata: Option<PathBuf>,
+    /// Accept a WAL file that carries no signature (archived before signing was set up). A
+    /// file signed by a key not trusted for the cluster is refused regardless.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 fn pgdata(given: &Option<PathBuf>) -> &Path {
@@ -45,6 +49,7 @@ pub async fn push(config_path: &Path, args: PushArgs) -> anyhow::Result<()> {
     let config = super::load_config(config_path)?;
     let system_id = wal::system_identifier(pgdata(&args.pgdata))?;
     let recipients = Arc::new(Recipients::from_config(&config.encryption)?);
+    let signer = config.required_signing_key("wal-push")?;
     let store: Arc<dyn vault::storage::ObjectStore> =
         Arc::from(vault::storage::open(&config.repository).await?);
     let compression = config.compression();
@@ -53,7 +58,7 @@ pub async fn push(config_path: &Path, args: PushArgs) -> anyhow::Result<()> {
     } else {
         pgdata(&args.pgdata).join(&args.path)
     };
-    match wal::push(store, recipients, compression, &path, system_id).await? {
+    match wal::push(store, recipients, compression, &path, system_id, &signer).await? {
         Pushed::Stored { key, stored_bytes } => {
             tracing::info!(key, stored_bytes, "archived {}", path.display());
         }
@@ -102,5 +107,10 @@ async fn try_fetch(config_path: &Path, args: &FetchArgs) -> anyhow::Result<Fetch
         store: Arc::from(vault::storage::open(&config.repository).await?),
         progress: Arc::new(vault::progress::Silent),
     };
-    Ok(wal::fetch(&feed, system_id, &args.name, &args.destination).await?)
+    let trust = wal::WalTrust {
+        list: Arc::new(config.trust_list()?),
+        allow_unsigned: args.allow_unsigned,
+        own: None,
+    };
+    Ok(wal::fetch(&feed, system_id, &args.name, &args.destination, &trust).await?)
 }

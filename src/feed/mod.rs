@@ -30,7 +30,7 @@ use serde::Serialize;
 use crate::catalog::{Manifest, StoredObject};
 use crate::error::{Error, Result};
 use crate::keys::Identities;
-use crate::keys::header::{NotVouched, Opener};
+use crate::keys::header::{HeaderCheck, NotVouched, Opener};
 use crate::pipeline::{self, DownloadBroke, StreamSummary, ThreadPanicked};
 use crate::progress::Progress;
 use crate::storage::ObjectStore;
@@ -60,6 +60,8 @@ pub struct Source<'a> {
     /// The commitment to its age file key that its writer signed: the payload is not read
     /// unless the header's file key matches it. `None`: no signature covers it.
     pub commitment: Option<[u8; 32]>,
+    /// A check of its header's own stanzas (a WAL file's signature) before its payload.
+    pub check: Option<Arc<HeaderCheck>>,
 }
 
 /// A size and a sha256 (hex), each if known.
@@ -88,6 +90,7 @@ impl<'a> Source<'a> {
             },
             if_damaged: "restore an older backup (`vault list`) instead",
             commitment: backup.accepted.commitment(&object.stored.key)?,
+            check: None,
         })
     }
 }
@@ -142,10 +145,12 @@ impl Feed {
         let identities = Arc::clone(&self.identities);
         let progress = Arc::clone(&self.progress);
         let commitment = source.commitment;
+        let check = source.check.clone();
         let stages = tokio::task::spawn_blocking(move || {
             let opener = Opener {
                 identities: &identities,
                 commitment,
+                check: check.as_deref(),
             };
             pipeline::decrypt_decompress(reader, TaggedSink(sink), opener, progress.as_ref())
         })
@@ -205,8 +210,7 @@ impl Feed {
         }
         if inner.is_some_and(|i| i.is::<NotVouched>()) {
             return Error::Untrusted(format!(
-                "{} `{key}` is not the object its writer signed: {e}. vault fed nothing of it \
-                 to {sink_name}; someone replaced it in the repository",
+                "{} `{key}` is refused: {e}. vault fed nothing of it to {sink_name}",
                 source.owner
             ));
         }

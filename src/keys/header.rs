@@ -49,8 +49,9 @@ pub enum HeaderError {
     NoIdentity,
     #[error("its header MAC does not match: the header was altered")]
     BadMac,
-    #[error("its file key is not the one its signed statement commits to")]
-    NotVouched,
+    /// Not what a trusted writer vouched for: why.
+    #[error("{0}")]
+    NotVouched(String),
 }
 
 /// A parsed age header: its stanzas and where the payload starts.
@@ -159,6 +160,11 @@ impl Header {
         Ok(file_key)
     }
 
+    /// The signature stanzas (`SIGNATURE_TAG`) this header carries.
+    pub fn signatures(&self) -> impl Iterator<Item = &Stanza> {
+        self.stanzas.iter().filter(|s| s.tag == SIGNATURE_TAG)
+    }
+
     /// The recipients' fingerprint a rotation wrote into this header, if one did.
     pub fn marker(&self) -> Option<&str> {
         let stanza = self.stanzas.iter().find(|s| s.tag == MARKER_TAG)?;
@@ -180,9 +186,23 @@ fn header_mac(file_key: &FileKey) -> Hmac<Sha256> {
     Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes a key of any length")
 }
 
+/// `Stanza` is not `Clone`.
+fn copy_stanza(stanza: &Stanza) -> Stanza {
+    Stanza {
+        tag: stanza.tag.clone(),
+        args: stanza.args.clone(),
+        body: stanza.body.clone(),
+    }
+}
+
+/// The stanza a WAL file's header carries its writer's signature in (`trust`): identities
+/// ignore it, as they ignore every stanza they do not know.
+pub const SIGNATURE_TAG: &str = "vault-signature";
+
 /// A new header wrapping `file_key` to `recipients` (each with a fresh ephemeral share, as
-/// the spec requires), with a grease stanza as the `age` crate adds, and its MAC.
-pub fn wrap(file_key: &FileKey, recipients: &Recipients) -> Vec<u8> {
+/// the spec requires), with a grease stanza as the `age` crate adds, and its MAC; the
+/// signature stanzas of `old` (the header it replaces) are carried over.
+pub fn wrap(file_key: &FileKey, recipients: &Recipients, old: Option<&Header>) -> Vec<u8> {
     let mut stanzas: Vec<Stanza> = recipients
         .keys
         .iter()
@@ -197,6 +217,11 @@ pub fn wrap(file_key: &FileKey, recipients: &Recipients) -> Vec<u8> {
         args: vec![recipients.fingerprint()],
         body: Vec::new(),
     });
+    stanzas.extend(
+        old.into_iter()
+            .flat_map(Header::signatures)
+            .map(copy_stanza),
+    );
     stanzas.push(age_core::format::grease_the_joint());
     let mut out = VERSION_LINE.to_vec();
     for stanza in &stanzas {
@@ -272,17 +297,28 @@ pub fn commitment(file_key: &FileKey) -> [u8; 32] {
 
 const COMMITMENT_LABEL: &[u8] = b"vault.file-key-commitment.v1";
 
-/// A recipient that wraps nothing and remembers the commitment of the file key the encryptor
-/// chose (the `age` crate wraps the file key for every recipient when it builds the
-/// encryptor, and never shows it otherwise).
-#[derive(Default)]
-pub struct CommitmentWitness(std::sync::OnceLock<[u8; 32]>);
+/// A recipient that wraps nothing: it remembers the commitment of the file key the
+/// encryptor chose (the `age` crate wraps the file key for every recipient when it builds
+/// the encryptor, and never shows it otherwise), and adds `extra` stanzas to the header (a
+/// WAL file's signature), which the header MAC then covers.
+pub struct CommitmentWitness {
+    commitment: std::sync::OnceLock<[u8; 32]>,
+    extra: Vec<Stanza>,
+}
 
 impl CommitmentWitness {
+    /// A witness adding `extra` stanzas to the header.
+    pub fn with(extra: Vec<Stanza>) -> CommitmentWitness {
+        CommitmentWitness {
+            commitment: std::sync::OnceLock::new(),
+            extra,
+        }
+    }
+
     /// The commitment, once an encryptor was built with this witness among its recipients.
     pub fn commitment(&self) -> [u8; 32] {
         *self
-            .0
+            .commitment
             .get()
             .expect("the encryptor wraps its file key for every recipient when it is built")
     }
@@ -293,17 +329,24 @@ impl age::Recipient for CommitmentWitness {
         &self,
         file_key: &FileKey,
     ) -> Result<(Vec<Stanza>, std::collections::HashSet<String>), age::EncryptError> {
-        let _ = self.0.set(commitment(file_key));
-        Ok((Vec::new(), std::collections::HashSet::new()))
+        let _ = self.commitment.set(commitment(file_key));
+        let extra = self.extra.iter().map(copy_stanza).collect();
+        Ok((extra, std::collections::HashSet::new()))
     }
 }
 
+/// A check of a header's own stanzas before anything else of the file is read (a WAL file
+/// carries its writer's signature there): the error says why it is refused.
+pub type HeaderCheck = dyn Fn(&Header) -> Result<(), String> + Send + Sync;
+
 /// How to open one age file: with these identities, and, when its writer signed it, only if
-/// its file key is the one committed to.
+/// its file key is the one committed to (a manifest's statement) or its header passes
+/// `check` (a WAL file's signature stanza).
 #[derive(Clone, Copy)]
 pub struct Opener<'a> {
     pub identities: &'a Identities,
     pub commitment: Option<[u8; 32]>,
+    pub check: Option<&'a HeaderCheck>,
 }
 
 impl<'a> Opener<'a> {
@@ -313,15 +356,23 @@ impl<'a> Opener<'a> {
         Opener {
             identities,
             commitment: None,
+            check: None,
         }
     }
 
     /// The file key of the header parsed from `start`, unwrapped by an identity, proven by
     /// the header MAC and, when a commitment is expected, matching it.
     pub fn file_key(&self, parsed: Header, start: &[u8]) -> Result<FileKey, HeaderError> {
+        if let Some(check) = self.check {
+            check(&parsed).map_err(HeaderError::NotVouched)?;
+        }
         let file_key = parsed.file_key(self.identities, start)?;
         match self.commitment {
-            Some(expected) if commitment(&file_key) != expected => Err(HeaderError::NotVouched),
+            Some(expected) if commitment(&file_key) != expected => Err(HeaderError::NotVouched(
+                "it is not the object its writer signed: its age file key is not the one \
+                     the signed statement commits to (someone replaced it in the repository)"
+                    .into(),
+            )),
             _ => Ok(file_key),
         }
     }
@@ -354,18 +405,20 @@ pub fn read_start(reader: &mut impl Read) -> io::Result<(Vec<u8>, Result<Header,
     Ok((start, parsed))
 }
 
-/// Marks an I/O error as "this object is not the one its writer signed": the feed turns it
+/// Marks an I/O error as "no trusted writer vouches for this object" (why): the feed turns it
 /// into `Error::Untrusted`, not damage.
 #[derive(Debug, thiserror::Error)]
-#[error("its age file key is not the one its signed statement commits to: the object was replaced")]
-pub struct NotVouched;
+#[error("{0}")]
+pub struct NotVouched(pub String);
 
 impl HeaderError {
     /// As an I/O error of kind `InvalidData` (the reading side's damage), except a key that
     /// is not the signed one, marked [`NotVouched`].
     pub fn into_io(self) -> io::Error {
         match self {
-            HeaderError::NotVouched => io::Error::new(io::ErrorKind::InvalidData, NotVouched),
+            HeaderError::NotVouched(why) => {
+                io::Error::new(io::ErrorKind::InvalidData, NotVouched(why))
+            }
             other => io::Error::new(io::ErrorKind::InvalidData, other),
         }
     }
@@ -398,7 +451,7 @@ mod tests {
             let header = Header::parse(&old).unwrap();
             let a_ids = Identities::from_keys(vec![a.clone()]);
             let file_key = header.file_key(&a_ids, &old).unwrap();
-            let mut new = wrap(&file_key, &only_b);
+            let mut new = wrap(&file_key, &only_b, None);
             let new_len = new.len();
             new.extend_from_slice(&old[header.len..]);
             let parsed = Header::parse(&new).unwrap();

@@ -129,7 +129,15 @@ impl Recipients {
     /// An encryptor to every recipient, and the commitment to the file key it chose (what a
     /// signed statement binds the object by: `header::commitment`).
     pub fn encryptor(&self) -> (age::Encryptor, [u8; 32]) {
-        let witness = header::CommitmentWitness::default();
+        self.encryptor_with(Vec::new())
+    }
+
+    /// [`encryptor`](Self::encryptor), its header carrying `extra` stanzas too.
+    pub fn encryptor_with(
+        &self,
+        extra: Vec<age_core::format::Stanza>,
+    ) -> (age::Encryptor, [u8; 32]) {
+        let witness = header::CommitmentWitness::with(extra);
         let encryptor = age::Encryptor::with_recipients(
             self.keys
                 .iter()

@@ -66,14 +66,27 @@ const ZSTD_JOB_SIZE: u32 = 2 * 1024 * 1024;
 /// Streams `source` through zstd and age into `sink`, hashing before and after. Returns the
 /// sink (still open: the caller decides whether the object is committed) and the digests.
 pub fn compress_encrypt<R: Read, W: Write>(
-    mut source: R,
+    source: R,
     sink: W,
     recipients: &Recipients,
     compression: Compression,
     progress: &dyn Progress,
 ) -> std::io::Result<(W, StreamSummary)> {
+    compress_encrypt_with(source, sink, recipients, compression, progress, Vec::new())
+}
+
+/// [`compress_encrypt`], the age header carrying `extra` stanzas too (a WAL file's
+/// signature: `keys::header::SIGNATURE_TAG`).
+pub fn compress_encrypt_with<R: Read, W: Write>(
+    mut source: R,
+    sink: W,
+    recipients: &Recipients,
+    compression: Compression,
+    progress: &dyn Progress,
+    extra: Vec<age_core::format::Stanza>,
+) -> std::io::Result<(W, StreamSummary)> {
     let stored = HashingWriter::new(sink);
-    let (encryptor, file_key_commitment) = recipients.encryptor();
+    let (encryptor, file_key_commitment) = recipients.encryptor_with(extra);
     let encrypted = encryptor.wrap_output(stored)?;
     let mut compressor = zstd::stream::write::Encoder::new(encrypted, compression.level)?;
     compressor.include_checksum(true)?;
@@ -382,6 +395,7 @@ mod tests {
         let committed = Opener {
             identities: &identities,
             commitment: Some(summary.file_key_commitment),
+            check: None,
         };
         let (out, read) = decrypt_decompress(&stored[..], Vec::new(), committed, &Silent).unwrap();
         assert_eq!(out.len(), 100_000);

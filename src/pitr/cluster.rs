@@ -16,6 +16,7 @@
 //! live cluster's files and port are never touched, and the copy never archives into the
 //! production repository.
 
+use crate::wal::WalTrust;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -74,6 +75,9 @@ pub struct Destination {
     /// The copy archives with this command (the operator asked, naming where); otherwise
     /// `archive_mode = off`, whatever the backup carried.
     pub archive_command: Option<String>,
+    /// Whose WAL files recovery replays (the prefetch checks each; `restore_command` is
+    /// told `--allow-unsigned` when the operator allowed unsigned ones).
+    pub wal_trust: WalTrust,
 }
 
 /// What recovery reached.
@@ -156,7 +160,7 @@ pub async fn recover(
             feed.clone(),
             base.clone(),
             plan.clone(),
-            spool,
+            (spool, to.wal_trust.clone()),
             owner,
         )));
         let tar_bytes = extract(feed, base, &to.pgdata, owner).await?;
@@ -322,6 +326,7 @@ async fn extract(feed: &Feed, base: &BaseManifest, pgdata: &Path, owner: Owner) 
         if_damaged: "recover from an older base backup (`vault list`), or restore a logical \
                      backup",
         commitment: base.accepted.commitment(&base.data.stored.key)?,
+        check: None,
     };
     let fed = feed
         .to_sink(source, stdin, "tar's input", &PhaseClock::start())
@@ -381,10 +386,10 @@ async fn prefetch(
     feed: Feed,
     base: BaseManifest,
     plan: RecoveryPlan,
-    spool: PathBuf,
+    (spool, trust): (PathBuf, WalTrust),
     owner: Owner,
 ) {
-    match prefetch_into(&feed, &base, &plan, &spool, owner).await {
+    match prefetch_into(&feed, &base, &plan, (&spool, &trust), owner).await {
         Ok(count) => tracing::debug!(count, "WAL prefetched"),
         Err(e) => {
             tracing::warn!(error = %e, "WAL prefetch failed; recovery fetches each file itself");
@@ -401,7 +406,7 @@ async fn prefetch_into(
     feed: &Feed,
     base: &BaseManifest,
     plan: &RecoveryPlan,
-    spool: &Path,
+    (spool, trust): (&Path, &WalTrust),
     owner: Owner,
 ) -> Result<usize> {
     use futures_util::StreamExt;
@@ -440,7 +445,7 @@ async fn prefetch_into(
         .map(|name| async move {
             let dest = spool.join(&name);
             let result = async {
-                crate::wal::fetch(feed, system_id, &name, &dest).await?;
+                crate::wal::fetch(feed, system_id, &name, &dest, trust).await?;
                 if let Some((uid, gid)) = owner {
                     chown(&dest, uid, gid)?;
                 }
@@ -519,14 +524,19 @@ fn write_recovery_settings(
     let restore_command = format!(
         "n=0; while [ -e {spool}/%f.wanted ] && [ ! -f {spool}/%f ] && [ $n -lt 600 ]; do \
          sleep 0.1; n=$((n+1)); done; \
-         [ -f {spool}/%f ] && mv {spool}/%f %p || {} --config {}{} wal-fetch %f %p",
+         [ -f {spool}/%f ] && mv {spool}/%f %p || {} --config {}{} wal-fetch{} %f %p",
         shell_word(&vault.display().to_string()),
         shell_word(&env.config.display().to_string()),
         // A repository name is letters, digits, `-` and `_` (config validation).
         to.repository
             .as_deref()
             .map(|name| format!(" --repository {name}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if to.wal_trust.allow_unsigned {
+            " --allow-unsigned"
+        } else {
+            ""
+        }
     );
     let mut settings = vec![
         ("restore_command", restore_command),
@@ -747,6 +757,12 @@ async fn start_and_wait(
         .arg("-W")
         .arg("start")
         .env("VAULT_IDENTITY_FILE", &env.identity)
+        .envs(
+            to.wal_trust
+                .own
+                .as_deref()
+                .map(|line| ("VAULT_SIGNING_PUBLIC_KEY", line)),
+        )
         .output()
         .map_err(|e| Error::Source(format!("cannot run pg_ctl: {e}")))?;
     if !output.status.success() {

@@ -25,6 +25,8 @@ pub struct Server {
     pub identity_file: PathBuf,
     /// The copy repository `restore_command` fetches from, when not the primary.
     pub repository: Option<String>,
+    /// Whose WAL files recovery replays.
+    pub wal_trust: crate::wal::WalTrust,
 }
 
 /// A recovered throwaway copy; dropped, it is gone.
@@ -87,6 +89,7 @@ impl ThrowawayCluster {
             trust_loopback: true,
             check_files,
             archive_command: None,
+            wal_trust: server.wal_trust.clone(),
         };
         let recovered = cluster::recover(feed, base, plan, &destination).await?;
         Ok(ThrowawayCluster {

@@ -363,7 +363,7 @@ pub fn free_port() -> Result<u16> {
         .map_err(|e| Error::io("cannot find a free loopback port", e))
 }
 
-pub(crate) fn lookup_user(name: &str) -> Result<(u32, u32)> {
+pub fn lookup_user(name: &str) -> Result<(u32, u32)> {
     let c_name =
         CString::new(name).map_err(|_| Error::Config(format!("bad user name `{name}`")))?;
     // SAFETY: getpwnam takes a NUL-terminated string; the result is read before any other

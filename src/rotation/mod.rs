@@ -419,7 +419,7 @@ impl RotationJob {
             .file_key(&self.identities, stored)
             .map_err(|e| refused(&e))?;
         header::authenticate(stored, &file_key).map_err(|e| refused(&e))?;
-        let mut sealed = header::wrap(&file_key, to);
+        let mut sealed = header::wrap(&file_key, to, Some(&parsed));
         sealed.extend_from_slice(&stored[old_len..]);
         Ok(sealed)
     }
@@ -473,8 +473,8 @@ fn rewrap_stream(
 ) -> io::Result<StreamRead> {
     let mut old = HashingReader::new(reader);
     let (mut start, parsed) = header::read_start(&mut old)?;
-    let opened = parsed.and_then(|h| Ok((h.file_key(identities, &start)?, h.len)));
-    let (file_key, old_header_len) = match opened {
+    let opened = parsed.and_then(|h| Ok((h.file_key(identities, &start)?, h)));
+    let (file_key, old_header) = match opened {
         Ok(opened) => opened,
         Err(e) => {
             io::copy(&mut old, &mut io::sink())?;
@@ -485,7 +485,8 @@ fn rewrap_stream(
             });
         }
     };
-    let head = header::wrap(&file_key, to);
+    let head = header::wrap(&file_key, to, Some(&old_header));
+    let old_header_len = old_header.len;
     let tail = start.split_off(old_header_len);
     let mut new = HashingReader::new(Cursor::new(head.clone()).chain(Cursor::new(tail)).chain(
         Counted {

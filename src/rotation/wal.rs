@@ -130,7 +130,7 @@ impl RotationJob {
             let file_key = header
                 .file_key(&identities, &stored)
                 .map_err(|e| Error::Key(format!("it cannot be rotated: {e}")))?;
-            let mut new = header::wrap(&file_key, &target);
+            let mut new = header::wrap(&file_key, &target, Some(&header));
             new.extend_from_slice(&stored[header.len..]);
             header::authenticate(&new[..], &file_key).map_err(|e| {
                 Error::Integrity(format!(

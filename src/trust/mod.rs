@@ -24,6 +24,7 @@ pub mod signing;
 pub mod statement;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -138,7 +139,7 @@ pub struct TrustList {
 impl TrustList {
     /// The trust list `[trust]` and `[signing]` configure; a malformed key is an error naming
     /// it.
-    pub fn from_config(trust: &TrustConfig, own: Option<&SigningKey>) -> Result<TrustList> {
+    pub fn from_config(trust: &TrustConfig, own: Option<PublicSigner>) -> Result<TrustList> {
         let mut list = TrustList::default();
         for (n, entry) in trust.signers.iter().enumerate() {
             let (line, scope) = match entry {
@@ -156,7 +157,7 @@ impl TrustList {
             list.signers.push(Trusted { key, scope });
         }
         if let Some(own) = own {
-            list.trust(own.public(), Scope::Everything);
+            list.trust(own, Scope::Everything);
         }
         Ok(list)
     }
@@ -412,6 +413,76 @@ impl TrustList {
 pub struct Counting<'a> {
     pub trust: &'a TrustList,
     pub allow_unsigned: bool,
+}
+
+/// The stanza that carries a WAL file's signature in its age header (`SIGNATURE_TAG`, `ssh`,
+/// the armored SSH signature of [`Statement::for_wal`]).
+pub fn wal_signature(
+    signer: &SigningKey,
+    system_id: u64,
+    file_name: &str,
+    key: &str,
+    raw_sha256: &str,
+) -> Result<age_core::format::Stanza> {
+    let statement = Statement::for_wal(system_id, file_name, key, raw_sha256);
+    let armored = signer.sign(statement.to_text().as_bytes())?;
+    Ok(age_core::format::Stanza {
+        tag: crate::keys::header::SIGNATURE_TAG.to_string(),
+        args: vec!["ssh".to_string()],
+        body: armored.into_bytes(),
+    })
+}
+
+impl TrustList {
+    /// The header check of WAL file `file_name` of cluster `system_id`, stored at `key` with
+    /// contents of sha256 `raw_sha256` (from its key): its header's signature must be a
+    /// signer's trusted for that cluster, over exactly those; unsigned passes only with
+    /// `allow_unsigned`.
+    pub fn wal_check(
+        self: &Arc<Self>,
+        system_id: u64,
+        file_name: &str,
+        key: &str,
+        raw_sha256: &str,
+        allow_unsigned: bool,
+    ) -> Arc<crate::keys::header::HeaderCheck> {
+        let trust = Arc::clone(self);
+        let statement = Statement::for_wal(system_id, file_name, key, raw_sha256).to_text();
+        let subject = crate::catalog::base::cluster_group(system_id);
+        Arc::new(move |header: &crate::keys::header::Header| {
+            let mut signatures = header.signatures().peekable();
+            if signatures.peek().is_none() {
+                return if allow_unsigned {
+                    Ok(())
+                } else {
+                    Err(
+                        "it is not signed: nothing tells it from one planted by anyone who can \
+                         write to the repository (an archive from before signing: pass \
+                         --allow-unsigned to wal-fetch, or to restore-cluster)"
+                            .into(),
+                    )
+                };
+            }
+            let mut why = String::from("its signature does not verify");
+            for stanza in signatures {
+                let armored = String::from_utf8_lossy(&stanza.body);
+                match signing::verify(statement.as_bytes(), &armored) {
+                    Ok(signer) => {
+                        let known = trust.find(&signer);
+                        if known.iter().any(|t| t.scope.covers(&subject)) {
+                            return Ok(());
+                        }
+                        why = format!(
+                            "it is signed by {}, which this host does not trust for {subject}",
+                            signer.describe()
+                        );
+                    }
+                    Err(e) => why = e,
+                }
+            }
+            Err(why)
+        })
+    }
 }
 
 /// A backup a reader leaves out of what it counts (retention, the report), and why.
@@ -677,7 +748,7 @@ mod tests {
     #[test]
     fn a_config_trusts_its_own_key_and_refuses_a_bad_line() {
         let own = SigningKey::generate("me");
-        let list = TrustList::from_config(&TrustConfig::default(), Some(&own)).unwrap();
+        let list = TrustList::from_config(&TrustConfig::default(), Some(own.public())).unwrap();
         assert!(list.judge(&signed("any", &own)).is_trusted());
         let bad = TrustList::from_config(
             &TrustConfig {

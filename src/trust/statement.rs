@@ -70,7 +70,7 @@ pub struct Signed {
 impl Signature {
     /// Signs `statement` with `key`.
     pub fn sign(statement: &Statement, key: &SigningKey) -> Result<Signature> {
-        let text = serde_json::to_string(statement).expect("a statement always serializes");
+        let text = statement.to_text();
         Ok(Signature {
             ssh_signature: key.sign(text.as_bytes())?,
             statement: text,
@@ -194,6 +194,32 @@ impl Statement {
                 .collect(),
             bound: BTreeMap::new(),
         }
+    }
+
+    /// The statement of an archived WAL (or `.history`) file: its cluster, its name, the
+    /// object it is stored as and the sha256 of its contents (which `wal-fetch` checks before
+    /// the file is put where PostgreSQL reads it). Rebuilt by the reader from the object's
+    /// key alone: the writer stores only the signature, in the age header.
+    pub fn for_wal(system_id: u64, file_name: &str, key: &str, raw_sha256: &str) -> Statement {
+        Statement {
+            format_version: STATEMENT_FORMAT,
+            kind: "wal".into(),
+            database: cluster_group(system_id),
+            backup_id: file_name.to_string(),
+            started_at: DateTime::<Utc>::UNIX_EPOCH,
+            objects: vec![VouchedObject {
+                key: key.to_string(),
+                file_key_commitment: String::new(),
+                raw_bytes: None,
+                raw_sha256: Some(raw_sha256.to_string()),
+            }],
+            bound: BTreeMap::new(),
+        }
+    }
+
+    /// The exact bytes a signature of this statement covers.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).expect("a statement always serializes")
     }
 
     /// Whether this statement vouches for what `expected` (the statement a manifest read

@@ -27,6 +27,8 @@ pub mod probe;
 pub mod retention;
 pub mod watch;
 
+use crate::trust::{SigningKey, TrustList};
+use age_core::format::Stanza;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
@@ -174,6 +176,7 @@ pub async fn push(
     compression: Compression,
     path: &Path,
     system_id: u64,
+    signer: &SigningKey,
 ) -> Result<Pushed> {
     let file_name = path
         .file_name()
@@ -183,16 +186,11 @@ pub async fn push(
     let size = std::fs::metadata(path)
         .map_err(|e| Error::io(format!("cannot read WAL file `{}`", path.display()), e))?
         .len();
-    // A default 16 MiB segment is hashed, compressed and encrypted in one pass in memory;
-    // larger ones (wal_segment_size goes up to 1 GiB) are hashed first, then streamed.
-    let (raw, head, sealed) = if size <= IN_MEMORY_MAX {
-        let (raw, head, sealed) =
-            seal_in_memory(Arc::clone(&recipients), compression, path.to_path_buf()).await?;
-        (raw, head, Some(sealed))
-    } else {
-        let (raw, head) = hash_file(path)?;
-        (raw, head, None)
-    };
+    // Hashed first: the signature in the age header names the contents' sha256. Then a
+    // default 16 MiB segment is compressed and encrypted in memory (the second read comes
+    // from the page cache); larger ones (wal_segment_size goes up to 1 GiB) are streamed.
+    // Either way the contents must hash the same again.
+    let (raw, head) = hash_file(path)?;
     if name.has_page_header() {
         match segment_system_identifier(&head) {
             Some(id) if id == system_id => {}
@@ -231,13 +229,22 @@ pub async fn push(
             None => {}
         }
     }
-    let stored_bytes = match sealed {
-        Some(sealed) => {
-            let bytes = sealed.len() as u64;
-            store.put(&key, sealed.into()).await?;
-            bytes
-        }
-        None => upload(store, recipients, compression, path, &key, &raw).await?,
+    let signature =
+        crate::trust::wal_signature(signer, system_id, &file_name, &key, &raw.sha256_hex())?;
+    let stored_bytes = if size <= IN_MEMORY_MAX {
+        let sealed = seal_in_memory(
+            Arc::clone(&recipients),
+            compression,
+            path.to_path_buf(),
+            signature,
+            raw.clone(),
+        )
+        .await?;
+        let bytes = sealed.len() as u64;
+        store.put(&key, sealed.into()).await?;
+        bytes
+    } else {
+        upload(store, recipients, compression, path, &key, &raw, signature).await?
     };
     Ok(Pushed::Stored { key, stored_bytes })
 }
@@ -246,27 +253,48 @@ pub async fn push(
 /// at most about its size, plus zstd's buffers).
 const IN_MEMORY_MAX: u64 = 32 * 1024 * 1024;
 
-/// Hashes, compresses and encrypts the file in one pass; returns the raw digest, its first
-/// bytes (for the page header) and the sealed bytes.
+/// Compresses and encrypts the file in memory, its header carrying `signature`; the
+/// contents must still be `raw` (they must not change while archived).
 async fn seal_in_memory(
     recipients: Arc<Recipients>,
     compression: Compression,
     path: std::path::PathBuf,
-) -> Result<(Digest, Vec<u8>, Vec<u8>)> {
+    signature: Stanza,
+    raw: Digest,
+) -> Result<Vec<u8>> {
     tokio::task::spawn_blocking(move || {
         let context = || format!("cannot read WAL file `{}`", path.display());
         let file = std::fs::File::open(&path).map_err(|e| Error::io(context(), e))?;
-        let mut reader = HeadOf {
-            inner: file,
-            head: Vec::with_capacity(HEAD),
-        };
-        let (sealed, summary) =
-            pipeline::compress_encrypt(&mut reader, Vec::new(), &recipients, compression, &Silent)
-                .map_err(|e| Error::io(context(), e))?;
-        Ok((summary.raw, reader.head, sealed))
+        let (sealed, summary) = pipeline::compress_encrypt_with(
+            file,
+            Vec::new(),
+            &recipients,
+            compression,
+            &Silent,
+            vec![signature],
+        )
+        .map_err(|e| Error::io(context(), e))?;
+        unchanged(&path, &raw, &summary.raw)?;
+        Ok(sealed)
     })
     .await
     .map_err(|e| Error::task_failed("the WAL pipeline thread", e))?
+}
+
+/// The file hashed as `first` before and `then` while sealed: it must not have changed.
+fn unchanged(path: &Path, first: &Digest, then: &Digest) -> Result<()> {
+    if first == then {
+        return Ok(());
+    }
+    Err(Error::Source(format!(
+        "`{}` changed while it was archived ({} bytes with sha256 {}, then {} bytes with \
+         sha256 {}): nothing was stored",
+        path.display(),
+        first.bytes,
+        first.sha256_hex(),
+        then.bytes,
+        then.sha256_hex()
+    )))
 }
 
 /// Bytes of a file's start kept for its page header.
@@ -309,14 +337,21 @@ async fn upload(
     path: &Path,
     key: &str,
     raw: &Digest,
+    signature: Stanza,
 ) -> Result<u64> {
     let file = std::fs::File::open(path)
         .map_err(|e| Error::io(format!("cannot read WAL file `{}`", path.display()), e))?;
     let (sender, receiver) = ChunkSender::channel();
     let uploading = store.upload(key, Some(raw.bytes), receiver);
     let stages = tokio::task::spawn_blocking(move || {
-        let (mut sender, summary) =
-            pipeline::compress_encrypt(file, sender, &recipients, compression, &Silent)?;
+        let (mut sender, summary) = pipeline::compress_encrypt_with(
+            file,
+            sender,
+            &recipients,
+            compression,
+            &Silent,
+            vec![signature],
+        )?;
         sender.flush_buffered()?;
         Ok::<_, std::io::Error>((sender, summary))
     });
@@ -325,18 +360,8 @@ async fn upload(
             .await
             .map_err(|e| Error::task_failed("the WAL pipeline thread", e))?
             .map_err(|e| Error::io(format!("compressing and encrypting `{key}`"), e))?;
-        if summary.raw != *raw {
-            // Dropping the sender aborts the upload.
-            return Err(Error::Source(format!(
-                "`{}` changed while it was archived ({} bytes with sha256 {}, then {} bytes \
-                 with sha256 {}): nothing was stored",
-                path.display(),
-                raw.bytes,
-                raw.sha256_hex(),
-                summary.raw.bytes,
-                summary.raw.sha256_hex()
-            )));
-        }
+        // Dropping the sender aborts the upload.
+        unchanged(path, raw, &summary.raw)?;
         sender
             .commit()
             .await
@@ -347,6 +372,17 @@ async fn upload(
         (Ok(()), Ok(stored)) => Ok(stored),
         (Err(e), _) | (Ok(()), Err(e)) => Err(e),
     }
+}
+
+/// Whose WAL files a fetch accepts: signed by a writer trusted for the cluster, or unsigned
+/// (an archive from before signing) when the operator allowed it.
+#[derive(Clone)]
+pub struct WalTrust {
+    pub list: Arc<TrustList>,
+    pub allow_unsigned: bool,
+    /// This host's own public signing key, handed to the `restore_command` of a copy vault
+    /// recovers (`VAULT_SIGNING_PUBLIC_KEY`): its OS user cannot read the private key.
+    pub own: Option<String>,
 }
 
 /// How a fetch ended, when the repository answered.
@@ -361,7 +397,13 @@ pub enum Fetched {
 
 /// Restores WAL file `file_name` of cluster `system_id` to `dest`: written under a
 /// temporary name beside it, its sha256 checked, synced, then renamed into place.
-pub async fn fetch(feed: &Feed, system_id: u64, file_name: &str, dest: &Path) -> Result<Fetched> {
+pub async fn fetch(
+    feed: &Feed,
+    system_id: u64,
+    file_name: &str,
+    dest: &Path,
+    trust: &WalTrust,
+) -> Result<Fetched> {
     let name = WalName::parse(file_name)?;
     let prefix = object_prefix(system_id, &name);
     let listed = feed.store.list(&prefix).await?;
@@ -405,8 +447,16 @@ pub async fn fetch(feed: &Feed, system_id: u64, file_name: &str, dest: &Path) ->
         },
         if_damaged: "recovery cannot replay past it; recover to a time before this file was \
                      written, or from another copy of the archive",
-        // Not signed yet: WAL and base backups are vouched for in a later step of signing.
+        // The name's sha256 is checked before the file is put in place; the signature in
+        // its header, before anything of it is decrypted.
         commitment: None,
+        check: Some(trust.list.wal_check(
+            system_id,
+            file_name,
+            &object.key,
+            sha,
+            trust.allow_unsigned,
+        )),
     };
     let written = match feed
         .to_sink(source, sink, "the restored WAL file", &PhaseClock::start())

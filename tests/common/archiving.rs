@@ -36,8 +36,9 @@ pub fn archive_config_for(
 }
 
 /// A config the server's OS user can read, in a 0755 directory of its own: the repository
-/// `repository` (a `[repository]` body) and, given the server's owner (`Some(None)` when
-/// not root), a copy of the workspace's identity that user can read.
+/// `repository` (a `[repository]` body), a copy of the workspace's signing key that user can
+/// read (wal-push signs), and, given the server's owner (`Some(None)` when not root), a copy
+/// of the workspace's identity that user can read.
 pub fn server_user_config(
     ws: &Workspace,
     source_url: &str,
@@ -47,7 +48,18 @@ pub fn server_user_config(
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = dir.path().join("vault.toml");
-    let builder = ws.configure(source_url).repository(repository);
+    let signing_key = dir.path().join("signing.key");
+    std::fs::copy(&ws.signing_key, &signing_key).unwrap();
+    std::fs::set_permissions(&signing_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let (uid, gid) = vault::postgres::cluster::lookup_user("postgres").unwrap();
+        std::os::unix::fs::chown(&signing_key, Some(uid), Some(gid)).unwrap();
+    }
+    let builder = ws
+        .configure(source_url)
+        .repository(repository)
+        .signing_key(&signing_key);
     let builder = match identity_owner {
         None => builder.without_identity(),
         Some(owner) => {
