@@ -62,6 +62,7 @@ pub async fn run(config: &Config, config_path: &std::path::Path) -> Vec<Probe> {
             }),
         ));
     }
+    probes.push(Probe::from_result("signing".into(), check_signing(config)));
     match config.databases() {
         Ok(dbs) => {
             for db in dbs {
@@ -88,6 +89,18 @@ pub async fn run(config: &Config, config_path: &std::path::Path) -> Vec<Probe> {
         check_schedules(config),
     ));
     probes
+}
+
+/// The signing key a writing host needs (backup, wal-push, verify records), and whom this
+/// host trusts when it reads.
+fn check_signing(config: &Config) -> Result<String> {
+    let key = config.required_signing_key("backup")?;
+    let trust = config.trust_list()?;
+    Ok(format!(
+        "signs with {}; trusts {} signer(s) (its own included)",
+        key.public().describe(),
+        trust.len()
+    ))
 }
 
 /// The daemon's jobs parse, and when each runs next.

@@ -263,6 +263,8 @@ fn a_damaged_base_backup_or_wal_file_fails_verify_and_restore_creating_nothing()
     // and leaves no server and no files; the live cluster goes on.
     let tar_key = format!("{prefix}/{}", base["key"].as_str().unwrap());
     damage(&s3, &tar_key);
+    // Records are named by the second a verify started: the second one must not share it.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let report = verify_failing(&operator, tmp.path(), &["--base"]);
     assert_eq!(
         check_named(&report, "checksum")["status"],

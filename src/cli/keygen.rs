@@ -20,7 +20,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let output = args
             .output
             .unwrap_or_else(|| PathBuf::from("vault-signing.key"));
-        let host = hostname();
+        let host = vault::daemon::notify::host_name();
         let key = vault::trust::SigningKey::generate(&format!("vault@{host}"));
         key.write_new(&output)?;
         eprintln!(
@@ -43,13 +43,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     println!("{recipient}");
     Ok(())
-}
-
-/// This host's name, for the public key's comment (which says whose key it is).
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into())
 }

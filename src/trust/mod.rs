@@ -172,6 +172,11 @@ impl TrustList {
         self.signers.is_empty()
     }
 
+    /// How many signers it trusts.
+    pub fn len(&self) -> usize {
+        self.signers.len()
+    }
+
     fn find(&self, key: &PublicSigner) -> Vec<&Trusted> {
         self.signers
             .iter()
