@@ -2,7 +2,8 @@
 //! generated from the live configuration, the repository and the last drills — real bucket,
 //! prefix, endpoint, database names and keys, never blanks to fill in. The break-glass
 //! section is a shell script per database that needs only the AWS CLI (or `cp` for a
-//! directory repository), `age`, `zstd`, `sha256sum` and the PostgreSQL client tools; the
+//! directory repository), `age`, `zstd`, `sha256sum`, `ssh-keygen` (the signature, before
+//! anything is restored) and the PostgreSQL client tools; the
 //! test suite extracts and runs it. Pure: everything it shows is in [`RunbookInput`].
 
 use std::fmt::Write as _;
@@ -50,6 +51,9 @@ pub struct RunbookInput<'a> {
     pub source_user: String,
     /// The clusters (system identifiers) with base backups in the repository.
     pub clusters: Vec<u64>,
+    /// Whose signatures a restore accepts: each break-glass script carries the
+    /// `allowed_signers` lines of its database's signers.
+    pub trust: crate::trust::TrustList,
 }
 
 /// Single-quotes `text` for sh.
@@ -313,9 +317,13 @@ pub fn render(input: &RunbookInput) -> String {
     };
     let _ = writeln!(
         md,
-        "When vault itself is unavailable. Needs {tools}, `age`, `zstd`, `sha256sum` and the \
-         PostgreSQL client tools (`psql`, `createdb`, `pg_restore` of the server's major \
-         version or newer). Each script restores the newest backup (or `BACKUP_ID`) into a \
+        "When vault itself is unavailable. Needs {tools}, `age`, `zstd`, `sha256sum`, \
+         `ssh-keygen` and the PostgreSQL client tools (`psql`, `createdb`, `pg_restore` of the \
+         server's major version or newer). Each script first checks the backup's signature \
+         with `ssh-keygen -Y verify` against the keys trusted for its database (written into \
+         the script) and the decrypted dump and roles against the signed sha256 — in its work \
+         directory, so plain data is on that disk until you remove it — and refuses anything \
+         else before pg_restore or psql sees it. It restores the newest backup (or `BACKUP_ID`) into a \
          new database `RESTORE_AS` on the server `PGHOST`/`PGPORT`/`PGUSER` (defaults: the \
          server backed up), then prints exact row counts next to the ones captured at dump \
          time. Database-level settings (`ALTER DATABASE … SET`) are not part of the dump; \
@@ -448,6 +456,15 @@ fn break_glass(input: &RunbookInput, db: &str) -> String {
     let _ = writeln!(sh, "DB={}", quote(db));
     let _ = writeln!(sh, "[ -n \"${{RESTORE_AS:-}}\" ] || RESTORE_AS=\"$DB\"");
     sh.push_str(&repository_access(input));
+    let _ = writeln!(
+        sh,
+        "# Whose signature a backup of $DB must carry (ssh-keygen's allowed_signers format)."
+    );
+    let _ = writeln!(sh, "cat > allowed_signers <<'SIGNERS'");
+    for line in input.trust.allowed_signers(db) {
+        let _ = writeln!(sh, "{line}");
+    }
+    let _ = writeln!(sh, "SIGNERS");
     sh.push_str(&RESTORE_STEPS.replace("{segment}", &segment));
     sh
 }
@@ -565,12 +582,40 @@ tr -d ' \n' < manifest.json | grep -o -e '"dump":{[^}]*' -e '"objects":\[[^]]*' 
   | grep -o '"sha256":"[0-9a-f]*"' | cut -d'"' -f4 | grep -x "$ACTUAL" > /dev/null \
   || { echo "dump.pgdump.zst.age (sha256 $ACTUAL) does not match its manifest: altered or damaged" >&2; exit 1; }
 echo "dump.pgdump.zst.age: sha256 $ACTUAL matches the manifest"
-# 3. Roles and tablespaces (errors about roles that already exist are harmless).
-age -d -i "$IDENTITY" globals.sql.age | psql -X -q -d postgres
-# 4. The database.
+# 3. Who wrote it, with the stock ssh-keygen, before anything is restored: the manifest's
+#    signed statement, by a key trusted for this database; then the plain dump and roles
+#    must be exactly what it names (they are decrypted to files here first: restoring a
+#    dump runs SQL as it arrives, so nothing reaches psql or pg_restore unchecked).
+field() { # the string value of "$1" in manifest.json, JSON escapes undone
+  sed -n "s/^ *\"$1\": \"\(.*\)\",\{0,1\}\$/\1/p" manifest.json | head -n 1 | awk '{
+    o = ""; n = length($0)
+    for (i = 1; i <= n; i++) { c = substr($0, i, 1); if (c == "\\") { i++; c = substr($0, i, 1); if (c == "n") c = "\n" }; o = o c }
+    printf "%s", o }'
+}
+field statement > statement.json
+field ssh_signature > statement.sig
+ssh-keygen -Y verify -f allowed_signers -I vault -n vault-repository -s statement.sig < statement.json \
+  || { echo "backup $ID is not signed by a key trusted for $DB (allowed_signers): it is not restored" >&2; exit 1; }
+signed_sha() { # the plain sha256 the signed statement names for object $1 of this backup
+  tr -d '\n' < statement.json | grep -o "\"key\":\"data/{segment}/$ID/$1\"[^}]*" \
+    | grep -o '"raw_sha256":"[0-9a-f]*"' | cut -d'"' -f4
+}
+checked() { # $1 = object, $2 = its plain file: its sha256 must be the signed one
+  local want; want=$(signed_sha "$1"); local got; got=$(sha256sum < "$2" | cut -c1-64)
+  [ -n "$want" ] && [ "$want" = "$got" ] \
+    || { echo "$1 is not what the signed statement names (sha256 $got, signed ${want:-none}): it is not restored" >&2; exit 1; }
+  echo "$1: signed by a trusted key, plain sha256 $got as signed"
+}
+age -d -i "$IDENTITY" globals.sql.age > globals.sql
+checked globals.sql.age globals.sql
+age -d -i "$IDENTITY" dump.pgdump.zst.age | zstd -d -q > dump.pgdump
+checked dump.pgdump.zst.age dump.pgdump
+# 4. Roles and tablespaces (errors about roles that already exist are harmless).
+psql -X -q -d postgres -f globals.sql
+# 5. The database.
 createdb "$RESTORE_AS"
-age -d -i "$IDENTITY" dump.pgdump.zst.age | zstd -d | pg_restore --exit-on-error -d "$RESTORE_AS"
-# 5. Check: exact row counts now, then the counts captured at dump time.
+pg_restore --exit-on-error -d "$RESTORE_AS" dump.pgdump
+# 6. Check: exact row counts now, then the counts captured at dump time.
 psql -X -d "$RESTORE_AS" -c "SELECT table_schema || '.' || table_name AS table_name, (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', table_schema, table_name), false, true, '')))[1]::text::bigint AS rows FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
 age -d -i "$IDENTITY" facts.json.age | tr '{' '\n' | grep '"rows"' | cut -d, -f1-3
 echo "restored $ID into $RESTORE_AS (files in $WORK)"
@@ -675,6 +720,7 @@ mod tests {
             source_port: "5433".into(),
             source_user: "backup".into(),
             clusters: vec![],
+            trust: crate::trust::TrustList::default(),
         }
     }
 

@@ -212,27 +212,7 @@ fn the_runbook_is_true_for_this_installation_and_its_break_glass_script_restores
 /// and that the fresh server's `db` equals the source's. Its work directory is made under
 /// the workspace.
 fn run_break_glass(runbook: &str, ws: &Workspace, source: &ScratchCluster, id: &str, db: &str) {
-    let script = runbook
-        .split(&format!("<!-- break-glass: {db} -->\n```sh\n"))
-        .nth(1)
-        .and_then(|rest| rest.split("\n```").next())
-        .expect("the runbook has a break-glass script for the database");
-    let fresh = cluster();
-    let work = ws.path("break-glass-work");
-    std::fs::create_dir_all(&work).unwrap();
-    let out = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .current_dir(ws.dir.path())
-        .env("TMPDIR", &work)
-        .env("PATH", path_with_aws(ws.dir.path()))
-        .env("PGHOST", "127.0.0.1")
-        .env("PGPORT", fresh.port().to_string())
-        .env("PGUSER", "postgres")
-        .env_remove("PGPASSWORD")
-        .env_remove("VAULT_CONFIG")
-        .output()
-        .unwrap();
+    let (fresh, out, script) = break_glass(runbook, ws, db);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -243,6 +223,12 @@ fn run_break_glass(runbook: &str, ws: &Workspace, source: &ScratchCluster, id: &
         stdout.contains("dump.pgdump.zst.age: sha256 ") && stdout.contains("matches the manifest"),
         "the sha256 was checked: {stdout}"
     );
+    for object in ["globals.sql.age", "dump.pgdump.zst.age"] {
+        assert!(
+            stdout.contains(&format!("{object}: signed by a trusted key")),
+            "ssh-keygen checked the signature of {object}: {stdout}"
+        );
+    }
     assert!(
         stdout.contains(&format!("restoring backup {id} of {db}")),
         "{stdout}"
@@ -261,6 +247,93 @@ fn run_break_glass(runbook: &str, ws: &Workspace, source: &ScratchCluster, id: &
         content_fingerprint(&fresh, db),
         content_fingerprint(source, db),
         "the break-glass restore equals the source"
+    );
+}
+
+/// Cuts the break-glass script of `db` out of `runbook` and runs it against a fresh server:
+/// the server, what the script did, and the script.
+fn break_glass(
+    runbook: &str,
+    ws: &Workspace,
+    db: &str,
+) -> (ScratchCluster, std::process::Output, String) {
+    let script = runbook
+        .split(&format!("<!-- break-glass: {db} -->\n```sh\n"))
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the runbook has a break-glass script for the database")
+        .to_string();
+    let fresh = cluster();
+    let work = ws.path("break-glass-work");
+    std::fs::create_dir_all(&work).unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(ws.dir.path())
+        .env("TMPDIR", &work)
+        .env("PATH", path_with_aws(ws.dir.path()))
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", fresh.port().to_string())
+        .env("PGUSER", "postgres")
+        .env_remove("PGPASSWORD")
+        .env_remove("VAULT_CONFIG")
+        .output()
+        .unwrap();
+    (fresh, out, script)
+}
+
+/// A bucket writer swaps a genuine backup's dump for their own (encrypted to our recipient)
+/// and edits the manifest's stored digest to match: the break-glass script checks the
+/// signed statement with the stock ssh-keygen and the plain dump against it, and refuses
+/// before pg_restore sees a byte.
+#[test]
+fn a_break_glass_script_refuses_a_forged_dump() {
+    let pg = cluster_with("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (1)");
+    let ws = Workspace::new();
+    let repo = ws.path("repo");
+    let config = ws.config_for(&pg, "app", &format!("url = \"{}\"", repo.display()), "");
+    let id = backup(&config);
+    let evil = cluster_with("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (666)");
+    let stranger = Workspace::new();
+    let evil_repo = stranger.path("repo");
+    let evil_config = stranger
+        .configure(&evil.url("app"))
+        .directory(&evil_repo)
+        .recipients(&[&ws.recipient])
+        .without_identity()
+        .write();
+    let evil_id = backup(&evil_config);
+    let evil_manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(evil_repo.join(format!("manifests/app/{evil_id}.json"))).unwrap(),
+    )
+    .unwrap();
+    let manifest_path = repo.join(format!("manifests/app/{id}.json"));
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    std::fs::copy(
+        evil_repo.join(evil_manifest["dump"]["key"].as_str().unwrap()),
+        repo.join(manifest["dump"]["key"].as_str().unwrap()),
+    )
+    .unwrap();
+    manifest["dump"]["size_bytes"] = evil_manifest["dump"]["size_bytes"].clone();
+    manifest["dump"]["sha256"] = evil_manifest["dump"]["sha256"].clone();
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+
+    let runbook = run_ok(vault_cmd(Some(&config)).arg("runbook"));
+    let (fresh, out, _) = break_glass(&runbook, &ws, "app");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("dump.pgdump.zst.age is not what the signed statement names"),
+        "{stderr}"
+    );
+    assert!(
+        !databases(&fresh).contains(&"app".to_string()),
+        "nothing restored"
     );
 }
 

@@ -130,6 +130,10 @@ impl BackupJob {
             let globals = self.put_encrypted(&globals_key, &globals).await?;
             let facts_json = serde_json::to_vec(&dumped.facts).expect("facts serialize");
             let facts = self.put_encrypted(&facts_key, &facts_json).await?;
+            let plain = BTreeMap::from([
+                (facts.object.key.clone(), digest_pair(&facts.plain)),
+                (globals.object.key.clone(), digest_pair(&globals.plain)),
+            ]);
             let commitments = BTreeMap::from([
                 (dump_key.clone(), dumped.summary.file_key_commitment),
                 (facts.object.key.clone(), facts.file_key_commitment),
@@ -164,7 +168,7 @@ impl BackupJob {
                 signature: None,
                 accepted: Default::default(),
             };
-            let statement = Statement::for_dump(&manifest, &commitments)?;
+            let statement = Statement::for_dump(&manifest, &commitments)?.with_plain(&plain);
             manifest.signature = Some(Signature::sign(&statement, &self.signer)?);
             Ok(manifest)
         };
@@ -308,6 +312,11 @@ impl BackupJob {
     async fn put_encrypted(&self, key: &str, plain: &[u8]) -> Result<Sealed> {
         catalog::sealed::seal(self.store.as_ref(), key, plain, &self.recipients).await
     }
+}
+
+/// A digest as a statement records it: (bytes, sha256 hex).
+fn digest_pair(digest: &Digest) -> (u64, String) {
+    (digest.bytes, digest.sha256_hex())
 }
 
 pub(crate) fn stored_object(key: &str, digest: &Digest) -> StoredObject {

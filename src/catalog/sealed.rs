@@ -14,11 +14,13 @@ use crate::pipeline::{self, Digest};
 use crate::postgres::DumpFacts;
 use crate::storage::ObjectStore;
 
-/// A sealed object as stored: its manifest entry, and the commitment to its file key that a
-/// signed statement binds it by.
+/// A sealed object as stored: its manifest entry, the commitment to its file key that a
+/// signed statement binds it by, and its plain size and sha256 (the statement records them
+/// for the break-glass scripts).
 pub struct Sealed {
     pub object: StoredObject,
     pub file_key_commitment: [u8; 32],
+    pub plain: Digest,
 }
 
 /// Encrypts `plain` to `recipients` and stores it under `key`.
@@ -39,6 +41,7 @@ pub async fn seal(
             sha256: digest.sha256_hex(),
         },
         file_key_commitment,
+        plain: Digest::of(plain),
     })
 }
 

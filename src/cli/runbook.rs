@@ -87,6 +87,7 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<()> {
         source_host,
         source_port,
         source_user: source.user().unwrap_or_else(|| "postgres".into()),
+        trust: config.trust_list()?,
         clusters,
     };
     let markdown = render(&input);

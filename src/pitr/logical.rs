@@ -148,7 +148,8 @@ async fn date_manifest(
         .map_err(Error::Internal)?
         .ok_or_else(|| Error::Internal("the point-in-time dump was not signed".into()))?;
     manifest.started_at = at;
-    let statement = Statement::for_dump(manifest, &signed.statement.commitments())?;
+    let statement = Statement::for_dump(manifest, &signed.statement.commitments())?
+        .with_plain(&signed.statement.plain());
     manifest.signature = Some(Signature::sign(&statement, signer)?);
     store
         .put(

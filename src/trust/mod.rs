@@ -172,6 +172,22 @@ impl TrustList {
         self.signers.is_empty()
     }
 
+    /// The `allowed_signers` lines (`ssh-keygen -Y verify -f`) of the signers trusted for
+    /// `subject` (a database, or `cluster <id>`), all under the principal `vault`.
+    pub fn allowed_signers(&self, subject: &str) -> Vec<String> {
+        self.signers
+            .iter()
+            .filter(|t| t.scope.covers(subject))
+            .map(|t| {
+                format!(
+                    "vault namespaces=\"{}\" {}",
+                    signing::NAMESPACE,
+                    t.key.to_line()
+                )
+            })
+            .collect()
+    }
+
     /// How many signers it trusts.
     pub fn len(&self) -> usize {
         self.signers.len()

@@ -312,7 +312,14 @@ fn resign(
         .into_iter()
         .map(|(key, c)| (key.replace(id, clone_id), c))
         .collect();
-    let statement = vault::trust::Statement::for_dump(&m, &commitments).unwrap();
+    let plain = original.verify().unwrap().statement.plain();
+    let plain = plain
+        .into_iter()
+        .map(|(key, p)| (key.replace(id, clone_id), p))
+        .collect();
+    let statement = vault::trust::Statement::for_dump(&m, &commitments)
+        .unwrap()
+        .with_plain(&plain);
     m.signature = Some(vault::trust::Signature::sign(&statement, signer).unwrap());
     serde_json::from_slice(&m.to_json()).unwrap()
 }
