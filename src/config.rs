@@ -830,18 +830,9 @@ impl Config {
         })
     }
 
-    /// Whose signatures this host accepts: `[trust] signers` and its own signing key's
-    /// public key — from `VAULT_SIGNING_PUBLIC_KEY` when set (vault sets it for the
-    /// `restore_command` of a copy it recovers, whose OS user cannot read the private key),
-    /// else from the key file.
+    /// Whose signatures this host accepts: `[trust] signers` and its own signing key.
     pub fn trust_list(&self) -> Result<crate::trust::TrustList> {
-        let own = match std::env::var("VAULT_SIGNING_PUBLIC_KEY") {
-            Ok(line) => Some(
-                crate::trust::PublicSigner::parse(&line)
-                    .map_err(|e| Error::Config(format!("VAULT_SIGNING_PUBLIC_KEY: {e}")))?,
-            ),
-            Err(_) => self.signing_key()?.map(|key| key.public()),
-        };
+        let own = self.signing_key()?.map(|key| key.public());
         crate::trust::TrustList::from_config(&self.trust, own)
     }
 

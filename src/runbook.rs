@@ -465,7 +465,11 @@ fn break_glass(input: &RunbookInput, db: &str) -> String {
         let _ = writeln!(sh, "{line}");
     }
     let _ = writeln!(sh, "SIGNERS");
-    sh.push_str(&RESTORE_STEPS.replace("{segment}", &segment));
+    sh.push_str(
+        &RESTORE_STEPS
+            .replace("{segment_re}", &segment.replace('.', "\\."))
+            .replace("{segment}", &segment),
+    );
     sh
 }
 
@@ -569,6 +573,9 @@ fn default_for(variable: &str, value: &str) -> String {
 const RESTORE_STEPS: &str = r#"# 1. The backup: the newest, unless BACKUP_ID names another (`listing manifests/{segment}/`).
 ID="${BACKUP_ID:-$(listing manifests/{segment}/ | grep '\.json$' | sort | tail -n 1)}"
 ID="${ID%.json}"
+# A backup id and nothing else (the listing is the repository's: anyone may have named it).
+printf '%s\n' "$ID" | grep -Eqx '[0-9]{8}T[0-9]{6}Z-[0-9a-f]+' \
+  || { echo "'$ID' is not a backup id: it is not restored" >&2; exit 1; }
 echo "restoring backup $ID of $DB into $RESTORE_AS on $PGHOST:$PGPORT"
 # 2. Download it; check the dump against the sha256 in its manifest.
 fetch "manifests/{segment}/$ID.json" manifest.json
@@ -597,7 +604,7 @@ field ssh_signature > statement.sig
 ssh-keygen -Y verify -f allowed_signers -I vault -n vault-repository -s statement.sig < statement.json \
   || { echo "backup $ID is not signed by a key trusted for $DB (allowed_signers): it is not restored" >&2; exit 1; }
 signed_sha() { # the plain sha256 the signed statement names for object $1 of this backup
-  tr -d '\n' < statement.json | grep -o "\"key\":\"data/{segment}/$ID/$1\"[^}]*" \
+  tr -d '\n' < statement.json | grep -o "\"key\":\"data/{segment_re}/$ID/$1\"[^}]*" \
     | grep -o '"raw_sha256":"[0-9a-f]*"' | cut -d'"' -f4
 }
 checked() { # $1 = object, $2 = its plain file: its sha256 must be the signed one

@@ -108,8 +108,20 @@ impl BaseManifest {
         serde_json::to_vec_pretty(self).expect("a manifest always serializes")
     }
 
+    /// Reads the base manifest stored at `key`; one under `base/` must be where its cluster
+    /// and id put it.
     pub fn from_json(bytes: &[u8], key: &str) -> Result<BaseManifest> {
-        read_versioned(bytes, key, "base backup manifest", BASE_MANIFEST_FORMAT)
+        let manifest: BaseManifest =
+            read_versioned(bytes, key, "base backup manifest", BASE_MANIFEST_FORMAT)?;
+        let home = base_manifest_key(manifest.system_identifier, &manifest.id);
+        if key.starts_with(BASE_PREFIX) && key != home {
+            return Err(crate::Error::Integrity(format!(
+                "base backup manifest `{key}` describes base backup {} of cluster {}, whose \
+                 manifest lives at `{home}`: it was copied or moved there, and is not read",
+                manifest.id, manifest.system_identifier
+            )));
+        }
+        Ok(manifest)
     }
 
     pub fn segment_size(&self) -> SegmentSize {

@@ -22,11 +22,6 @@ pub struct Args {
     /// Print the plan (and what was done) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Count backups that carry no signature at all (written before signing was set up) as
-    /// retention's own: they can then be kept and deleted by rule. Without it they are left
-    /// alone and listed.
-    #[arg(long)]
-    pub allow_unsigned: bool,
 }
 
 /// `vault prune`: the primary repository (or the one `--repository` chose), then, without
@@ -111,7 +106,9 @@ async fn prune_one(
     let trust = config.trust_list()?;
     let counting = prune::Counting {
         trust: &trust,
-        allow_unsigned: args.allow_unsigned,
+        // Never for retention: unsigned "newer" backups anyone can plant would push genuine
+        // ones out. Unsigned backups are left alone and listed.
+        allow_unsigned: false,
     };
     let plan = prune::plan(store.as_ref(), &policy, grace, now, counting).await?;
     let outcome = if args.dry_run {

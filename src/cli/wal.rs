@@ -107,8 +107,18 @@ async fn try_fetch(config_path: &Path, args: &FetchArgs) -> anyhow::Result<Fetch
         store: Arc::from(vault::storage::open(&config.repository).await?),
         progress: Arc::new(vault::progress::Silent),
     };
+    // The restore_command of a copy vault recovers runs as the server's OS user, which
+    // cannot read the signing key: vault hands it the key's public line instead.
+    let list = match std::env::var("VAULT_SIGNING_PUBLIC_KEY") {
+        Ok(line) => {
+            let own = vault::trust::PublicSigner::parse(&line)
+                .map_err(|e| vault::Error::Config(format!("VAULT_SIGNING_PUBLIC_KEY: {e}")))?;
+            vault::trust::TrustList::from_config(&config.trust, Some(own))?
+        }
+        Err(_) => config.trust_list()?,
+    };
     let trust = wal::WalTrust {
-        list: Arc::new(config.trust_list()?),
+        list: Arc::new(list),
         allow_unsigned: args.allow_unsigned,
         own: None,
     };

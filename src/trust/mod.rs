@@ -382,10 +382,20 @@ impl TrustList {
             return false;
         };
         let statement = &signed.statement;
+        // The record's place names its backup exactly: a signer trusted for one database
+        // cannot vouch for a record beside another database's backup.
+        let id = crate::catalog::BackupId::from(statement.backup_id.as_str());
+        let home = match subject.strip_prefix("cluster ") {
+            Some(cluster) => match cluster.parse::<u64>() {
+                Ok(system_id) => crate::catalog::base::base_data_prefix(system_id, &id),
+                Err(_) => return false,
+            },
+            None => crate::catalog::data_prefix(subject, &id),
+        };
         statement.kind == "verify"
             && statement.database == subject
             && statement.objects.first().is_some_and(|o| o.key == key)
-            && key.contains(&format!("/{}/verify/", statement.backup_id))
+            && key.starts_with(&format!("{home}verify/"))
             && self
                 .find(&signed.signer)
                 .iter()
@@ -779,5 +789,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(bad.to_string().contains("[trust] signers entry 1"), "{bad}");
+    }
+
+    /// A signer trusted for `app` signs a record placed beside a `billing` backup: it
+    /// vouches for nothing there (regression: the record's place was matched loosely).
+    #[test]
+    fn a_verify_record_counts_only_in_its_own_backups_place() {
+        let app_host = SigningKey::generate("app-host");
+        let list = trusting(vec![SignerEntry::Limited(LimitedSigner {
+            key: app_host.public().to_line(),
+            databases: vec!["app".into()],
+            clusters: vec![],
+        })]);
+        let id = "20261201T000000Z-aaaaaa";
+        let at = "2026-12-01T01:00:00Z".parse().unwrap();
+        let sign = |subject: &str, key: &str| {
+            let statement = Statement::for_record(subject, id, at, &[(key, None)]);
+            Signature::sign(&statement, &app_host).unwrap()
+        };
+        let own = format!("data/app/{id}/verify/20261201T010000Z-pass.json");
+        assert!(list.vouches_for_record(Some(&sign("app", &own)), &own, "app"));
+        let elsewhere = format!("data/billing/{id}/verify/20991231T000000Z-fail.json");
+        assert!(!list.vouches_for_record(Some(&sign("app", &elsewhere)), &elsewhere, "app"));
+        assert!(!list.vouches_for_record(
+            Some(&sign("billing", &elsewhere)),
+            &elsewhere,
+            "billing"
+        ));
+        assert!(!list.vouches_for_record(None, &own, "app"));
     }
 }

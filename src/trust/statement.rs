@@ -124,7 +124,15 @@ impl Statement {
                 entry(&manifest.facts.key, None)?,
                 entry(&manifest.globals.key, None)?,
             ],
-            bound: BTreeMap::new(),
+            // What readers act on besides the objects: the RPO is measured from the finish,
+            // the scratch server's major chosen from the server version.
+            bound: [
+                ("finished_at", manifest.finished_at.to_rfc3339()),
+                ("server_version", manifest.server_version.clone()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
         })
     }
 
@@ -144,6 +152,10 @@ impl Statement {
             ("start_wal_file", base.start_wal_file.clone()),
             ("stop_wal_file", base.stop_wal_file.clone()),
             ("stopped_at", base.stopped_at.to_rfc3339()),
+            ("finished_at", base.finished_at.to_rfc3339()),
+            ("server_version", base.server_version.clone()),
+            // verify --base runs amcheck and the operator's checks in each of them.
+            ("databases", base.databases.join("\n")),
             (
                 "backup_manifest_sha256",
                 base.backup_manifest_sha256.clone(),
