@@ -461,7 +461,10 @@ fn break_glass(input: &RunbookInput, db: &str) -> String {
         "# Whose signature a backup of $DB must carry (ssh-keygen's allowed_signers format)."
     );
     let _ = writeln!(sh, "cat > allowed_signers <<'SIGNERS'");
-    for line in input.trust.allowed_signers(db) {
+    for line in input
+        .trust
+        .allowed_signers(&crate::trust::Subject::Database(db.to_string()))
+    {
         let _ = writeln!(sh, "{line}");
     }
     let _ = writeln!(sh, "SIGNERS");

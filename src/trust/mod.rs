@@ -83,22 +83,44 @@ pub enum Scope {
     },
 }
 
-impl Scope {
-    fn covers_database(&self, database: &str) -> bool {
+/// What a signer vouches for: one database's dumps, or one cluster's base backups and WAL.
+/// Kept typed: a database may well be named `cluster 7301…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    Database(String),
+    Cluster(u64),
+}
+
+impl Subject {
+    /// As statements and listings name it: the database, or `cluster <system identifier>`.
+    pub fn group(&self) -> String {
         match self {
-            Scope::Everything => true,
-            Scope::Limited { databases, .. } => databases.iter().any(|d| d == "*" || d == database),
+            Subject::Database(name) => name.clone(),
+            Subject::Cluster(id) => crate::catalog::base::cluster_group(*id),
         }
     }
+}
 
-    /// Whether it covers `subject`: a database name, or `cluster <system identifier>`.
-    fn covers(&self, subject: &str) -> bool {
-        match (self, subject.strip_prefix("cluster ")) {
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Database(name) => write!(f, "database `{name}`"),
+            Subject::Cluster(id) => write!(f, "cluster {id}"),
+        }
+    }
+}
+
+impl Scope {
+    /// Whether it covers `subject`.
+    fn covers(&self, subject: &Subject) -> bool {
+        match (self, subject) {
             (Scope::Everything, _) => true,
-            (Scope::Limited { clusters, .. }, Some(cluster)) => {
-                clusters.iter().any(|c| c == "*" || c == cluster)
+            (Scope::Limited { databases, .. }, Subject::Database(name)) => {
+                databases.iter().any(|d| d == "*" || d == name)
             }
-            (Scope::Limited { .. }, None) => self.covers_database(subject),
+            (Scope::Limited { clusters, .. }, Subject::Cluster(id)) => {
+                clusters.iter().any(|c| c == "*" || *c == id.to_string())
+            }
         }
     }
 
@@ -173,8 +195,8 @@ impl TrustList {
     }
 
     /// The `allowed_signers` lines (`ssh-keygen -Y verify -f`) of the signers trusted for
-    /// `subject` (a database, or `cluster <id>`), all under the principal `vault`.
-    pub fn allowed_signers(&self, subject: &str) -> Vec<String> {
+    /// `subject`, all under the principal `vault`.
+    pub fn allowed_signers(&self, subject: &Subject) -> Vec<String> {
         self.signers
             .iter()
             .filter(|t| t.scope.covers(subject))
@@ -237,9 +259,8 @@ impl TrustList {
             return Provenance::Untrusted {
                 signer: Some(signer),
                 why: format!(
-                    "that key is trusted only for {}, not for {}",
+                    "that key is trusted only for {}, not for {subject}",
                     first.scope.describe(),
-                    subject_phrase(&subject)
                 ),
             };
         }
@@ -291,20 +312,11 @@ impl TrustList {
     }
 }
 
-/// "database `app`" or "cluster 7301…".
-fn subject_phrase(subject: &str) -> String {
-    if subject.starts_with("cluster ") {
-        subject.to_string()
-    } else {
-        format!("database `{subject}`")
-    }
-}
-
 /// A backup whose writer signs it: a dump's [`Manifest`] or a [`BaseManifest`].
 pub trait Vouched: Clone {
     fn signature(&self) -> Option<&Signature>;
-    /// What a signer must be trusted for: the database, or `cluster <system identifier>`.
-    fn subject(&self) -> String;
+    /// What a signer must be trusted for.
+    fn subject(&self) -> Subject;
     /// The statement the manifest as read would have, with `commitments` (an error when it
     /// names objects the commitments do not).
     fn statement(&self, commitments: &BTreeMap<String, [u8; 32]>) -> Result<Statement>;
@@ -319,8 +331,8 @@ impl Vouched for Manifest {
     fn signature(&self) -> Option<&Signature> {
         self.signature.as_ref()
     }
-    fn subject(&self) -> String {
-        self.database.clone()
+    fn subject(&self) -> Subject {
+        Subject::Database(self.database.clone())
     }
     fn statement(&self, commitments: &BTreeMap<String, [u8; 32]>) -> Result<Statement> {
         Statement::for_dump(self, commitments)
@@ -343,8 +355,8 @@ impl Vouched for BaseManifest {
     fn signature(&self) -> Option<&Signature> {
         self.signature.as_ref()
     }
-    fn subject(&self) -> String {
-        crate::catalog::base::cluster_group(self.system_identifier)
+    fn subject(&self) -> Subject {
+        Subject::Cluster(self.system_identifier)
     }
     fn statement(&self, commitments: &BTreeMap<String, [u8; 32]>) -> Result<Statement> {
         let commitment = commitments.get(&self.data.stored.key).ok_or_else(|| {
@@ -371,12 +383,12 @@ impl Vouched for BaseManifest {
 
 impl TrustList {
     /// Whether `signature` is a trusted signer's statement about a verify record stored at
-    /// `key` of a backup of `subject` (a database, or `cluster <id>`).
+    /// `key` of a backup of `subject`.
     pub fn vouches_for_record(
         &self,
         signature: Option<&Signature>,
         key: &str,
-        subject: &str,
+        subject: &Subject,
     ) -> bool {
         let Some(signed) = signature.and_then(|s| s.verify().ok()) else {
             return false;
@@ -385,15 +397,12 @@ impl TrustList {
         // The record's place names its backup exactly: a signer trusted for one database
         // cannot vouch for a record beside another database's backup.
         let id = crate::catalog::BackupId::from(statement.backup_id.as_str());
-        let home = match subject.strip_prefix("cluster ") {
-            Some(cluster) => match cluster.parse::<u64>() {
-                Ok(system_id) => crate::catalog::base::base_data_prefix(system_id, &id),
-                Err(_) => return false,
-            },
-            None => crate::catalog::data_prefix(subject, &id),
+        let home = match subject {
+            Subject::Cluster(system_id) => crate::catalog::base::base_data_prefix(*system_id, &id),
+            Subject::Database(name) => crate::catalog::data_prefix(name, &id),
         };
         statement.kind == "verify"
-            && statement.database == subject
+            && statement.database == subject.group()
             && statement.objects.first().is_some_and(|o| o.key == key)
             && key.starts_with(&format!("{home}verify/"))
             && self
@@ -479,7 +488,7 @@ impl TrustList {
     ) -> Arc<crate::keys::header::HeaderCheck> {
         let trust = Arc::clone(self);
         let statement = Statement::for_wal(system_id, file_name, key, raw_sha256).to_text();
-        let subject = crate::catalog::base::cluster_group(system_id);
+        let subject = Subject::Cluster(system_id);
         Arc::new(move |header: &crate::keys::header::Header| {
             let mut signatures = header.signatures().peekable();
             if signatures.peek().is_none() {
@@ -545,7 +554,7 @@ impl TrustList {
                 Provenance::Trusted { .. } => counted.push(backup),
                 Provenance::Unsigned if allow_unsigned => counted.push(backup),
                 other => not_counted.push(NotCounted {
-                    database: backup.subject(),
+                    database: backup.subject().group(),
                     id: backup.id().to_string(),
                     state: other.state(),
                     why: other.describe(),
@@ -808,14 +817,30 @@ mod tests {
             Signature::sign(&statement, &app_host).unwrap()
         };
         let own = format!("data/app/{id}/verify/20261201T010000Z-pass.json");
-        assert!(list.vouches_for_record(Some(&sign("app", &own)), &own, "app"));
+        let app = Subject::Database("app".into());
+        let billing = Subject::Database("billing".into());
+        assert!(list.vouches_for_record(Some(&sign("app", &own)), &own, &app));
         let elsewhere = format!("data/billing/{id}/verify/20991231T000000Z-fail.json");
-        assert!(!list.vouches_for_record(Some(&sign("app", &elsewhere)), &elsewhere, "app"));
-        assert!(!list.vouches_for_record(
-            Some(&sign("billing", &elsewhere)),
-            &elsewhere,
-            "billing"
-        ));
-        assert!(!list.vouches_for_record(None, &own, "app"));
+        assert!(!list.vouches_for_record(Some(&sign("app", &elsewhere)), &elsewhere, &app));
+        assert!(!list.vouches_for_record(Some(&sign("billing", &elsewhere)), &elsewhere, &billing));
+        assert!(!list.vouches_for_record(None, &own, &app));
+    }
+
+    /// Regression: scopes were matched on a string, so a signer trusted only for cluster 5
+    /// was trusted for a database named `cluster 5`.
+    #[test]
+    fn a_database_named_like_a_cluster_is_a_database() {
+        let key = SigningKey::generate("c5");
+        let list = trusting(vec![SignerEntry::Limited(LimitedSigner {
+            key: key.public().to_line(),
+            databases: vec![],
+            clusters: vec!["5".into()],
+        })]);
+        assert!(!list.judge(&signed("cluster 5", &key)).is_trusted());
+        assert_eq!(list.allowed_signers(&Subject::Cluster(5)).len(), 1);
+        assert!(
+            list.allowed_signers(&Subject::Database("cluster 5".into()))
+                .is_empty()
+        );
     }
 }

@@ -23,7 +23,7 @@ use crate::error::Result;
 use crate::keys::Recipients;
 use crate::postgres::comparison::TableCount;
 use crate::storage::ObjectStore;
-use crate::trust::{Signature, SigningKey, Statement, TrustList};
+use crate::trust::{Signature, SigningKey, Statement, Subject, TrustList};
 
 /// The record format this version writes.
 pub const VERIFY_FORMAT: u32 = 1;
@@ -284,7 +284,16 @@ async fn record_is_trusted(store: &dyn ObjectStore, key: &str, trust: &TrustList
     let Ok(report) = VerifyReport::from_json(&bytes, key) else {
         return Ok(false);
     };
-    Ok(trust.vouches_for_record(report.signature.as_ref(), key, &report.database))
+    // Which kind of backup it belongs to is told by where it lies, not by what it says.
+    let subject = if key.starts_with(BASE_PREFIX) {
+        match report.system_identifier.as_deref().map(str::parse::<u64>) {
+            Some(Ok(system_id)) => Subject::Cluster(system_id),
+            _ => return Ok(false),
+        }
+    } else {
+        Subject::Database(report.database)
+    };
+    Ok(trust.vouches_for_record(report.signature.as_ref(), key, &subject))
 }
 
 /// Reads the trusted verification states of every backup (of one database, or all).
