@@ -1,12 +1,15 @@
-//! The statement a writer signs when it finishes a backup, and the check of a manifest
-//! against it. The statement holds only what never changes after the backup (a pin or a key
-//! rotation rewrites the manifest, not the statement): the database, the backup id and start,
-//! and per object its key, its file key commitment and, for the dump, its plain size and
-//! sha256. Binding each object's key (which holds the database and the id) stops a genuine
-//! signed backup being replayed under a newer id or into another database.
+//! The statement a writer signs about what it wrote — a dump, a base backup, a verify record
+//! or a WAL file — and the check of a manifest against it. The statement holds only what
+//! never changes afterwards (a pin or a key rotation rewrites the manifest, not the
+//! statement): the database or cluster, the id, start and finish, the server version, per
+//! object its key, its file key commitment and, where known, its plain size and sha256, and
+//! for a base backup its WAL range, timelines and databases (`bound`). Binding each object's
+//! key (which holds the database and the id) stops a genuine signed backup being replayed
+//! under a newer id or into another database.
 //!
-//! In the manifest it is kept as signed, as text (`signature.statement`), beside the armored
-//! SSH signature of exactly those bytes (`signature.ssh_signature`).
+//! A manifest keeps it as signed, as text (`signature.statement`), beside the armored SSH
+//! signature of exactly those bytes (`signature.ssh_signature`); a WAL file keeps only the
+//! signature, in its age header, and the reader rebuilds the statement from the file's key.
 
 use std::collections::BTreeMap;
 
@@ -26,7 +29,7 @@ pub const STATEMENT_FORMAT: u32 = 1;
 #[serde(deny_unknown_fields)]
 pub struct Statement {
     pub format_version: u32,
-    /// `dump`.
+    /// `dump`, `base`, `verify` or `wal`.
     pub kind: String,
     pub database: String,
     pub backup_id: String,
